@@ -1,0 +1,80 @@
+"""``python -m predictor``: parse settings, register the model, load it in the background, serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from typing import Sequence
+
+log = logging.getLogger("predictor")
+
+# KServe ModelServer constructor arguments, by the name of the flag that carries each.
+_SERVER_ARGS = ("http_port", "grpc_port", "workers", "max_threads", "max_asyncio_workers", "enable_grpc",
+                "enable_docs_url", "enable_latency_logging", "access_log_format", "event_loop",
+                "timeout_keep_alive", "ssl_certfile", "ssl_keyfile")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until stopped. Readiness turns 200 once the weights are on their device."""
+    from .settings import parse_settings
+
+    settings = parse_settings(argv)
+    _configure_logging(settings.server)
+    _quiet_upstream_warnings()
+
+    from kserve import ModelServer
+    from kserve.model_server import app
+
+    from . import web
+    from .model import GPTJModel
+
+    model = GPTJModel(settings)
+    server = ModelServer(**{name: getattr(settings.server, name) for name in _SERVER_ARGS})
+    web.install(app, settings)
+    # ModelServer.start() registers only models that are already ready; register first, load in
+    # the background, and let /v2/models/<name>/ready answer 503 until load() sets `ready`.
+    server.register_model(model)
+    threading.Thread(target=_load_or_exit, args=(model,), name="loader", daemon=True).start()
+    log.info("serving model %r (source %s) on port %d", settings.model_name, settings.model,
+             settings.server.http_port)
+    server.start([])
+    return 0
+
+
+def _load_or_exit(model) -> None:
+    try:
+        model.load()
+    except BaseException:
+        # A pod that can never become ready should restart with the reason in its log, not hang.
+        log.exception("loading the model failed; exiting")
+        os._exit(1)
+
+
+def _quiet_upstream_warnings() -> None:
+    import warnings
+
+    from fastapi.exceptions import FastAPIDeprecationWarning
+
+    # KServe 0.21's routes return ORJSONResponse, which FastAPI deprecates; the warning is for
+    # KServe's maintainers and would otherwise land in every operator's log.
+    warnings.filterwarnings("ignore", category=FastAPIDeprecationWarning)
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    from kserve import logging as kserve_logging
+
+    if args.configure_logging:
+        kserve_logging.configure_logging(args.log_config_file)
+    ours, theirs = logging.getLogger("predictor"), logging.getLogger(kserve_logging.KSERVE_LOGGER_NAME)
+    if not ours.handlers and theirs.handlers:  # same format and level as KServe's lines
+        for handler in theirs.handlers:
+            ours.addHandler(handler)
+        ours.setLevel(theirs.level)
+        ours.propagate = False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The request contract: body forms, the strict request object, and the response shape.
+
+Bodies come as a JSON list of request objects (the documented form), one request object (what
+the original server parsed), or KServe v1's ``{"instances": [...]}``. Validation happens here,
+once; messages name the field and its bound.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import BadRequest
+
+
+class PromptRequest(BaseModel):
+    """One request object: a prompt and optional transformers generation parameters."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    prompt: str
+    max_length: int | None = Field(None, ge=1)
+    min_length: int | None = Field(None, ge=0)
+    do_sample: bool | None = None
+    early_stopping: bool | None = None
+    num_beams: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    repetition_penalty: float | None = Field(None, gt=0, allow_inf_nan=False)
+    length_penalty: float | None = Field(None, allow_inf_nan=False)
+    encoder_no_repeat_ngram_size: int | None = Field(None, ge=0)
+    num_return_sequences: int | None = Field(None, ge=1)
+    max_time: float | None = Field(None, gt=0, allow_inf_nan=False)
+    num_beam_groups: int | None = Field(None, ge=1)
+    diversity_penalty: float | None = Field(None, ge=0, allow_inf_nan=False)
+    remove_invalid_values: bool | None = None
+
+
+FIELDS = tuple(PromptRequest.model_fields)
+
+
+def decode_body(body: bytes, content_type: str | None) -> Any:
+    """Decode a raw body as JSON in the charset its Content-Type names (UTF-8 by default).
+
+    KServe decodes only bodies whose Content-Type is exactly one of its JSON types; anything else
+    (``application/json; charset=utf-8``, curl's default form type, none) reaches us as bytes.
+    """
+    charset = _charset(content_type)
+    try:
+        text = body.decode(codecs.lookup(charset).name)
+    except LookupError:
+        raise BadRequest(f"Content-Type names an unknown charset {charset!r}") from None
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"request body is not valid {charset}: {exc.reason} at byte {exc.start}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, the int-digits limit, NaN/Infinity
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def _charset(content_type: str | None) -> str:
+    for param in (content_type or "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"') or "utf-8"
+    return "utf-8"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse(body: Any, max_prompts: int) -> list[PromptRequest]:
+    """Turn a decoded body into request objects, or raise BadRequest naming every problem."""
+    items = _items(body)
+    if not items:
+        raise BadRequest("the request list is empty: send at least one request object")
+    if len(items) > max_prompts:
+        raise BadRequest(f"too many request objects: at most {max_prompts} per request (got {len(items)})")
+    requests, problems = [], []
+    for index, item in enumerate(items):
+        prefix = f"[{index}]." if len(items) > 1 else ""
+        if not isinstance(item, dict):
+            problems.append(f"{prefix.rstrip('.') or 'body'}: must be a JSON object with a 'prompt' "
+                            f"(got {_kind(item)})")
+            continue
+        try:
+            requests.append(PromptRequest.model_validate(item))
+        except ValidationError as exc:
+            problems.extend(prefix + _describe(error) for error in exc.errors())
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise BadRequest("; ".join(problems[:5]) + more)
+    return requests
+
+
+def _items(body: Any) -> list[Any]:
+    """The request objects in a body."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict) and "instances" in body:
+        extra = sorted(set(body) - {"instances"})
+        if extra:
+            raise BadRequest(f"unknown top-level field(s) {', '.join(map(repr, extra))} next to 'instances'")
+        if not isinstance(body["instances"], list):
+            raise BadRequest(f"instances: must be a list of request objects (got {_kind(body['instances'])})")
+        return body["instances"]
+    if isinstance(body, dict):
+        return [body]
+    raise BadRequest("body must be a JSON list of request objects, one request object, "
+                     f"or {{\"instances\": [...]}} (got {_kind(body)})")
+
+
+_PHRASES = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "finite_number": "must be a finite number",
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "body"
+    if error["type"] == "extra_forbidden":
+        return f"{field}: unknown field (allowed: {', '.join(FIELDS)})"
+    phrase = _PHRASES.get(error["type"], error["msg"]).format(**error.get("ctx", {}))
+    if error["type"] == "missing":
+        return f"{field}: {phrase}"
+    return f"{field}: {phrase} (got {_preview(error.get('input'))})"
+
+
+def _preview(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else _kind(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def shape(texts: Sequence[Sequence[str]], wants_list: Sequence[bool]) -> Any:
+    """The response ``data``: a string for one prompt and one sequence, else a list in request order.
+
+    With several prompts each entry is that prompt's text, or its list of texts when it asked
+    for several sequences.
+    """
+    per_prompt = [list(t) if many else t[0] for t, many in zip(texts, wants_list, strict=True)]
+    return per_prompt[0] if len(per_prompt) == 1 else per_prompt

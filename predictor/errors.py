@@ -1,0 +1,116 @@
+"""Typed errors, the envelope, and the one table that maps any failure to an HTTP status.
+
+Every error body the server sends is the contract's envelope
+``{"status": "failed", "data": null, "message": "..."}``. Our own code raises the
+:class:`PredictorError` family; KServe and Starlette raise their own types on the same routes
+(model not ready, unknown route, body too large...), so the table covers those too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Callable
+
+from fastapi.exceptions import RequestValidationError
+from kserve import errors as kserve_errors
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger("predictor")
+
+
+class PredictorError(Exception):
+    """Base of our typed errors; ``status`` is the HTTP status a client gets."""
+
+    status: int = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(PredictorError):
+    """The request is malformed or a value is out of bounds (the message names field and bound)."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class PayloadTooLarge(PredictorError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class NotReady(PredictorError):
+    """The model is not loaded yet, or the server is draining."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class GenerationFailed(PredictorError):
+    """Generation raised; the details are in the server log, never in the body."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def failed(message: str) -> dict[str, Any]:
+    """The envelope of a failed request."""
+    return {"status": "failed", "data": None, "message": message}
+
+
+def succeeded(data: Any, message: str | None = None) -> dict[str, Any]:
+    """The envelope of a successful request."""
+    return {"status": "success", "data": data, "message": message}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a client is told about an exception."""
+
+    status: int
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _http_exception(exc: HTTPException) -> Failure:
+    # Starlette raises these for unknown routes (404) and wrong methods (405, with an Allow header).
+    return Failure(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+
+def _request_validation(exc: RequestValidationError) -> Failure:
+    parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+    return Failure(HTTPStatus.BAD_REQUEST, "; ".join(parts[:5]) or "invalid request")
+
+
+def _predictor(exc: PredictorError) -> Failure:
+    return Failure(exc.status, exc.message, exc.headers)
+
+
+# The one table. Order matters only between a class and its subclasses (first match wins).
+_TABLE: tuple[tuple[type[BaseException], Callable[[Any], Failure]], ...] = (
+    (PredictorError, _predictor),
+    (kserve_errors.InvalidInput, lambda e: Failure(HTTPStatus.BAD_REQUEST, str(e))),
+    (kserve_errors.ModelNotFound, lambda e: Failure(HTTPStatus.NOT_FOUND, str(e))),
+    (kserve_errors.ModelNotReady, lambda e: Failure(HTTPStatus.SERVICE_UNAVAILABLE, str(e))),
+    (kserve_errors.ServerNotReady, lambda e: Failure(HTTPStatus.SERVICE_UNAVAILABLE, str(e))),
+    (kserve_errors.ServerNotLive, lambda e: Failure(HTTPStatus.SERVICE_UNAVAILABLE, str(e))),
+    (kserve_errors.UnsupportedProtocol, lambda e: Failure(HTTPStatus.NOT_IMPLEMENTED, str(e))),
+    (NotImplementedError, lambda e: Failure(HTTPStatus.NOT_IMPLEMENTED, "not implemented")),
+    (HTTPException, _http_exception),
+    (RequestValidationError, _request_validation),
+)
+
+#: Exception types with a row in the table (web.install registers a handler for each).
+HANDLED: tuple[type[BaseException], ...] = tuple(cls for cls, _ in _TABLE)
+
+
+def classify(exc: BaseException) -> Failure:
+    """Map any exception to the status, message and headers a client sees.
+
+    Anything not in the table is a bug or an upstream failure: 500 with a generic message (the
+    traceback goes to the server log, never into the body).
+    """
+    for cls, describe in _TABLE:
+        if isinstance(exc, cls):
+            return describe(exc)
+    return Failure(HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error; see the server log")

@@ -1,0 +1,159 @@
+"""Pure mapping: a validated request and its prompt length -> what to generate, and how.
+
+Cross-field rules live here (field-level bounds are in api.py). Anything transformers would reject
+at generate time is rejected here first as a 400, so a bad parameter never becomes a 500.
+Values that are capped or have no effect are reported back in the response's ``message``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from transformers import GenerationConfig
+
+from .api import PromptRequest
+from .errors import BadRequest
+from .settings import Limits
+
+_SAMPLING_ONLY = ("temperature", "top_k", "top_p")
+_BEAM_ONLY = ("early_stopping", "length_penalty")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Normalized generation settings for one prompt (hashable: the engine can group by it)."""
+
+    max_length: int
+    min_length: int = 0
+    do_sample: bool = False
+    num_beams: int = 1
+    num_return_sequences: int = 1
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    early_stopping: bool | None = None
+    length_penalty: float | None = None
+    encoder_no_repeat_ngram_size: int | None = None
+    max_time: float | None = None
+    num_beam_groups: int = 1
+    diversity_penalty: float | None = None
+    remove_invalid_values: bool | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt ready for the engine: its tokens, its settings, and notes for the client."""
+
+    prompt: str
+    input_ids: tuple[int, ...]
+    sampling: Sampling
+    notes: tuple[str, ...] = ()
+    wants_list: bool = False  # num_return_sequences > 1: data holds a list for this prompt
+
+
+def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampling, tuple[str, ...]]:
+    """Validate cross-field rules and return the settings plus notes (capped/ignored values)."""
+    notes: list[str] = []
+    max_length = _max_length(req, prompt_tokens, limits, notes)
+    min_length = _min_length(req, max_length, limits, notes)
+    given = req.model_dump(exclude_none=True, exclude={"prompt", "max_length", "min_length"})
+    s = Sampling(max_length=max_length, min_length=min_length, **given)
+    s = _greedy_or_sampling(s, notes)
+    _check_counts(s, limits)
+    s = _beam_options(s, notes)
+    return s, tuple(notes)
+
+
+def _max_length(req: PromptRequest, prompt_tokens: int, limits: Limits, notes: list[str]) -> int:
+    if req.max_length is None:
+        max_length = min(prompt_tokens + limits.default_new_tokens, limits.max_length)
+    elif req.max_length > limits.max_length:
+        notes.append(f"max_length {req.max_length} is over the limit of {limits.max_length}; "
+                     f"capped to {limits.max_length}")
+        max_length = limits.max_length
+    else:
+        max_length = req.max_length
+    if prompt_tokens >= limits.max_length:
+        raise BadRequest(f"prompt: {prompt_tokens} tokens is too long: max_length (prompt + new tokens) is "
+                         f"limited to {limits.max_length}, so a prompt may have at most "
+                         f"{limits.max_length - 1} tokens")
+    if prompt_tokens >= max_length:
+        raise BadRequest(f"max_length: must be greater than the prompt's {prompt_tokens} tokens "
+                         f"to generate anything (got {max_length})")
+    return max_length
+
+
+def _min_length(req: PromptRequest, max_length: int, limits: Limits, notes: list[str]) -> int:
+    if req.min_length is None:
+        return 0
+    min_length = req.min_length
+    if min_length > limits.min_length:
+        notes.append(f"min_length {min_length} is over the limit of {limits.min_length}; "
+                     f"capped to {limits.min_length}")
+        min_length = limits.min_length
+    if min_length > max_length:
+        raise BadRequest(f"min_length: must be <= max_length ({max_length}) (got {min_length})")
+    return min_length
+
+
+def _greedy_or_sampling(s: Sampling, notes: list[str]) -> Sampling:
+    if s.temperature == 0:
+        # The contract: temperature 0 means greedy (transformers raises on 0 with sampling).
+        if s.do_sample:
+            notes.append("temperature 0 means greedy decoding; do_sample ignored")
+        s = replace(s, temperature=None, do_sample=False)
+    if not s.do_sample:
+        ignored = [name for name in _SAMPLING_ONLY if getattr(s, name) is not None]
+        if ignored:
+            notes.append(f"{', '.join(ignored)} only apply with do_sample: true; ignored")
+        s = replace(s, temperature=None, top_k=None, top_p=None)
+    return s
+
+
+def _check_counts(s: Sampling, limits: Limits) -> None:
+    if s.num_beams > limits.max_num_beams:
+        raise BadRequest(f"num_beams: must be <= {limits.max_num_beams} (got {s.num_beams})")
+    if s.num_return_sequences > limits.max_return_sequences:
+        raise BadRequest(f"num_return_sequences: must be <= {limits.max_return_sequences} "
+                         f"(got {s.num_return_sequences})")
+    if s.num_return_sequences > 1 and not s.do_sample and s.num_return_sequences > s.num_beams:
+        raise BadRequest(f"num_return_sequences: without do_sample it must be <= num_beams ({s.num_beams}) "
+                         f"(got {s.num_return_sequences})")
+    if s.num_beam_groups > 1:
+        if s.num_beam_groups > s.num_beams or s.num_beams % s.num_beam_groups:
+            raise BadRequest(f"num_beam_groups: must divide num_beams ({s.num_beams}) "
+                             f"(got {s.num_beam_groups})")
+        if s.do_sample:
+            raise BadRequest("num_beam_groups: diverse beam search (num_beam_groups > 1) "
+                             "cannot be combined with do_sample: true")
+
+
+def _beam_options(s: Sampling, notes: list[str]) -> Sampling:
+    if s.num_beams == 1:
+        ignored = [name for name in _BEAM_ONLY if getattr(s, name) is not None]
+        if ignored:
+            notes.append(f"{', '.join(ignored)} only apply with num_beams > 1; ignored")
+            s = replace(s, early_stopping=None, length_penalty=None)
+    if s.num_beam_groups == 1 and s.diversity_penalty is not None:
+        notes.append("diversity_penalty only applies with num_beam_groups > 1; ignored")
+        s = replace(s, diversity_penalty=None)
+    return s
+
+
+def generation_config(s: Sampling, eos_token_id: int) -> GenerationConfig:
+    """The transformers GenerationConfig for these settings (diverse beams: see diverse.py).
+
+    Unset values take transformers' own defaults, as in the service this replaces; the loader
+    resets the model's generation_config so a checkpoint's file cannot change them.
+    """
+    options = {name: getattr(s, name) for name in (
+        "max_length", "min_length", "do_sample", "num_beams", "num_return_sequences", "temperature",
+        "top_k", "top_p", "repetition_penalty", "early_stopping", "length_penalty",
+        "encoder_no_repeat_ngram_size", "max_time", "remove_invalid_values")}
+    return GenerationConfig(
+        **{k: v for k, v in options.items() if v is not None},
+        pad_token_id=eos_token_id,  # GPT-J has no pad token: EOS pads (on the left)
+        eos_token_id=eos_token_id,
+        bos_token_id=eos_token_id,
+    )

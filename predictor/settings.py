@@ -1,0 +1,154 @@
+"""Settings: parsed once in ``main()`` from flags and environment variables, then frozen.
+
+Every option is a flag (KServe's own flags work too, its parser is our parent) and, for the ones
+that are ours, an environment variable; a flag wins over the variable, the variable over the
+default. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+#: Where KServe's storage initializer puts a model given by ``storageUri``.
+KSERVE_MOUNT = Path("/mnt/models")
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may ask for (deployment settings)."""
+
+    max_length: int = 512  # cap on max_length: prompt + new tokens
+    min_length: int = 64  # cap on min_length
+    default_new_tokens: int = 50  # new tokens when a request gives no max_length
+    max_num_beams: int = 8
+    max_return_sequences: int = 8
+    max_prompts: int = 16  # request objects in one body
+    max_body_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the predictor needs, validated."""
+
+    model_name: str
+    model: str  # "tiny", a local directory, /mnt/models, or a Hugging Face hub id
+    dtype: str
+    device_map: str
+    cache_dir: Path
+    limits: Limits
+    server: argparse.Namespace  # KServe's ModelServer flags, passed through untouched
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be >= 1 (got {number})")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be >= 0 (got {number})")
+    return number
+
+
+def _dtype(value: str) -> str:
+    if value not in DTYPES:
+        raise ValueError(f"must be one of {', '.join(DTYPES)} (got {value!r})")
+    return value
+
+
+def _default_cache_dir(environ: Mapping[str, str]) -> str:
+    base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME", "/tmp")) / ".cache")
+    return str(Path(base) / "gptj-predictor")
+
+
+# (flag, env var, parse, default or a function of the environment, help)
+_Option = tuple[str, str, Callable[[str], Any], Any, str]
+_OPTIONS: tuple[_Option, ...] = (
+    ("model", "GPTJ_MODEL", str, None,
+     "model source: 'tiny' (embedded random GPT-J), a local directory, or a Hugging Face hub id; "
+     f"default: {KSERVE_MOUNT} when it exists, else 'tiny'"),
+    ("dtype", "GPTJ_DTYPE", _dtype, "auto", "weights dtype: auto = float16 on CUDA, float32 on CPU"),
+    ("device_map", "GPTJ_DEVICE_MAP", str, "auto",
+     "accelerate device_map on CUDA ('auto' spreads layers over every visible GPU)"),
+    ("cache_dir", "GPTJ_CACHE_DIR", str, _default_cache_dir, "where the tiny model is built once"),
+    ("max_length_limit", "GPTJ_MAX_LENGTH_LIMIT", _positive, Limits.max_length,
+     "cap on max_length (prompt + new tokens)"),
+    ("min_length_limit", "GPTJ_MIN_LENGTH_LIMIT", _non_negative, Limits.min_length, "cap on min_length"),
+    ("default_new_tokens", "GPTJ_DEFAULT_NEW_TOKENS", _positive, Limits.default_new_tokens,
+     "new tokens generated when a request gives no max_length"),
+    ("max_num_beams", "GPTJ_MAX_NUM_BEAMS", _positive, Limits.max_num_beams, "largest num_beams"),
+    ("max_return_sequences", "GPTJ_MAX_RETURN_SEQUENCES", _positive, Limits.max_return_sequences,
+     "largest num_return_sequences"),
+    ("max_prompts", "GPTJ_MAX_PROMPTS", _positive, Limits.max_prompts, "request objects per body"),
+    ("max_body_bytes", "GPTJ_MAX_BODY_BYTES", _positive, Limits.max_body_bytes,
+     "largest request body in bytes (413 above)"),
+)
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """Our flags on top of KServe's ModelServer flags, with defaults taken from ``environ``."""
+    from kserve.model_server import parser as kserve_parser  # KServe parses argv on import
+
+    parser = argparse.ArgumentParser(
+        prog="python -m predictor",
+        description="Serve GPT-J with KServe.",
+        parents=[kserve_parser],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    # One process, one GPU, one engine: no gRPC listener (the contract is HTTP), model name gptj.
+    parser.set_defaults(model_name="gptj", enable_grpc=False)
+    for flag, env, parse, default, help_text in _OPTIONS:
+        if callable(default):
+            default = default(environ)
+        if env in environ:
+            try:
+                default = parse(environ[env])
+            except ValueError as exc:
+                parser.error(f"environment variable {env}: {exc}")
+        parser.add_argument(f"--{flag}", type=_argparse_type(parse), default=default,
+                            help=f"{help_text} [env {env}]")
+    return parser
+
+
+def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    # argparse shows ArgumentTypeError messages verbatim ("argument --x: must be >= 1 (got 0)").
+    def convert(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def parse_settings(argv: Sequence[str] | None = None,
+                   environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse flags and environment into validated Settings (exits 2 with a message on error)."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    if args.workers != 1:
+        parser.error("--workers must be 1: one process owns the GPU and its engine")
+    if args.min_length_limit > args.max_length_limit:
+        parser.error("--min_length_limit must be <= --max_length_limit")
+    if args.default_new_tokens >= args.max_length_limit:
+        parser.error("--default_new_tokens must be < --max_length_limit")
+    limits = Limits(**{f.name: getattr(args, _limit_flag(f.name)) for f in fields(Limits)})
+    model = args.model or (str(KSERVE_MOUNT) if KSERVE_MOUNT.is_dir() else "tiny")
+    return Settings(
+        model_name=args.model_name, model=model, dtype=args.dtype, device_map=args.device_map,
+        cache_dir=Path(args.cache_dir), limits=limits, server=args,
+    )
+
+
+def _limit_flag(name: str) -> str:
+    return {"max_length": "max_length_limit", "min_length": "min_length_limit"}.get(name, name)
