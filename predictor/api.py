@@ -134,7 +134,8 @@ def _describe(error: dict[str, Any]) -> str:
     field = ".".join(str(part) for part in error["loc"]) or "body"
     if error["type"] == "extra_forbidden":
         return f"{field}: unknown field (allowed: {', '.join(FIELDS)})"
-    phrase = _PHRASES.get(error["type"], error["msg"]).format(**error.get("ctx", {}))
+    bounds = {key: f"{value:g}" if isinstance(value, float) else value for key, value in error.get("ctx", {}).items()}
+    phrase = _PHRASES.get(error["type"], error["msg"]).format(**bounds)
     if error["type"] == "missing":
         return f"{field}: {phrase}"
     return f"{field}: {phrase} (got {_preview(error.get('input'))})"

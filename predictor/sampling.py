@@ -55,8 +55,10 @@ class GenerationRequest:
 def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampling, tuple[str, ...]]:
     """Validate cross-field rules and return the settings plus notes (capped/ignored values)."""
     notes: list[str] = []
-    max_length = _max_length(req, prompt_tokens, limits, notes)
-    min_length = _min_length(req, max_length, limits, notes)
+    min_length = _min_length(req, limits, notes)
+    max_length = _max_length(req, prompt_tokens, min_length, limits, notes)
+    if min_length > max_length:
+        raise BadRequest(f"min_length: must be <= max_length ({max_length}) (got {min_length})")
     given = req.model_dump(exclude_none=True, exclude={"prompt", "max_length", "min_length"})
     s = Sampling(max_length=max_length, min_length=min_length, **given)
     s = _greedy_or_sampling(s, notes)
@@ -65,9 +67,10 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
     return s, tuple(notes)
 
 
-def _max_length(req: PromptRequest, prompt_tokens: int, limits: Limits, notes: list[str]) -> int:
-    if req.max_length is None:
-        max_length = min(prompt_tokens + limits.default_new_tokens, limits.max_length)
+def _max_length(req: PromptRequest, prompt_tokens: int, min_length: int, limits: Limits,
+                notes: list[str]) -> int:
+    if req.max_length is None:  # the default also stretches to honour min_length
+        max_length = min(max(prompt_tokens + limits.default_new_tokens, min_length), limits.max_length)
     elif req.max_length > limits.max_length:
         notes.append(f"max_length {req.max_length} is over the limit of {limits.max_length}; "
                      f"capped to {limits.max_length}")
@@ -84,17 +87,14 @@ def _max_length(req: PromptRequest, prompt_tokens: int, limits: Limits, notes: l
     return max_length
 
 
-def _min_length(req: PromptRequest, max_length: int, limits: Limits, notes: list[str]) -> int:
+def _min_length(req: PromptRequest, limits: Limits, notes: list[str]) -> int:
     if req.min_length is None:
         return 0
-    min_length = req.min_length
-    if min_length > limits.min_length:
-        notes.append(f"min_length {min_length} is over the limit of {limits.min_length}; "
+    if req.min_length > limits.min_length:
+        notes.append(f"min_length {req.min_length} is over the limit of {limits.min_length}; "
                      f"capped to {limits.min_length}")
-        min_length = limits.min_length
-    if min_length > max_length:
-        raise BadRequest(f"min_length: must be <= max_length ({max_length}) (got {min_length})")
-    return min_length
+        return limits.min_length
+    return req.min_length
 
 
 def _greedy_or_sampling(s: Sampling, notes: list[str]) -> Sampling:

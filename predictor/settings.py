@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -138,11 +138,9 @@ def parse_settings(argv: Sequence[str] | None = None,
     args = parser.parse_args(argv)
     if args.workers != 1:
         parser.error("--workers must be 1: one process owns the GPU and its engine")
-    if args.min_length_limit > args.max_length_limit:
-        parser.error("--min_length_limit must be <= --max_length_limit")
-    if args.default_new_tokens >= args.max_length_limit:
-        parser.error("--default_new_tokens must be < --max_length_limit")
     limits = Limits(**{f.name: getattr(args, _limit_flag(f.name)) for f in fields(Limits)})
+    # A min_length cap above the max_length cap could never be met; lowering one limit alone is fine.
+    limits = replace(limits, min_length=min(limits.min_length, limits.max_length))
     model = args.model or (str(KSERVE_MOUNT) if KSERVE_MOUNT.is_dir() else "tiny")
     return Settings(
         model_name=args.model_name, model=model, dtype=args.dtype, device_map=args.device_map,

@@ -1,0 +1,64 @@
+"""Settings from flags and environment: precedence, validation, defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from predictor import settings as settings_module
+from predictor.settings import Limits, parse_settings
+
+
+def test_defaults(monkeypatch, tmp_path):
+    monkeypatch.setattr(settings_module, "KSERVE_MOUNT", tmp_path / "absent")
+    s = parse_settings([], {"HOME": "/home/someone"})
+    assert s.model_name == "gptj" and s.model == "tiny" and s.dtype == "auto"
+    assert s.limits == Limits()
+    assert str(s.cache_dir) == "/home/someone/.cache/gptj-predictor"
+    assert s.server.http_port == 8080 and s.server.workers == 1
+    assert s.server.enable_grpc is False  # HTTP only
+
+
+def test_kserve_mount_is_the_default_model_when_it_exists(monkeypatch, tmp_path):
+    monkeypatch.setattr(settings_module, "KSERVE_MOUNT", tmp_path)
+    assert parse_settings([], {}).model == str(tmp_path)
+
+
+def test_environment_then_flags(monkeypatch, tmp_path):
+    env = {"GPTJ_MODEL": "/models/a", "GPTJ_MAX_LENGTH_LIMIT": "256", "GPTJ_DTYPE": "bfloat16",
+           "GPTJ_MAX_BODY_BYTES": "2048", "GPTJ_CACHE_DIR": str(tmp_path)}
+    s = parse_settings([], env)
+    assert (s.model, s.limits.max_length, s.dtype, s.limits.max_body_bytes) == ("/models/a", 256, "bfloat16", 2048)
+    assert s.cache_dir == tmp_path
+    s = parse_settings(["--model", "/models/b", "--max_length_limit", "128"], env)
+    assert (s.model, s.limits.max_length) == ("/models/b", 128)  # a flag wins over the variable
+
+
+def test_every_limit_has_a_flag():
+    s = parse_settings(["--max_length_limit", "300", "--min_length_limit", "10", "--default_new_tokens", "7",
+                        "--max_num_beams", "3", "--max_return_sequences", "2", "--max_prompts", "5",
+                        "--max_body_bytes", "999"], {})
+    assert s.limits == Limits(300, 10, 7, 3, 2, 5, 999)
+
+
+def test_lowering_the_max_length_limit_alone_is_enough():
+    limits = parse_settings(["--max_length_limit", "40"], {}).limits
+    assert (limits.max_length, limits.min_length, limits.default_new_tokens) == (40, 40, 50)
+
+
+def test_kserve_flags_pass_through():
+    s = parse_settings(["--http_port", "9000", "--model_name", "other", "--enable_docs_url", "true"], {})
+    assert (s.server.http_port, s.model_name, s.server.enable_docs_url) == (9000, "other", True)
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--max_length_limit", "0"], {}, "argument --max_length_limit: must be >= 1 (got 0)"),
+    (["--max_length_limit", "lots"], {}, "argument --max_length_limit"),
+    (["--dtype", "int4"], {}, "must be one of auto, float16, bfloat16, float32 (got 'int4')"),
+    ([], {"GPTJ_MAX_PROMPTS": "-3"}, "environment variable GPTJ_MAX_PROMPTS: must be >= 1 (got -3)"),
+    (["--workers", "2"], {}, "--workers must be 1"),
+])
+def test_invalid_settings_exit_with_a_message(argv, env, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_settings(argv, env)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
