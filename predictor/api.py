@@ -11,13 +11,21 @@ import codecs
 import json
 from typing import Any, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import BadRequest
 
 
+#: Below this a temperature overflows float32 logits (NaN probabilities); vLLM uses the same floor.
+MIN_TEMPERATURE = 1e-5
+
+
 class PromptRequest(BaseModel):
-    """One request object: a prompt and optional transformers generation parameters."""
+    """One request object: a prompt and optional transformers generation parameters.
+
+    Numeric ranges are wider than any sensible use and narrow enough that float32 arithmetic in
+    generation never overflows into inf/NaN (which would fail the request, or worse).
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -27,17 +35,34 @@ class PromptRequest(BaseModel):
     do_sample: bool | None = None
     early_stopping: bool | None = None
     num_beams: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, allow_inf_nan=False)
+    temperature: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
     top_k: int | None = Field(None, ge=0)
     top_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    repetition_penalty: float | None = Field(None, gt=0, allow_inf_nan=False)
-    length_penalty: float | None = Field(None, allow_inf_nan=False)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=100, allow_inf_nan=False)
+    length_penalty: float | None = Field(None, ge=-10, le=10, allow_inf_nan=False)
     encoder_no_repeat_ngram_size: int | None = Field(None, ge=0)
     num_return_sequences: int | None = Field(None, ge=1)
     max_time: float | None = Field(None, gt=0, allow_inf_nan=False)
     num_beam_groups: int | None = Field(None, ge=1)
-    diversity_penalty: float | None = Field(None, ge=0, allow_inf_nan=False)
+    diversity_penalty: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False)
     remove_invalid_values: bool | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _unicode(cls, prompt: str) -> str:
+        # JSON allows lone surrogates (\ud800); they are not text and the tokenizer rejects them.
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"must be valid Unicode text (lone surrogate at character {exc.start})") from None
+        return prompt
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, temperature: float | None) -> float | None:
+        if temperature is not None and 0 < temperature < MIN_TEMPERATURE:
+            raise ValueError(f"must be 0 (greedy) or >= {MIN_TEMPERATURE:g}")
+        return temperature
 
 
 FIELDS = tuple(PromptRequest.model_fields)
@@ -127,6 +152,7 @@ _PHRASES = {
     "greater_than_equal": "must be >= {ge}",
     "greater_than": "must be > {gt}",
     "less_than_equal": "must be <= {le}",
+    "value_error": "{error}",
 }
 
 
@@ -136,7 +162,7 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{field}: unknown field (allowed: {', '.join(FIELDS)})"
     bounds = {key: f"{value:g}" if isinstance(value, float) else value for key, value in error.get("ctx", {}).items()}
     phrase = _PHRASES.get(error["type"], error["msg"]).format(**bounds)
-    if error["type"] == "missing":
+    if error["type"] in ("missing", "value_error"):
         return f"{field}: {phrase}"
     return f"{field}: {phrase} (got {_preview(error.get('input'))})"
 

@@ -64,6 +64,12 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
     s = _greedy_or_sampling(s, notes)
     _check_counts(s, limits)
     s = _beam_options(s, notes)
+    if s.encoder_no_repeat_ngram_size and s.encoder_no_repeat_ngram_size > prompt_tokens:
+        # No n-gram of the prompt is that long, so it bans nothing; and transformers allocates one
+        # list per n-gram position, so a huge value would exhaust memory (found by trying 10**11).
+        notes.append(f"encoder_no_repeat_ngram_size {s.encoder_no_repeat_ngram_size} is longer than the "
+                     f"prompt ({prompt_tokens} tokens); ignored")
+        s = replace(s, encoder_no_repeat_ngram_size=None)
     return s, tuple(notes)
 
 

@@ -47,6 +47,8 @@ def raw(server, content: bytes, content_type: str | None = "application/json"):
     (b"[]", "application/json", "the request list is empty"),
     (b'{"instances": "nope"}', "application/json", "instances: must be a list"),
     (b'[1, 2]', "application/json", "[0]: must be a JSON object"),
+    (b'{"prompt": "a\\ud800b"}', "text/plain", "prompt: must be valid Unicode text"),
+    (b'{"prompt": "a\\ud800b"}', "application/json", "no low surrogate"),
 ])
 def test_malformed_bodies(server, content, content_type, message):
     assert message in failed(raw(server, content, content_type), 400)
@@ -69,8 +71,12 @@ def test_malformed_bodies(server, content, content_type, message):
     ({"prompt": SEED, "temperature": -1}, "temperature: must be >= 0"),
     ({"prompt": SEED, "top_p": 7}, "top_p: must be <= 1 (got 7)"),
     ({"prompt": SEED, "top_k": 1.5}, "top_k: must be an integer"),
-    ({"prompt": SEED, "repetition_penalty": 0}, "repetition_penalty: must be > 0"),
+    ({"prompt": SEED, "repetition_penalty": 0}, "repetition_penalty: must be >= 0.01"),
     ({"prompt": SEED, "max_time": -1}, "max_time: must be > 0"),
+    # values whose float32 arithmetic would overflow into inf/NaN during generation
+    ({"prompt": SEED, "do_sample": True, "temperature": 1e-300}, "temperature: must be 0 (greedy) or >= 1e-05"),
+    ({"prompt": SEED, "num_beams": 2, "length_penalty": 1e300}, "length_penalty: must be <= 10"),
+    ({"prompt": SEED, "do_sample": True, "repetition_penalty": 1e-300}, "repetition_penalty: must be >= 0.01"),
     ({"prompt": SEED, "do_sample": "true"}, "do_sample: must be true or false"),
     ({"prompt": SEED, "diversity_penalty": -3}, "diversity_penalty: must be >= 0"),
     ({"prompt": "word " * 3000}, "tokens is too long"),  # never reaches the rotary table
@@ -79,6 +85,22 @@ def test_malformed_bodies(server, content, content_type, message):
 def test_bad_values(server, request_object, message):
     content = json.dumps(request_object, allow_nan=True).encode()
     assert message in failed(raw(server, content), 400)
+
+
+@pytest.mark.parametrize("extreme", [
+    {"encoder_no_repeat_ngram_size": 99_999_999_999},  # transformers would allocate per n-gram position
+    {"top_k": 99_999_999_999_999, "do_sample": True},
+    {"max_time": 1e300},
+    {"num_beams": 8, "num_return_sequences": 8, "length_penalty": 10, "repetition_penalty": 100},
+    {"num_beams": 8, "num_beam_groups": 8, "diversity_penalty": 1000, "num_return_sequences": 8},
+    {"do_sample": True, "temperature": 100, "min_length": 30},
+    {"do_sample": True, "temperature": 1e-5, "top_p": 1e-300},
+    {"prompt": "a\u0000b <|endoftext|>\u200b"},
+])
+def test_extreme_but_valid_values_succeed(server, extreme):
+    response = server.predict({"prompt": SEED, "max_length": 40, **extreme})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "success"
 
 
 def test_too_many_prompts(server):

@@ -62,6 +62,15 @@ def test_plan_accepts(fields, expected, notes):
     assert told == notes
 
 
+@pytest.mark.parametrize("size, kept", [(PROMPT_TOKENS, PROMPT_TOKENS), (PROMPT_TOKENS + 1, None), (10**11, None)])
+def test_ngram_longer_than_the_prompt_is_ignored(size, kept):
+    sampling, notes = run(encoder_no_repeat_ngram_size=size)
+    assert sampling.encoder_no_repeat_ngram_size == kept
+    assert bool(notes) == (kept is None)
+    if notes:
+        assert notes == (f"encoder_no_repeat_ngram_size {size} is longer than the prompt (8 tokens); ignored",)
+
+
 def test_default_length_respects_the_limit():
     sampling, notes = run(prompt_tokens=500)
     assert sampling.max_length == 512 and notes == ()
