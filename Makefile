@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 # multi-GB CUDA build. Override for other machines, e.g. `make TORCH=torch==2.13.0+cu128 ...`.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# checkov pins old versions of common packages (packaging 23, which pytest 9 refuses): its own venv.
+CHECKOV_VENV := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 PORT ?= 8080
 MODEL ?= tiny
@@ -24,11 +27,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
+$(CHECKOV_STAMP):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check 'checkov>=3.2,<4'
+	touch $@
+
 serve: install
 	$(PY) -m predictor --http_port $(PORT) --model $(MODEL) $(ARGS)
 
-test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: install $(CHECKOV_STAMP)
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

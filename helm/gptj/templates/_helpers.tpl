@@ -1,0 +1,203 @@
+{{/* Names ------------------------------------------------------------------------------------- */}}
+
+{{- define "gptj.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The InferenceService name; KServe appends "-predictor" (and more) to it, so keep it short. */}}
+{{- define "gptj.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 45 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "gptj.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels: app.kubernetes.io/* on everything; selector labels never change between upgrades. */}}
+{{- define "gptj.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gptj.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "gptj.labels" -}}
+helm.sh/chart: {{ include "gptj.chart" . }}
+{{ include "gptj.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gptj
+{{- with .Values.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* KServe labels every predictor pod with the InferenceService's name: the stable way to select them. */}}
+{{- define "gptj.podSelector" -}}
+serving.kserve.io/inferenceservice: {{ include "gptj.fullname" . }}
+{{- end }}
+
+{{- define "gptj.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Checks the schema cannot express ----------------------------------------------------------- */}}
+
+{{- define "gptj.validate" -}}
+{{- if gt (int .Values.replicas.min) (int .Values.replicas.max) }}
+{{- fail (printf "replicas.min (%d) must be <= replicas.max (%d)" (int .Values.replicas.min) (int .Values.replicas.max)) }}
+{{- end }}
+{{- if and (ne .Values.deploymentMode "Knative") (not (kindIs "invalid" .Values.canaryTrafficPercent)) }}
+{{- fail "canaryTrafficPercent needs deploymentMode: Knative (KServe's canary rollouts are Knative revisions)" }}
+{{- end }}
+{{- if and (eq .Values.deploymentMode "Standard") (eq (int .Values.replicas.min) 0) }}
+{{- fail "replicas.min 0 (scale to zero) needs deploymentMode: Knative" }}
+{{- end }}
+{{- if and (eq .Values.deploymentMode "Knative") (has .Values.autoscaling.metric (list "cpu" "memory")) }}
+{{- fail "autoscaling.metric cpu/memory is for Standard mode with autoscaling.standardClass hpa; Knative scales on concurrency or rps" }}
+{{- end }}
+{{- if and (eq .Values.deploymentMode "Standard") (eq .Values.autoscaling.standardClass "hpa") (has .Values.autoscaling.metric (list "concurrency" "rps")) }}
+{{- fail "autoscaling.standardClass hpa scales on cpu or memory; set autoscaling.metric accordingly" }}
+{{- end }}
+{{- if and .Values.servingRuntime.create (ne .Values.predictorForm "runtime") }}
+{{- fail "servingRuntime.create needs predictorForm: runtime" }}
+{{- end }}
+{{- end }}
+
+{{/* The predictor container: shared by the custom-container form and the ServingRuntime ---------- */}}
+
+{{- define "gptj.env" -}}
+- name: GPTJ_MODEL
+  value: {{ if .Values.model.storageUri }}/mnt/models{{ else }}tiny{{ end }}
+- name: GPTJ_DTYPE
+  value: {{ .Values.model.dtype | quote }}
+- name: GPTJ_MAX_LENGTH_LIMIT
+  value: {{ int .Values.model.limits.maxLength | quote }}
+- name: GPTJ_MIN_LENGTH_LIMIT
+  value: {{ int .Values.model.limits.minLength | quote }}
+- name: GPTJ_DEFAULT_NEW_TOKENS
+  value: {{ int .Values.model.limits.defaultNewTokens | quote }}
+- name: GPTJ_MAX_NUM_BEAMS
+  value: {{ int .Values.model.limits.maxNumBeams | quote }}
+- name: GPTJ_MAX_RETURN_SEQUENCES
+  value: {{ int .Values.model.limits.maxReturnSequences | quote }}
+- name: GPTJ_MAX_PROMPTS
+  value: {{ int .Values.model.limits.maxPrompts | quote }}
+- name: GPTJ_MAX_BODY_BYTES
+  value: {{ int .Values.model.limits.maxBodyBytes | quote }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "gptj.resources" -}}
+requests:
+  {{- toYaml .Values.resources.requests | nindent 2 }}
+  {{- if gt (int .Values.gpu.count) 0 }}
+  {{ .Values.gpu.resourceName }}: {{ .Values.gpu.count | quote }}
+  {{- end }}
+limits:
+  {{- toYaml .Values.resources.limits | nindent 2 }}
+  {{- if gt (int .Values.gpu.count) 0 }}
+  {{ .Values.gpu.resourceName }}: {{ .Values.gpu.count | quote }}
+  {{- end }}
+{{- end }}
+
+{{/* Image, arguments, port, probes, security and mounts (env and resources are added by the caller). */}}
+{{- define "gptj.containerBody" -}}
+image: {{ include "gptj.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+args:
+  - --model_name={{ .Values.model.name }}
+  - --http_port=8080
+ports:
+  # Knative requires the name http1; KServe's Standard mode accepts it too.
+  - name: http1
+    containerPort: 8080
+    protocol: TCP
+startupProbe:
+  httpGet:
+    path: /v2/models/{{ .Values.model.name }}/ready
+    port: 8080
+  periodSeconds: {{ .Values.probes.startup.periodSeconds }}
+  failureThreshold: {{ .Values.probes.startup.failureThreshold }}
+  timeoutSeconds: {{ .Values.probes.startup.timeoutSeconds }}
+readinessProbe:
+  httpGet:
+    path: /v2/models/{{ .Values.model.name }}/ready
+    port: 8080
+  periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
+  failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+  timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
+livenessProbe:
+  httpGet:
+    path: /v2/health/live
+    port: 8080
+  periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
+  failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+  timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: cache
+    mountPath: /cache
+  - name: tmp
+    mountPath: /tmp
+  - name: dshm
+    mountPath: /dev/shm
+{{- end }}
+
+{{- define "gptj.volumes" -}}
+- name: cache
+  emptyDir:
+    sizeLimit: {{ .Values.cacheSizeLimit }}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .Values.shmSizeLimit }}
+{{- end }}
+
+{{/* Pod-level fields of the predictor. */}}
+{{- define "gptj.podFields" -}}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+automountServiceAccountToken: false
+terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+{{- with .Values.serviceAccount.name }}
+serviceAccountName: {{ . }}
+{{- end }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $gpu := gt (int .Values.gpu.count) 0 }}
+{{- with merge (dict) .Values.nodeSelector (ternary .Values.gpu.nodeSelector (dict) $gpu) }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with concat (ternary .Values.gpu.tolerations (list) $gpu) .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
