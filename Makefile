@@ -16,8 +16,9 @@ PORT ?= 8080
 MODEL ?= tiny
 ARGS ?=
 PYTEST_ARGS ?=
+DEVICE ?= cpu
 
-.PHONY: install serve test clean
+.PHONY: install serve test bench clean
 
 install: $(STAMP)
 
@@ -37,6 +38,10 @@ serve: install
 
 test: install $(CHECKOV_STAMP)
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
+
+# Prints a table and writes bench/out/bench-$(DEVICE).json (see docs/performance.md).
+bench: install
+	$(PY) -m bench --device $(DEVICE) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -29,9 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kserve.model_server import app
 
     from . import web
+    from .metrics import Metrics
     from .model import GPTJModel
 
-    model = GPTJModel(settings)
+    model = GPTJModel(settings, Metrics())
     server = ModelServer(**{name: getattr(settings.server, name) for name in _SERVER_ARGS})
     web.install(app, settings)
     # ModelServer.start() registers only models that are already ready; register first, load in

@@ -13,6 +13,7 @@ from kserve.protocol.infer_type import InferRequest
 from . import api, loading
 from .engine import Engine
 from .errors import BadRequest, NotReady, succeeded
+from .metrics import Metrics
 from .runner import Runner
 from .sampling import GenerationRequest, plan
 from .settings import Settings
@@ -23,9 +24,10 @@ log = logging.getLogger("predictor")
 class GPTJModel(Model):
     """KServe lifecycle: ``__init__`` stores settings, ``load()`` does the heavy work and sets ``ready``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         super().__init__(settings.model_name)
         self.settings = settings
+        self.metrics = metrics
         self.loaded: loading.Loaded | None = None
         # Not `self.engine`: KServe reads a truthy `engine` attribute as "call start_engine()".
         self._engine: Engine | None = None
@@ -39,7 +41,7 @@ class GPTJModel(Model):
         try:
             if not self.ready:
                 loaded = loading.load(self.settings)
-                engine = Engine(Runner(loaded).run)
+                engine = Engine(Runner(loaded), self.settings.batch, self.metrics)
                 engine.start()
                 self.loaded, self._engine = loaded, engine
                 self.ready = True

@@ -1,38 +1,78 @@
-"""Generation on the loaded model: GenerationRequest -> texts. Called only from the engine thread."""
+"""Beam search on the loaded model, as left-padded ``generate`` calls; and turning tokens into text.
+
+Beam batches share every setting and length bound (batching.beam_key), so one GenerationConfig fits
+all rows. Engine thread only.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from typing import Sequence
 
 import torch
 
 from . import diverse
+from .batching import new_tokens
+from .continuous import ContinuousBatch
 from .loading import Loaded
 from .sampling import GenerationRequest, generation_config
 
+log = logging.getLogger("predictor")
+
+Result = list[str] | Exception
+
 
 class Runner:
-    """Runs requests on one loaded model."""
+    """Runs batches on one loaded model."""
 
     def __init__(self, loaded: Loaded) -> None:
         self.loaded = loaded
 
-    def run(self, request: GenerationRequest) -> list[str]:
-        """Generate for one request: its ``num_return_sequences`` full texts (prompt + continuation)."""
+    def continuous(self) -> ContinuousBatch:
+        """A continuous batch on this model, for every request without beams."""
+        return ContinuousBatch(self.loaded.model, self.loaded.eos_token_id)
+
+    def run_batch(self, requests: Sequence[GenerationRequest]) -> list[Result]:
+        """Texts for every request, in order; a request that fails gets its exception instead.
+
+        If a batch fails, its requests run again one by one, so only the culprit fails.
+        """
+        try:
+            return list(self._generate(requests))
+        except Exception as exc:
+            if len(requests) == 1:
+                return [exc]
+            log.warning("a batch of %d failed (%s); running its requests one by one", len(requests), exc)
+        return [self.run_batch([request])[0] for request in requests]
+
+    def _generate(self, requests: Sequence[GenerationRequest]) -> list[list[str]]:
+        model, first = self.loaded.model, requests[0].sampling
+        if first.num_beam_groups > 1:  # alone, see batching.batch_key
+            return [self._diverse(requests[0])]
+        eos, width = self.loaded.eos_token_id, max(len(r.input_ids) for r in requests)
+        input_ids = torch.tensor([[eos] * (width - len(r.input_ids)) + list(r.input_ids) for r in requests],
+                                 dtype=torch.long, device=model.device)
+        attention_mask = (torch.arange(width, device=model.device)[None, :]
+                          >= torch.tensor([width - len(r.input_ids) for r in requests], device=model.device)[:, None])
+        (most, least), = {new_tokens(r) for r in requests}  # equal by batching.beam_key
+        config = generation_config(replace(first, max_length=width + most, min_length=width + least), eos)
+        with torch.inference_mode():
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask.long(), generation_config=config)
+        n = first.num_return_sequences
+        return [self.texts(r.prompt, [row[width:].tolist() for row in out[i * n:(i + 1) * n]])
+                for i, r in enumerate(requests)]
+
+    def _diverse(self, request: GenerationRequest) -> list[str]:
         model, s = self.loaded.model, request.sampling
         input_ids = torch.tensor([request.input_ids], dtype=torch.long, device=model.device)
-        attention_mask = torch.ones_like(input_ids)
-        config = generation_config(s, self.loaded.eos_token_id)
         with torch.inference_mode():
-            if s.num_beam_groups > 1:
-                new_tokens = diverse.generate(model, input_ids, attention_mask, config,
-                                              s.num_beam_groups, s.diversity_penalty or 0.0)[0]
-            else:
-                out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-                new_tokens = [row[input_ids.shape[1]:].tolist() for row in out]
-        return self.texts(request.prompt, new_tokens)
+            new = diverse.generate(model, input_ids, torch.ones_like(input_ids),
+                                   generation_config(s, self.loaded.eos_token_id), s.num_beam_groups,
+                                   s.diversity_penalty or 0.0)[0]
+        return self.texts(request.prompt, new)
 
-    def texts(self, prompt: str, new_tokens: Sequence[Sequence[int]]) -> list[str]:
+    def texts(self, prompt: str, continuations: Sequence[Sequence[int]]) -> list[str]:
         """Full texts: the prompt exactly as sent, then each continuation without special tokens.
 
         Decoding only the new tokens keeps the prompt byte-for-byte (even text that tokenizes to a
@@ -40,4 +80,4 @@ class Runner:
         """
         tokenizer = self.loaded.tokenizer
         return [prompt + tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-                for tokens in new_tokens]
+                for tokens in continuations]

@@ -32,6 +32,19 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class BatchPolicy:
+    """How the engine forms batches (deployment settings; the defaults suit one GPU)."""
+
+    max_batch_size: int = 32  # requests (prompts) per generate call
+    max_batch_tokens: int = 16384  # rows x (longest prompt + most new tokens): bounds KV-cache memory
+    # A batch starts when it is full, when no request has arrived for batch_wait_s (requests sent
+    # together reach the engine within milliseconds of each other), or max_batch_wait_s after its
+    # oldest request arrived.
+    batch_wait_s: float = 0.005
+    max_batch_wait_s: float = 0.05
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the predictor needs, validated."""
 
@@ -41,6 +54,7 @@ class Settings:
     device_map: str
     cache_dir: Path
     limits: Limits
+    batch: BatchPolicy
     server: argparse.Namespace  # KServe's ModelServer flags, passed through untouched
 
 
@@ -55,6 +69,13 @@ def _non_negative(value: str) -> int:
     number = int(value)
     if number < 0:
         raise ValueError(f"must be >= 0 (got {number})")
+    return number
+
+
+def _milliseconds(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 10_000:
+        raise ValueError(f"must be between 0 and 10000 ms (got {value})")
     return number
 
 
@@ -90,6 +111,14 @@ _OPTIONS: tuple[_Option, ...] = (
     ("max_prompts", "GPTJ_MAX_PROMPTS", _positive, Limits.max_prompts, "request objects per body"),
     ("max_body_bytes", "GPTJ_MAX_BODY_BYTES", _positive, Limits.max_body_bytes,
      "largest request body in bytes (413 above)"),
+    ("max_batch_size", "GPTJ_MAX_BATCH_SIZE", _positive, BatchPolicy.max_batch_size,
+     "most requests generated together"),
+    ("max_batch_tokens", "GPTJ_MAX_BATCH_TOKENS", _positive, BatchPolicy.max_batch_tokens,
+     "most tokens in a batch: rows x (longest prompt + most new tokens)"),
+    ("batch_wait_ms", "GPTJ_BATCH_WAIT_MS", _milliseconds, BatchPolicy.batch_wait_s * 1000,
+     "start a batch once no request has arrived for this long"),
+    ("max_batch_wait_ms", "GPTJ_MAX_BATCH_WAIT_MS", _milliseconds, BatchPolicy.max_batch_wait_s * 1000,
+     "start a batch at the latest this long after its oldest request arrived"),
 )
 
 
@@ -141,10 +170,12 @@ def parse_settings(argv: Sequence[str] | None = None,
     limits = Limits(**{f.name: getattr(args, _limit_flag(f.name)) for f in fields(Limits)})
     # A min_length cap above the max_length cap could never be met; lowering one limit alone is fine.
     limits = replace(limits, min_length=min(limits.min_length, limits.max_length))
+    batch = BatchPolicy(max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens,
+                        batch_wait_s=args.batch_wait_ms / 1000, max_batch_wait_s=args.max_batch_wait_ms / 1000)
     model = args.model or (str(KSERVE_MOUNT) if KSERVE_MOUNT.is_dir() else "tiny")
     return Settings(
         model_name=args.model_name, model=model, dtype=args.dtype, device_map=args.device_map,
-        cache_dir=Path(args.cache_dir), limits=limits, server=args,
+        cache_dir=Path(args.cache_dir), limits=limits, batch=batch, server=args,
     )
 
 

@@ -49,6 +49,8 @@ class TinySpec:
     rotary_dim: int = 16
     n_positions: int = 2048  # GPT-J's context window
     vocab_size: int = 1024  # BPE target; the model's vocabulary is rounded up to a multiple of 64
+    model_vocab_size: int | None = None  # pad the model's vocabulary to this (GPT-J: 50400)
+    dtype: str = "float32"  # float16 weights are built on a GPU when one is present
     seed: int = 0
     # Random weights end on EOS whenever it happens to win; the quick-start model never emits EOS
     # or unprintable tokens, so every prompt gets a visible continuation. Tests that need EOS turn
@@ -90,12 +92,16 @@ def build(dest: Path, spec: TinySpec = TinySpec()) -> None:
     tokenizer.save_pretrained(dest)
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     config = GPTJConfig(
-        vocab_size=-(-len(tokenizer) // 64) * 64, n_positions=spec.n_positions, n_embd=spec.n_embd,
-        n_layer=spec.n_layer, n_head=spec.n_head, rotary_dim=spec.rotary_dim,
+        vocab_size=max(-(-len(tokenizer) // 64) * 64, spec.model_vocab_size or 0), n_positions=spec.n_positions,
+        n_embd=spec.n_embd, n_layer=spec.n_layer, n_head=spec.n_head, rotary_dim=spec.rotary_dim,
         bos_token_id=eos_id, eos_token_id=eos_id, tie_word_embeddings=False,
     )
+    dtype = getattr(torch, spec.dtype)
+    # GPT-J-6B's shape in float32 would need 24 GB of host memory: build half precision on the GPU.
+    device = "cuda" if dtype != torch.float32 and torch.cuda.is_available() else "cpu"
     torch.manual_seed(spec.seed)
-    model = GPTJForCausalLM(config).eval()
+    with torch.device(device):
+        model = GPTJForCausalLM(config).to(dtype).eval()
     with torch.no_grad():
         bias = model.lm_head.bias
         bias[len(tokenizer):] = -1e4  # padding rows of the vocabulary, as in GPT-J's 50400

@@ -32,5 +32,5 @@ def test_generation_on_the_gpu_matches_the_contract(tiny_dir):
     prompt = "If I was a billionaire, I would"
     ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
     sampling, _ = plan(PromptRequest(prompt=prompt, max_length=50, num_beams=2), len(ids), Limits())
-    (text,) = runner.run(GenerationRequest(prompt, ids, sampling))
+    ((text,),) = runner.run_batch([GenerationRequest(prompt, ids, sampling)])
     assert text.startswith(prompt) and len(text) > len(prompt)

@@ -1,7 +1,8 @@
 """Run the real server with test-only behaviour patched in; production never imports this file.
 
 GPTJ_TEST_LOAD_GATE=<path>    loading waits until the file exists (to watch readiness turn 200)
-GPTJ_TEST_FAIL_PROMPT=<text>  generation raises for prompts containing the text (a 500 on demand)
+GPTJ_TEST_FAIL_PROMPT=<text>  generation raises for any batch that a prompt containing the text joins
+                              (a 500 on demand; requests that joined with it are retried alone)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 import sys
 import time
 
-from predictor import loading, runner
+from predictor import continuous, loading, runner
 from predictor.__main__ import main
 
 _gate = os.environ.get("GPTJ_TEST_LOAD_GATE")
@@ -27,14 +28,22 @@ if _gate:
     loading.load = _gated_load
 
 if _fail:
-    _run = runner.Runner.run
+    _join, _generate = continuous.ContinuousBatch.join, runner.Runner._generate
 
-    def _failing_run(self, request):
-        if _fail in request.prompt:
+    def _check(requests):
+        if any(_fail in request.prompt for request in requests):
             raise RuntimeError("injected fault with secret-internal-detail")
-        return _run(self, request)
 
-    runner.Runner.run = _failing_run
+    def _failing_join(self, entries):
+        _check([request for _, request in entries])
+        return _join(self, entries)
+
+    def _failing_generate(self, requests):
+        _check(requests)
+        return _generate(self, requests)
+
+    continuous.ContinuousBatch.join = _failing_join
+    runner.Runner._generate = _failing_generate
 
 if __name__ == "__main__":
     sys.exit(main())

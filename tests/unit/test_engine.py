@@ -1,87 +1,174 @@
-"""The engine thread: results, isolation of failures, cancellation, shutdown."""
+"""The engine thread on the tiny model: joining, leaving, failures, beams, shutdown, metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from predictor.api import PromptRequest
 from predictor.engine import Engine
 from predictor.errors import GenerationFailed, NotReady
-from predictor.sampling import GenerationRequest, Sampling
+from predictor.loading import load
+from predictor.metrics import Metrics
+from predictor.runner import Runner
+from predictor.sampling import GenerationRequest, plan
+from predictor.settings import BatchPolicy, Limits, parse_settings
 
 
-def request(prompt: str) -> GenerationRequest:
-    return GenerationRequest(prompt=prompt, input_ids=(1,), sampling=Sampling(max_length=2))
+@pytest.fixture(scope="module")
+def runner(tiny_dir):
+    return Runner(load(parse_settings(["--model", str(tiny_dir)], {})))
 
 
-def run_engine(run, coro_factory):
-    engine = Engine(run)
+def request(runner, prompt: str, **fields) -> GenerationRequest:
+    ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
+    sampling, _ = plan(PromptRequest(prompt=prompt, **fields), len(ids), Limits())
+    return GenerationRequest(prompt, ids, sampling)
+
+
+def run(engine: Engine, coroutine_factory):
     engine.start()
     try:
-        return asyncio.run(coro_factory(engine))
+        return asyncio.run(coroutine_factory(engine))
     finally:
-        engine.stop(timeout=5)
+        engine.stop(timeout=30)
 
 
-def test_results_come_back_to_their_callers():
-    async def go(engine):
-        return await asyncio.gather(*(engine.submit(request(p)) for p in "abc"))
-
-    assert run_engine(lambda r: [r.prompt * 2], go) == [["aa"], ["bb"], ["cc"]]
+def alone(runner, req):
+    return run(Engine(runner), lambda engine: engine.submit(req))
 
 
-def test_a_failing_request_fails_alone_and_the_worker_lives_on():
-    def run(r):
-        if r.prompt == "bad":
-            raise RuntimeError("boom")
-        return [r.prompt]
+def test_concurrent_requests_answer_each_caller_as_if_alone(runner):
+    reqs = [request(runner, f"Request {i} says", max_length=10 + 3 * i) for i in range(12)]
 
     async def go(engine):
-        return await asyncio.gather(engine.submit(request("bad")), engine.submit(request("good")),
-                                    return_exceptions=True)
+        return await asyncio.gather(*(engine.submit(r) for r in reqs))
 
-    bad, good = run_engine(run, go)
-    assert isinstance(bad, GenerationFailed) and "boom" not in bad.message
-    assert good == ["good"]
+    assert run(Engine(runner), go) == [alone(runner, r) for r in reqs]
 
 
-def test_generation_runs_on_the_engine_thread_not_the_event_loop():
-    threads = []
+def test_a_late_request_joins_instead_of_waiting(runner):
+    async def go(engine):
+        long = asyncio.ensure_future(engine.submit(request(runner, "A long one", max_length=400)))
+        await asyncio.sleep(0.2)  # the long request is generating
+        started = time.monotonic()
+        await engine.submit(request(runner, "A short one", max_length=12))
+        short_done = time.monotonic() - started
+        assert not long.done()  # the short one finished while the long one kept going
+        await long
+        return short_done
+
+    assert run(Engine(runner), go) < 1.0
+
+
+def test_a_cancelled_request_leaves_the_batch_at_once(runner):
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
 
     async def go(engine):
-        return await engine.submit(request("x"))
+        doomed = asyncio.ensure_future(engine.submit(request(runner, "Never mind", max_length=512)))
+        await asyncio.sleep(0.3)
+        assert registry.get_sample_value("gptj_requests_running") == 1
+        doomed.cancel()
+        deadline = time.monotonic() + 2
+        while registry.get_sample_value("gptj_requests_running") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return registry.get_sample_value("gptj_requests_running")
 
-    run_engine(lambda r: threads.append(threading.current_thread().name) or ["x"], go)
-    assert threads == ["engine"]
+    assert run(Engine(runner, metrics=metrics), go) == 0
 
 
-def test_a_cancelled_request_is_skipped_if_it_has_not_started():
-    started, release, ran = threading.Event(), threading.Event(), []
+def test_a_request_that_fails_to_join_fails_alone(runner, monkeypatch):
+    engine = Engine(runner)
+    join = engine._batch.join
 
-    def run(r):
-        ran.append(r.prompt)
-        if r.prompt == "first":
-            started.set()
-            release.wait(5)
-        return [r.prompt]
+    def fragile(entries):
+        if any("poison" in r.prompt for _, r in entries):
+            raise RuntimeError("poisoned")
+        return join(entries)
+
+    monkeypatch.setattr(engine._batch, "join", fragile)
 
     async def go(engine):
-        first = asyncio.ensure_future(engine.submit(request("first")))
-        second = asyncio.ensure_future(engine.submit(request("second")))
-        await asyncio.to_thread(started.wait, 5)
-        second.cancel()
-        release.set()
-        return await first
+        return await asyncio.gather(*(engine.submit(request(runner, p, max_length=15))
+                                      for p in ("fine", "poison", "also fine")), return_exceptions=True)
 
-    assert run_engine(run, go) == ["first"]
-    assert ran == ["first"]
+    fine, poisoned, also_fine = run(engine, go)
+    assert isinstance(poisoned, GenerationFailed) and "poisoned" not in poisoned.message
+    assert fine[0].startswith("fine") and also_fine[0].startswith("also fine")
 
 
-def test_submit_after_stop_is_refused():
-    engine = Engine(lambda r: [r.prompt])
+def test_after_a_failed_step_the_engine_serves_on(runner, monkeypatch):
+    engine = Engine(runner)
+    advance, calls = engine._batch.advance, []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("step failed")
+        return advance()
+
+    monkeypatch.setattr(engine._batch, "advance", flaky)
+
+    async def go(engine):
+        first = await asyncio.gather(engine.submit(request(runner, "one", max_length=20)),
+                                     engine.submit(request(runner, "two", max_length=20)), return_exceptions=True)
+        later = await engine.submit(request(runner, "three", max_length=20))
+        return first, later
+
+    (one, two), three = run(engine, go)
+    assert isinstance(one, GenerationFailed) and isinstance(two, GenerationFailed)
+    assert three[0].startswith("three") and engine._batch.rows == []
+
+
+def test_beam_searches_run_between_steps(runner):
+    beam = request(runner, "Beams please", max_length=20, num_beams=3, num_return_sequences=2)
+    greedy = request(runner, "Greedy meanwhile", max_length=60)
+
+    async def go(engine):
+        return await asyncio.gather(engine.submit(greedy), engine.submit(beam))
+
+    texts = run(Engine(runner), go)
+    assert texts == [alone(runner, greedy), runner.run_batch([beam])[0]]
+    assert len(texts[1]) == 2
+
+
+def test_the_batch_size_bound_makes_requests_queue(runner):
+    registry = CollectorRegistry()
+    seen = []
+
+    async def go(engine):
+        first = asyncio.ensure_future(engine.submit(request(runner, "first", max_length=300)))
+        await asyncio.sleep(0.2)
+        second = asyncio.ensure_future(engine.submit(request(runner, "second", max_length=20)))
+        await asyncio.sleep(0.2)
+        seen.append(registry.get_sample_value("gptj_queue_size"))
+        await asyncio.gather(first, second)
+        seen.append(registry.get_sample_value("gptj_queue_size"))
+
+    run(Engine(runner, BatchPolicy(max_batch_size=1), Metrics(registry)), go)
+    assert seen == [1.0, 0.0]
+    assert registry.get_sample_value("gptj_batch_size_bucket", {"le": "1.0"}) == \
+        registry.get_sample_value("gptj_batch_size_count")  # never more than one row per step
+
+
+def test_stop_finishes_running_work_and_refuses_new(runner):
+    engine = Engine(runner)
     engine.start()
-    engine.stop(timeout=5)
-    with pytest.raises(NotReady):
-        asyncio.run(engine.submit(request("late")))
+    loop = asyncio.new_event_loop()
+    try:
+        future = loop.create_task(engine.submit(request(runner, "finish me", max_length=40)))
+        loop.run_until_complete(asyncio.sleep(0.1))
+        stopper = threading.Thread(target=engine.stop, kwargs={"timeout": 30})
+        stopper.start()
+        text = loop.run_until_complete(future)
+        stopper.join()
+        assert text[0].startswith("finish me")
+        with pytest.raises(NotReady):
+            loop.run_until_complete(engine.submit(request(runner, "too late", max_length=10)))
+    finally:
+        loop.close()

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from predictor import api
+from predictor.batching import continuous
 from predictor.errors import BadRequest
 from predictor.loading import load
 from predictor.runner import Runner
@@ -47,6 +48,21 @@ requests = st.fixed_dictionaries(
 )
 
 
+def serve(runner: Runner, request: GenerationRequest) -> list[str]:
+    """Generate the way the engine does: the continuous batch without beams, generate with them."""
+    if not continuous(request):
+        (result,) = runner.run_batch([request])
+        assert not isinstance(result, Exception), result
+        return result
+    batch, results = runner.continuous(), {}
+    done = batch.join([("only", request)])
+    while True:
+        results.update({row.index: row.tokens for row in done})
+        if not batch.rows:
+            return runner.texts(request.prompt, [results[i] for i in sorted(results)])
+        done = batch.advance()
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=requests)
 def test_validated_requests_always_generate(runner, body):
@@ -60,6 +76,6 @@ def test_validated_requests_always_generate(runner, body):
         field = exc.message.split(":")[0]
         assert field in (*api.FIELDS, "body"), exc.message  # names what is wrong
         return
-    texts = runner.run(GenerationRequest(parsed.prompt, ids, sampling))
+    texts = serve(runner, GenerationRequest(parsed.prompt, ids, sampling))
     assert len(texts) == sampling.num_return_sequences
     assert all(text.startswith(parsed.prompt) for text in texts)

@@ -43,7 +43,7 @@ def test_a_checkpoints_generation_config_does_not_change_requests(tiny_dir, tmp_
     prompt = "If I was a billionaire, I would"
     ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
     sampling, _ = plan(PromptRequest(prompt=prompt, max_length=40), len(ids), Limits())
-    assert runner.run(GenerationRequest(prompt, ids, sampling)) == reference.generate(prompt, max_length=40)
+    assert runner.run_batch([GenerationRequest(prompt, ids, sampling)]) == [reference.generate(prompt, max_length=40)]
 
 
 def test_dtype_flag_is_honoured(tiny_dir):

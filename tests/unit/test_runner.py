@@ -1,4 +1,4 @@
-"""Runner: the server's generation equals plain transformers on the same model."""
+"""Runner: beam searches as padded generate calls equal plain transformers; texts keep the prompt."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from predictor.sampling import GenerationRequest, plan
 from predictor.settings import Limits, parse_settings
 
 PROMPT = "If I was a billionaire, I would"
+PROMPTS = ["The weather", "Kubernetes runs containers on a cluster of machines and", "A", PROMPT]
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +26,41 @@ def prepared(runner, prompt=PROMPT, **fields) -> GenerationRequest:
 
 
 @pytest.mark.parametrize("fields", [
-    {"max_length": 50},
+    {"max_length": 30, "num_beams": 3},
     {"max_length": 30, "num_beams": 3, "num_return_sequences": 2, "length_penalty": 0.5, "early_stopping": True},
-    {"max_length": 30, "repetition_penalty": 1.5},
-    {"max_length": 30, "encoder_no_repeat_ngram_size": 1},
-    {"max_length": 30, "remove_invalid_values": True},
+    {"max_length": 30, "num_beams": 2, "repetition_penalty": 1.5, "min_length": 20},
+    {"max_length": 30, "num_beams": 2, "encoder_no_repeat_ngram_size": 1},
 ])
-def test_matches_transformers(runner, reference, fields):
-    assert runner.run(prepared(runner, **fields)) == reference.generate(PROMPT, **fields)
+def test_beam_search_matches_transformers(runner, reference, fields):
+    assert runner.run_batch([prepared(runner, **fields)]) == [reference.generate(PROMPT, **fields)]
 
 
-def test_full_text_keeps_the_prompt_verbatim(runner):
+def test_beams_in_a_batch_match_alone(runner):
+    requests = [prepared(runner, p, num_beams=3, num_return_sequences=2,
+                         max_length=len(runner.loaded.tokenizer(p).input_ids) + 12) for p in PROMPTS]
+    assert runner.run_batch(requests) == [runner.run_batch([r])[0] for r in requests]
+
+
+def test_a_failing_batch_fails_only_the_culprit(runner, monkeypatch):
+    generate = runner.loaded.model.generate
+
+    def fragile(**kwargs):
+        if kwargs["input_ids"].shape[0] > 1 and (kwargs["input_ids"] == 99).any():
+            raise RuntimeError("poisoned")
+        if (kwargs["input_ids"] == 99).any():
+            raise RuntimeError("still poisoned")
+        return generate(**kwargs)
+
+    monkeypatch.setattr(runner.loaded.model, "generate", fragile)
+    good = prepared(runner, "The weather", max_length=20, num_beams=2)
+    bad = prepared(runner, "The rain", max_length=20, num_beams=2)
+    bad = GenerationRequest(bad.prompt, (*bad.input_ids[:-1], 99), bad.sampling)
+    results = runner.run_batch([good, bad, good])
+    assert results[0] == results[2] == runner.run_batch([good])[0]
+    assert isinstance(results[1], RuntimeError) and str(results[1]) == "still poisoned"
+
+
+def test_texts_keep_the_prompt_verbatim(runner):
     prompt = "a literal <|endoftext|> stays, and so do   spaces ."
-    (text,) = runner.run(prepared(runner, prompt, max_length=40))
-    assert text.startswith(prompt) and len(text) > len(prompt)
+    (text,) = runner.texts(prompt, [runner.loaded.tokenizer(" and more").input_ids + [runner.loaded.eos_token_id]])
+    assert text == prompt + " and more"  # special tokens (EOS) are dropped from the continuation

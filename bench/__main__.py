@@ -1,0 +1,155 @@
+"""`python -m bench [--device cpu|cuda]`: one run, one table, one JSON file.
+
+CPU (the default): the issue's small GPT-J (4 layers, d_model 256, 8 heads, vocabulary 50400).
+Raw `generate` at batch 1 and batch 16, then the real server with 16 requests one after another and
+16 at once; every request makes exactly the same number of new tokens.
+CUDA: GPT-J-6B's full shape with random fp16 weights (as fast as the real ones), plus the memory
+roofline from a large device copy, batch-1 decode ms/token, time to first token, and throughput at
+1/8/32/64 concurrent clients next to the same server taking one request at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import time
+from pathlib import Path
+
+from . import raw, server
+from .workload import model_dir, prompts
+
+DEFAULTS = {  # shape, prompt tokens, new tokens, concurrency levels
+    "cpu": ("small", 16, 64, (16,)),
+    "cuda": ("gptj-6b", 128, 128, (1, 8, 32, 64)),
+}
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--shape", choices=("small", "gptj-6b", "tiny"), help="model shape (default per device)")
+    parser.add_argument("--prompt-tokens", type=int)
+    parser.add_argument("--new-tokens", type=int)
+    parser.add_argument("--concurrency", type=int, nargs="+", help="concurrent clients to measure")
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="where the JSON and models go")
+    args = parser.parse_args(argv)
+    shape, prompt_tokens, new_tokens, levels = DEFAULTS[args.device]
+    args.shape = args.shape or shape
+    args.prompt_tokens = args.prompt_tokens or prompt_tokens
+    args.new_tokens = args.new_tokens or new_tokens
+    args.concurrency = tuple(args.concurrency or levels)
+    return args
+
+
+def measure_raw(args, path: Path, workload) -> dict:
+    """In-process figures; the model is released before the server starts."""
+    import torch
+
+    model = raw.load(path, args.device)
+    eos = model.config.eos_token_id
+    top = max(args.concurrency)
+    figures = {
+        "raw_tok_per_s_batch1": raw.tokens_per_second(model, workload[:4], 1, args.new_tokens, eos, args.device),
+        f"raw_tok_per_s_batch{top}": raw.tokens_per_second(model, workload[:top], top, args.new_tokens, eos,
+                                                            args.device),
+    }
+    if args.device == "cuda":
+        bandwidth = raw.copy_bandwidth(args.device)
+        weights = raw.weight_bytes(model)
+        decode, first = raw.decode_ms_per_token(model, workload[0], args.new_tokens, eos, args.device)
+        figures.update(copy_bandwidth_gb_s=bandwidth / 1e9, weight_gb=weights / 1e9,
+                       roofline_ms_per_token=weights / bandwidth * 1000, batch1_ms_per_token=decode,
+                       prefill_ms_inprocess=first)
+    del model
+    gc.collect()
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+    return figures
+
+
+def measure_server(args, path: Path, workload) -> dict:
+    figures: dict = {"levels": {}}
+    with server.Server(path, args.out / "models") as running:
+        figures["load_seconds"] = running.ready_seconds
+        sequential = server.load(running.url, workload[:max(args.concurrency)], args.new_tokens, 1)
+        figures["sequential"] = summary(sequential)
+        for level in args.concurrency:
+            count = max(level, 16) if args.device == "cpu" else max(2 * level, 8)
+            figures["levels"][level] = summary(server.load(running.url, workload[:count], args.new_tokens, level))
+        top = max(args.concurrency)
+        figures["fresh_connections"] = summary(server.fresh_connections(running.url, workload[:top], args.new_tokens))
+        if args.device == "cuda":
+            first = server.load(running.url, workload[:5], 1, 1)
+            figures["ttft_ms_128"] = first.percentile(50) * 1000
+    return figures
+
+
+def summary(load: server.Load) -> dict:
+    return {"requests": load.requests, "seconds": load.seconds, "req_per_s": load.req_per_s,
+            "tok_per_s": load.tok_per_s, "p50_s": load.percentile(50), "p95_s": load.percentile(95)}
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = model_dir(args.shape, args.out / "models")
+    top = max(args.concurrency)
+    workload = prompts(path, max(top, 16) if args.device == "cpu" else max(2 * top, 8), args.prompt_tokens)
+    results = {"device": device_name(args.device), "shape": args.shape, "prompt_tokens": args.prompt_tokens,
+               "new_tokens": args.new_tokens, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    results.update(measure_raw(args, path, workload))
+    results.update(measure_server(args, path, workload))
+    results.update(ratios(results, top))
+    out = args.out / f"bench-{args.device}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results, top))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def ratios(results: dict, top: int) -> dict:
+    concurrent, sequential = results["levels"][top], results["sequential"]
+    per_request = sequential["seconds"] / sequential["requests"]
+    return {
+        "speedup_concurrent_vs_sequential": per_request * concurrent["requests"] / concurrent["seconds"],
+        "speedup_fresh_connections_vs_sequential": per_request * results["fresh_connections"]["requests"]
+        / results["fresh_connections"]["seconds"],
+        "server_vs_raw_batched": concurrent["tok_per_s"] / results[f"raw_tok_per_s_batch{top}"],
+        "raw_batched_vs_batch1": results[f"raw_tok_per_s_batch{top}"] / results["raw_tok_per_s_batch1"],
+    }
+
+
+def table(results: dict, top: int) -> str:
+    rows = [("device", results["device"]), ("model", f"{results['shape']}, {results['prompt_tokens']} prompt + "
+                                                     f"{results['new_tokens']} new tokens per request")]
+    rows += [(f"raw generate, batch {b}", f"{results[f'raw_tok_per_s_batch{b}']:.0f} tok/s") for b in (1, top)]
+    for name, load in [("server, one at a time", results["sequential"])] + [
+            (f"server, {level} concurrent", load) for level, load in results["levels"].items()] + [
+            (f"server, {top} at once, new connections", results["fresh_connections"])]:
+        rows.append((name, f"{load['req_per_s']:.2f} req/s  {load['tok_per_s']:.0f} tok/s  "
+                           f"p50 {load['p50_s'] * 1000:.0f} ms  p95 {load['p95_s'] * 1000:.0f} ms"))
+    rows += [(f"{top} concurrent vs one at a time", f"{results['speedup_concurrent_vs_sequential']:.2f}x faster"),
+             ("  ... with new connections", f"{results['speedup_fresh_connections_vs_sequential']:.2f}x faster"),
+             (f"server / raw generate at batch {top}", f"{results['server_vs_raw_batched']:.0%}"),
+             (f"raw batch {top} / raw batch 1", f"{results['raw_batched_vs_batch1']:.2f}x")]
+    for key, label in (("roofline_ms_per_token", "memory roofline, batch 1"),
+                       ("batch1_ms_per_token", "measured decode, batch 1"), ("ttft_ms_128", "TTFT, 128 tokens")):
+        if key in results:
+            rows.append((label, f"{results[key]:.2f} ms" + ("/token" if "token" in key else "")))
+    rows.append(("server start to ready", f"{results['load_seconds']:.1f} s"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

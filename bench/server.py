@@ -1,0 +1,149 @@
+"""The HTTP server as clients see it: a real `python -m predictor` process, driven over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import httpx
+
+from .workload import Prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one load run measured."""
+
+    requests: int
+    seconds: float
+    new_tokens: int
+    latencies: tuple[float, ...]
+
+    @property
+    def req_per_s(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def tok_per_s(self) -> float:
+        return self.requests * self.new_tokens / self.seconds
+
+    def percentile(self, q: int) -> float:
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1] if len(self.latencies) > 1 \
+            else self.latencies[0]
+
+
+class Server:
+    """Start the predictor on a free port with ``model``; stop it on exit."""
+
+    def __init__(self, model: Path, cache: Path, extra: Sequence[str] = ()) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(cache / f"server-{self.port}.log", "wb")
+        self.started = time.monotonic()
+        self.ready_seconds = float("nan")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "predictor", "--http_port", str(self.port), "--model", str(model),
+             "--cache_dir", str(cache), "--enable_latency_logging", "false", *extra],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    def __enter__(self) -> "Server":
+        deadline = time.monotonic() + 1800  # GPT-J-6B from local disk takes a while
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited; see {self.log.name}")
+            try:
+                if httpx.get(f"{self.url}/v2/models/gptj/ready", timeout=2).status_code == 200:
+                    self.ready_seconds = time.monotonic() - self.started
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("the server never became ready")
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def body(prompt: Prompt, new_tokens: int) -> list[dict]:
+    # max_length counts the prompt: prompt + new tokens, and the model never ends early (see workload).
+    return [{"prompt": prompt.text, "max_length": len(prompt.ids) + new_tokens}]
+
+
+async def _client(client: httpx.AsyncClient, prompts: list[Prompt], new_tokens: int, latencies: list[float]) -> None:
+    for prompt in prompts:
+        started = time.perf_counter()
+        response = await client.post("/v1/models/gptj:predict", json=body(prompt, new_tokens))
+        latencies.append(time.perf_counter() - started)
+        if response.status_code != 200 or response.json()["status"] != "success":
+            raise RuntimeError(f"request failed: {response.status_code} {response.text[:200]}")
+
+
+async def _load(url: str, prompts: Sequence[Prompt], new_tokens: int, concurrency: int) -> Load:
+    """``concurrency`` clients, each sending its share of ``prompts`` one after another."""
+    shares = [list(prompts[i::concurrency]) for i in range(concurrency)]
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as client:
+        await _client(client, [prompts[0]], new_tokens, [])  # warm the connection and the server
+        started = time.perf_counter()
+        await asyncio.gather(*(_client(client, share, new_tokens, latencies) for share in shares))
+        seconds = time.perf_counter() - started
+    return Load(len(prompts), seconds, new_tokens, tuple(latencies))
+
+
+def load(url: str, prompts: Sequence[Prompt], new_tokens: int, concurrency: int) -> Load:
+    return asyncio.run(_load(url, prompts, new_tokens, concurrency))
+
+
+def fresh_connections(url: str, prompts: Sequence[Prompt], new_tokens: int) -> Load:
+    """Every prompt from its own thread on a new connection, all at once (how many scripts send a
+    burst); their arrivals spread over tens of milliseconds. The standard library's client keeps the
+    client's own start-up cost (an httpx.Client builds an SSL context: ~20 ms of CPU) out of it."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def one(prompt: Prompt) -> None:
+        started = time.perf_counter()
+        connection = http.client.HTTPConnection(host, int(port), timeout=3600)
+        try:
+            connection.request("POST", "/v1/models/gptj:predict", body=json.dumps(body(prompt, new_tokens)),
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            payload = response.read()
+            if response.status != 200:
+                errors.append(f"{response.status} {payload[:200]!r}")
+        finally:
+            connection.close()
+        latencies.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=one, args=(prompt,)) for prompt in prompts]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"requests failed: {errors[:3]}")
+    return Load(len(prompts), time.perf_counter() - started, new_tokens, tuple(latencies))

@@ -1,0 +1,109 @@
+"""A continuous batch: requests join and leave between decode steps (decode.py holds the tensors).
+
+Every ``num_beams == 1`` request (greedy or sampled, any number of sequences) runs here: each of its
+sequences is a row with its own settings (sampler.py), length bounds and ``max_time`` deadline. A
+request that arrives while others generate joins at the next step instead of waiting for them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Hashable, Sequence
+
+import torch
+
+from . import decode
+from .batching import new_tokens
+from .sampler import RowChoice, choose, row_choice
+from .sampling import GenerationRequest
+
+
+@dataclass
+class Row:
+    owner: Hashable  # the engine's handle for the request; a request owns one row per sequence
+    index: int  # which of the request's sequences
+    choice: RowChoice
+    max_new: int
+    deadline: float | None  # max_time: stop and return what was generated
+
+    @property
+    def longest(self) -> int:
+        return self.choice.prompt_length + self.max_new
+
+
+@dataclass(frozen=True)
+class Done:
+    """A finished row: its request, which sequence, and the new tokens (without EOS)."""
+
+    owner: Hashable
+    index: int
+    tokens: list[int]
+
+
+class ContinuousBatch:
+    """The rows generating now, and the model they run on. Used from the engine thread only."""
+
+    def __init__(self, model, eos: int) -> None:
+        self.model, self.eos = model, eos
+        self.state: decode.DecodeState | None = None
+        self.rows: list[Row] = []
+
+    @property
+    def longest(self) -> int:
+        """Longest a live row may grow (prompt + new tokens): the cache never exceeds it."""
+        return max((row.longest for row in self.rows), default=0)
+
+    def join(self, entries: Sequence[tuple[Hashable, GenerationRequest]]) -> list[Done]:
+        """Prefill new requests and add their rows; returns rows already done after one token."""
+        now, rows = time.monotonic(), []
+        for owner, request in entries:
+            s, (max_new, min_new) = request.sampling, new_tokens(request)
+            deadline = now + s.max_time if s.max_time is not None else None
+            rows += [Row(owner, i, row_choice(s, request.input_ids, min_new), max_new, deadline)
+                     for i in range(s.num_return_sequences)]
+        with torch.inference_mode():
+            state, logits = decode.prefill(self.model, [row.choice.tokens for row in rows], self.eos)
+            tokens = choose([row.choice for row in rows], logits, self.eos).tolist()
+        self.state = state if self.state is None else decode.merge(self.state, state)
+        self.rows += rows
+        return self._record(dict(zip(range(len(self.rows) - len(rows), len(self.rows)), tokens)))
+
+    def advance(self) -> list[Done]:
+        """One decode step for every row."""
+        with torch.inference_mode():
+            self.state, logits = decode.step(self.model, self.state, [row.choice.tokens[-1] for row in self.rows])
+            tokens = choose([row.choice for row in self.rows], logits, self.eos).tolist()
+        return self._record(dict(enumerate(tokens)))
+
+    def leave(self, owners: set[Hashable]) -> None:
+        """Drop every row of these requests (cancelled, failed): their slots are free at once."""
+        self._drop({i for i, row in enumerate(self.rows) if row.owner in owners})
+
+    def clear(self) -> list[Hashable]:
+        """Drop everything (after a failed step); returns the requests that were running."""
+        owners = list(dict.fromkeys(row.owner for row in self.rows))
+        self.state, self.rows = None, []
+        return owners
+
+    def _record(self, tokens: dict[int, int]) -> list[Done]:
+        now, done, finished = time.monotonic(), [], set()
+        for index, token in tokens.items():
+            row = self.rows[index]
+            if token == self.eos:
+                finished.add(index)
+                continue
+            row.choice.tokens.append(token)
+            if row.choice.generated >= row.max_new or (row.deadline is not None and now >= row.deadline):
+                finished.add(index)
+        for index in sorted(finished):
+            row = self.rows[index]
+            done.append(Done(row.owner, row.index, row.choice.tokens[row.choice.prompt_length:]))
+        self._drop(finished)
+        return done
+
+    def _drop(self, indices: set[int]) -> None:
+        if indices:
+            survivors = [i for i in range(len(self.rows)) if i not in indices]
+            self.state = decode.keep(self.state, survivors)
+            self.rows = [self.rows[i] for i in survivors]

@@ -1,0 +1,138 @@
+"""The continuous batch: every row gets exactly what `generate` gives it alone, whenever it joins."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from predictor.api import PromptRequest
+from predictor.continuous import ContinuousBatch
+from predictor.loading import load
+from predictor.sampling import GenerationRequest, plan
+from predictor.settings import Limits, parse_settings
+
+PROMPTS = ["The weather", "Kubernetes runs containers on a cluster of machines and", "A",
+           "If I was a billionaire, I would", "Numbers such as 1, 2, 3",
+           "She opened the book, read the first page twice, and smiled at"]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_dir):
+    return load(parse_settings(["--model", str(tiny_dir)], {}))
+
+
+@pytest.fixture(scope="module")
+def eos_loaded(eos_dir):
+    return load(parse_settings(["--model", str(eos_dir)], {}))
+
+
+def request(loaded, prompt, **fields) -> GenerationRequest:
+    ids = tuple(loaded.tokenizer(prompt).input_ids)
+    sampling, _ = plan(PromptRequest(prompt=prompt, **fields), len(ids), Limits())
+    return GenerationRequest(prompt, ids, sampling)
+
+
+def run(loaded, schedule: dict[int, list[GenerationRequest]]) -> dict[int, list[list[int]]]:
+    """Join requests at the given steps; return each request's sequences of new tokens."""
+    batch, results, step, owners = ContinuousBatch(loaded.model, loaded.eos_token_id), {}, 0, 0
+    pending = dict(schedule)
+    while pending or batch.rows:
+        done = []
+        if step in pending:
+            entries = [(owners + i, r) for i, r in enumerate(pending.pop(step))]
+            owners += len(entries)
+            done += batch.join(entries)
+        if batch.rows:
+            done += batch.advance()
+        for row in done:
+            results.setdefault(row.owner, {})[row.index] = row.tokens
+        step += 1
+    return {owner: [rows[i] for i in sorted(rows)] for owner, rows in results.items()}
+
+
+def generate(loaded, req: GenerationRequest, **extra) -> list[list[int]]:
+    """Plain transformers generate for one request, new tokens without EOS and padding."""
+    from predictor.sampling import generation_config
+
+    ids = torch.tensor([req.input_ids])
+    with torch.inference_mode():
+        out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                    generation_config=generation_config(req.sampling, loaded.eos_token_id), **extra)
+    eos = loaded.eos_token_id
+    return [[t for t in row[ids.shape[1]:].tolist() if t != eos] for row in out]
+
+
+GREEDY = [{"max_length": 40}, {"max_length": 30, "repetition_penalty": 1.5},
+          {"max_length": 35, "encoder_no_repeat_ngram_size": 1}, {"max_length": 25, "remove_invalid_values": True},
+          {"max_length": 60, "min_length": 20}, {"max_length": 20}]
+
+
+def test_greedy_rows_joining_at_different_steps_match_generate(loaded):
+    reqs = [request(loaded, p, **f) for p, f in zip(PROMPTS, GREEDY)]
+    results = run(loaded, {0: reqs[:2], 3: reqs[2:4], 9: [reqs[4]], 15: [reqs[5]]})
+    for owner, req in enumerate(reqs):
+        assert results[owner] == generate(loaded, req), req.sampling
+
+
+@pytest.mark.parametrize("fields", [
+    {"do_sample": True},  # transformers' defaults: top_k 50
+    {"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 0.9},
+    {"do_sample": True, "temperature": 1.3, "top_k": 7, "repetition_penalty": 1.2},
+    {"do_sample": True, "num_return_sequences": 3},
+])
+def test_sampled_rows_draw_what_generate_draws_with_the_same_seed(loaded, fields):
+    req = request(loaded, "If I was a billionaire, I would", max_length=40, **fields)
+    torch.manual_seed(1234)
+    ours = run(loaded, {0: [req]})[0]
+    torch.manual_seed(1234)
+    assert ours == generate(loaded, req)
+
+
+def test_min_length_and_eos_per_row(eos_loaded):
+    # EOS wins every step on this model: each row stops exactly at its own minimum, EOS left out.
+    reqs = [request(eos_loaded, p, max_length=60, min_length=m) for p, m in
+            (("If I was", 0), ("The weather was cold", 20), ("A", 12))]
+    results = run(eos_loaded, {0: reqs[:2], 2: [reqs[2]]})
+    assert [len(results[i][0]) for i in range(3)] == [0, 20 - len(reqs[1].input_ids), 12 - 1]
+    assert all(eos_loaded.eos_token_id not in results[i][0] for i in range(3))
+
+
+def test_max_time_stops_only_its_row(loaded):
+    batch = ContinuousBatch(loaded.model, loaded.eos_token_id)
+    quick = request(loaded, "The weather", max_length=512, max_time=0.05)
+    steady = request(loaded, "A", max_length=200)
+    done = batch.join([("quick", quick), ("steady", steady)])
+    finished = {}
+    while batch.rows:
+        for row in done:
+            finished[row.owner] = (row.tokens, time.monotonic())
+        done = batch.advance()
+    for row in done:
+        finished[row.owner] = (row.tokens, time.monotonic())
+    assert len(finished["steady"][0]) == 199 and len(finished["quick"][0]) < 199
+    assert finished["quick"][1] < finished["steady"][1]
+
+
+def test_leaving_frees_rows_and_trims_the_cache(loaded):
+    batch = ContinuousBatch(loaded.model, loaded.eos_token_id)
+    long_prompt = request(loaded, PROMPTS[5], max_length=100)
+    short = request(loaded, "A", max_length=100)
+    batch.join([("long", long_prompt), ("short", short)])
+    batch.advance()
+    before = batch.state.length
+    batch.leave({"long"})
+    assert [row.owner for row in batch.rows] == ["short"] and batch.state.rows == 1
+    assert batch.state.length == len(short.input_ids) + 1 < before  # the long row's padding is gone (the latest token is not fed yet)
+    alone = run(loaded, {0: [short]})[0]
+    while batch.rows:
+        done = batch.advance()
+    assert done[0].tokens == alone[0]
+
+
+def test_longest_tracks_the_rows(loaded):
+    batch = ContinuousBatch(loaded.model, loaded.eos_token_id)
+    assert batch.longest == 0
+    batch.join([("a", request(loaded, "A", max_length=30)), ("b", request(loaded, "The weather", max_length=70))])
+    assert batch.longest == 70
