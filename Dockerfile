@@ -12,6 +12,9 @@ ARG TORCH_VERSION=2.13.0
 # cu128 for the GPU image, cpu for the smoke-test image (taken from ./wheels when present).
 ARG TORCH_VARIANT=cu128
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}
+# The CA bundle pip trusts: the build image's own by default; a build behind a TLS-intercepting proxy
+# mounts its bundle and names it here (make smoke does). Build stage only: not in the final image.
+ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Every dependency ships binary wheels: no compiler in either stage.
 # Package versions belong to the base image's release (Ubuntu for CUDA, Debian for CPU): not pinnable here.
@@ -40,7 +43,8 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
 # Last, the project itself.
 COPY README.md ./
 COPY predictor ./predictor
-RUN pip install --no-deps . && python3 -m compileall -q /opt/venv
+# pip byte-compiles what it installs: the read-only root filesystem never needs to write .pyc files.
+RUN pip install --no-deps .
 
 # ---- final stage: the runtime base, Python, the venv; nothing to build with ---------------------
 FROM ${BASE_IMAGE}
@@ -50,7 +54,9 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --uid 10001 --gid 0 --no-create-home --home-dir /cache --shell /usr/sbin/nologin predictor
+ && groupadd --gid 10001 predictor \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /cache --shell /usr/sbin/nologin predictor \
+ && mkdir -p /cache && chown 10001:10001 /cache
 COPY --from=build /opt/venv /opt/venv
 
 # The root filesystem may be read-only: every cache lives under /cache (an emptyDir in the pod,
@@ -66,7 +72,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/cache/matplotlib \
     GPTJ_CACHE_DIR=/cache/gptj-predictor
 
-USER 10001
+USER 10001:10001
 WORKDIR /cache
 EXPOSE 8080
 # Probes belong to the orchestrator (the chart's startup/readiness/liveness probes), not the image.

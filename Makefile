@@ -18,7 +18,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 DEVICE ?= cpu
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test bench smoke clean
 
 install: $(STAMP)
 
@@ -42,6 +42,15 @@ test: install $(CHECKOV_STAMP)
 # Prints a table and writes bench/out/bench-$(DEVICE).json (see docs/performance.md).
 bench: install
 	$(PY) -m bench --device $(DEVICE) $(BENCH_ARGS)
+
+# Image smoke test (scripts/smoke-image.sh): podman, runc and debootstrap from Debian on first use.
+SMOKE_TOOLS := podman runc debootstrap
+smoke:
+	@command -v podman >/dev/null && command -v debootstrap >/dev/null || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SMOKE_TOOLS) >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SMOKE_TOOLS) >/dev/null; } || \
+	    echo "could not install $(SMOKE_TOOLS); the smoke test will say it skips"; }
+	scripts/smoke-image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
