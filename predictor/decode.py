@@ -12,6 +12,8 @@ this made 1,940 at batch 16 (docs/performance.md); this loop also keeps every sa
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -36,6 +38,12 @@ class DecodeState:
         return self.mask.shape[1]
 
 
+@functools.cache
+def _cache_argument(model_type: type) -> str:
+    # transformers 5.0-5.17 call the model's cache `past_key_values`; later 5.x call it `cache`.
+    return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
+
+
 def _kv(cache: DynamicCache) -> KV:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -47,7 +55,7 @@ def prefill(model, prompts: Sequence[Sequence[int]], pad: int) -> tuple[DecodeSt
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     cache = DynamicCache(config=model.config)
     out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                cache=cache, use_cache=True, logits_to_keep=1)
+                use_cache=True, logits_to_keep=1, **{_cache_argument(type(model)): cache})
     return DecodeState(_kv(cache), mask, mask.sum(1)), out.logits[:, -1]
 
 
@@ -56,7 +64,7 @@ def step(model, state: DecodeState, tokens: Sequence[int]) -> tuple[DecodeState,
     mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1])], dim=1)
     cache = DynamicCache(ddp_cache_data=state.kv)
     out = model(input_ids=torch.tensor(tokens, device=mask.device)[:, None], attention_mask=mask,
-                position_ids=state.positions[:, None], cache=cache, use_cache=True)
+                position_ids=state.positions[:, None], use_cache=True, **{_cache_argument(type(model)): cache})
     return DecodeState(_kv(cache), mask, state.positions + 1), out.logits[:, -1]
 
 

@@ -37,11 +37,11 @@ class BatchPolicy:
 
     max_batch_size: int = 32  # requests (prompts) per generate call
     max_batch_tokens: int = 16384  # rows x (longest prompt + most new tokens): bounds KV-cache memory
-    # A batch starts when it is full, when no request has arrived for batch_wait_s (requests sent
-    # together reach the engine within milliseconds of each other), or max_batch_wait_s after its
-    # oldest request arrived.
-    batch_wait_s: float = 0.005
-    max_batch_wait_s: float = 0.05
+    # An idle engine starts once no request has arrived for batch_wait_s, or max_batch_wait_s after
+    # the first: a burst that arrives within milliseconds shares one prefill. Later arrivals join the
+    # running batch at the next step anyway, so the wait stays short (it adds to time to first token).
+    batch_wait_s: float = 0.002
+    max_batch_wait_s: float = 0.01
 
 
 @dataclass(frozen=True)
