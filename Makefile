@@ -18,7 +18,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 DEVICE ?= cpu
 
-.PHONY: install serve test bench smoke clean
+.PHONY: install serve test bench device-wheels smoke clean
 
 install: $(STAMP)
 
@@ -40,8 +40,18 @@ test: install $(CHECKOV_STAMP)
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
 
 # Prints a table and writes bench/out/bench-$(DEVICE).json (see docs/performance.md).
+ifeq ($(DEVICE),cuda)
+# On a lent GPU machine: its own python3 and CUDA torch, plus the wheels `make device-wheels` made here.
+bench:
+	scripts/device-python.sh -m bench --device cuda $(BENCH_ARGS)
+else
 bench: install
 	$(PY) -m bench --device $(DEVICE) $(BENCH_ARGS)
+endif
+
+# Wheels for a GPU machine without network (scripts/device-wheels.sh): carry .whl with the command.
+device-wheels: install
+	scripts/device-wheels.sh
 
 # Image smoke test (scripts/smoke-image.sh): podman, runc and debootstrap from Debian on first use.
 SMOKE_TOOLS := podman runc debootstrap

@@ -71,14 +71,18 @@ def measure_raw(args, path: Path, workload) -> dict:
 
 def measure_server(args, path: Path, workload) -> dict:
     figures: dict = {"levels": {}}
-    with server.Server(path, args.out / "models") as running:
+    top = max(args.concurrency)
+    # Room for every concurrent client at once (the defaults suit a 24 GB GPU; the benchmark measures
+    # the engine, not the memory budget): rows x (prompt + new tokens).
+    extra = ["--max_batch_size", str(max(top, 32)),
+             "--max_batch_tokens", str(max(top, 32) * (args.prompt_tokens + args.new_tokens))]
+    with server.Server(path, args.out / "models", extra) as running:
         figures["load_seconds"] = running.ready_seconds
         sequential = server.load(running.url, workload[:max(args.concurrency)], args.new_tokens, 1)
         figures["sequential"] = summary(sequential)
         for level in args.concurrency:
             count = max(level, 16) if args.device == "cpu" else max(2 * level, 8)
             figures["levels"][level] = summary(server.load(running.url, workload[:count], args.new_tokens, level))
-        top = max(args.concurrency)
         figures["fresh_connections"] = summary(server.fresh_connections(running.url, workload[:top], args.new_tokens))
         if args.device == "cuda":
             first = server.load(running.url, workload[:5], 1, 1)

@@ -49,6 +49,7 @@ class Server:
     """Start the predictor on a free port with ``model``; stop it on exit."""
 
     def __init__(self, model: Path, cache: Path, extra: Sequence[str] = ()) -> None:
+        # extra: more predictor flags, e.g. a batch large enough for the most concurrent clients
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -59,7 +60,8 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "predictor", "--http_port", str(self.port), "--model", str(model),
              "--cache_dir", str(cache), "--enable_latency_logging", "false", *extra],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))},
         )
 
     def __enter__(self) -> "Server":
