@@ -29,12 +29,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kserve.model_server import app
 
     from . import web
+    from .lifecycle import Lifecycle
     from .metrics import Metrics
     from .model import GPTJModel
 
-    model = GPTJModel(settings, Metrics())
-    server = ModelServer(**{name: getattr(settings.server, name) for name in _SERVER_ARGS})
-    web.install(app, settings)
+    metrics = Metrics()
+    if _cuda():
+        metrics.watch_gpu_memory()
+    model = GPTJModel(settings, metrics)
+    # Our drain (lifecycle.py) already waited for in-flight requests: uvicorn's own wait after it only
+    # closes connections, so keep it short and SIGTERM-to-exit stays within drain timeout + 2 s.
+    server = ModelServer(grace_period=2, **{name: getattr(settings.server, name) for name in _SERVER_ARGS})
+    web.install(app, settings, metrics, Lifecycle(model, settings.operations.drain_timeout_s))
     # ModelServer.start() registers only models that are already ready; register first, load in
     # the background, and let /v2/models/<name>/ready answer 503 until load() sets `ready`.
     server.register_model(model)
@@ -52,6 +58,12 @@ def _load_or_exit(model) -> None:
         # A pod that can never become ready should restart with the reason in its log, not hang.
         log.exception("loading the model failed; exiting")
         os._exit(1)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _quiet_upstream_warnings() -> None:
@@ -75,6 +87,13 @@ def _configure_logging(args: argparse.Namespace) -> None:
             ours.addHandler(handler)
         ours.setLevel(theirs.level)
         ours.propagate = False
+    requests = logging.getLogger("predictor.requests")
+    if not requests.handlers:  # one JSON object per line on stdout, for log pipelines to parse
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        requests.addHandler(handler)
+        requests.setLevel(logging.INFO)
+        requests.propagate = False
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ a request that arrives while others generate joins at the next step. Beam search
 steps as left-padded ``generate`` calls (runner.py). Measured on our CPUs (docs/performance.md):
 16 requests that arrive over 100 ms (16 threads opening connections) would split a batch that waits
 for its members; joining at the next step keeps them together.
+
+Bounds: at most ``max_queued`` prompts wait (more get 429 at once); a request's deadline cancels its
+futures, and a cancelled job leaves the batch at the next step, so its generation really stops.
+Failures: an out-of-memory step fails the requests in it with 503 and frees cached memory; any other
+failure is narrowed down to the requests that cause it.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+from . import faults as fault
 from .batching import admit, continuous, rows, select_beams
 from .continuous import Done
-from .errors import GenerationFailed, NotReady
+from .errors import DeadlineExceeded, GenerationFailed, NotReady, Overloaded, ResourceExhausted
+from .jobs import Job
 from .metrics import Metrics
+from .observe import RequestRecord
 from .sampling import GenerationRequest
 from .settings import BatchPolicy
 
@@ -33,31 +40,23 @@ class Backend(Protocol):
 
     def continuous(self): ...
 
-    def run_batch(self, requests: Sequence[GenerationRequest]) -> list: ...
+    def run_batch(self, requests: Sequence[GenerationRequest], stop=None) -> list: ...
 
     def texts(self, prompt: str, continuations: Sequence[Sequence[int]]) -> list[str]: ...
 
 
-@dataclass(eq=False)  # identity: jobs are keys of the running table
-class _Job:
-    request: GenerationRequest
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-    arrived: float = field(default_factory=time.monotonic)
-    results: list = field(default_factory=list)  # new tokens per sequence, as rows finish
-
-
 class Engine:
-    """A queue in front of a single worker thread that runs the batches."""
+    """A bounded queue in front of a single worker thread that runs the batches."""
 
-    def __init__(self, backend: Backend, policy: BatchPolicy = BatchPolicy(), metrics: Metrics | None = None) -> None:
-        self._backend = backend
+    def __init__(self, backend: Backend, policy: BatchPolicy = BatchPolicy(), metrics: Metrics | None = None,
+                 max_queued: int = 1 << 30, faults: fault.Faults | None = None) -> None:
+        self._backend, self._policy, self._metrics = backend, policy, metrics
         self._batch = backend.continuous()
-        self._policy = policy
-        self._metrics = metrics
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._max_queued, self._queued, self._lock = max_queued, 0, threading.Lock()
+        self._faults = faults or fault.Faults()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="engine", daemon=True)
-        self._running: dict[_Job, int] = {}  # job -> sequences still generating
+        self._running: dict[Job, int] = {}  # job -> sequences still generating
         self._stopped = False
 
     def start(self) -> None:
@@ -69,19 +68,47 @@ class Engine:
         self._queue.put(None)
         self._thread.join(timeout)
 
-    async def submit(self, request: GenerationRequest) -> list[str]:
-        """Queue ``request`` and wait for its texts. Cancelling the caller drops it from the batch."""
+    @property
+    def idle(self) -> bool:
+        return self._queued == 0 and not self._running
+
+    async def run(self, requests: Sequence[GenerationRequest], record: RequestRecord | None = None,
+                  timeout: float | None = None) -> list[list[str]]:
+        """Generate for every request; their texts in order. Cancelling this stops their generation."""
         if self._stopped:
             raise NotReady("the server is shutting down")
+        self._reserve(len(requests))
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._count("queue_size", +1)
-        self._queue.put(_Job(request, future, loop))
-        return await future
+        jobs = [Job(request, loop.create_future(), loop, record) for request in requests]
+        for job in jobs:
+            self._queue.put(job)
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), timeout))
+        except TimeoutError:
+            raise DeadlineExceeded("the request was not finished within the server's request timeout; "
+                                   "its generation was stopped") from None
+        finally:
+            for job in jobs:  # a failed or abandoned request takes its other prompts with it
+                if not job.future.done():
+                    job.future.cancel()
+
+    def _reserve(self, count: int) -> None:
+        with self._lock:
+            if self._queued + count > self._max_queued:
+                raise Overloaded(f"the queue is full ({self._queued} prompts waiting, at most "
+                                 f"{self._max_queued}); retry later")
+            self._queued += count
+        self._gauge("queue_size", self._queued)
+
+    def _release(self, count: int) -> None:
+        if count:
+            with self._lock:
+                self._queued -= count
+            self._gauge("queue_size", self._queued)
 
     def _work(self) -> None:
-        waiting: list[_Job] = []  # for the continuous batch
-        beams: list[_Job] = []
+        waiting: list[Job] = []  # for the continuous batch
+        beams: list[Job] = []
         closing = False
         while True:
             idle = not (waiting or beams or self._running)
@@ -95,10 +122,9 @@ class Engine:
             if self._running:
                 self._advance()
 
-    def _collect(self, waiting: list[_Job], beams: list[_Job], wait: bool) -> bool:
+    def _collect(self, waiting: list[Job], beams: list[Job], wait: bool) -> bool:
         """Move arrivals into the lists; when idle, wait for a burst to gather. True once stopping."""
-        policy = self._policy
-        first = last = None
+        policy, first, last = self._policy, None, None
         while True:
             try:
                 job = self._queue.get_nowait()
@@ -120,31 +146,32 @@ class Engine:
             if wait and sum(rows(j.request) for j in waiting) >= policy.max_batch_size:
                 wait = False
 
-    def _forget_cancelled(self, waiting: list[_Job], beams: list[_Job]) -> None:
-        """Requests whose client went away: never start them; stop them and free their rows."""
+    def _forget_cancelled(self, waiting: list[Job], beams: list[Job]) -> None:
+        """Requests whose client went away or whose deadline passed: never start, or stop, them."""
         for jobs in (waiting, beams):
-            gone = [job for job in jobs if job.future.cancelled()]
-            for job in gone:
-                jobs.remove(job)
-            self._count("queue_size", -len(gone))
-        gone = {job for job in self._running if job.future.cancelled()}
+            gone = [job for job in jobs if job.cancelled]
+            jobs[:] = [job for job in jobs if not job.cancelled]
+            self._release(len(gone))
+        gone = {job for job in self._running if job.cancelled}
         if gone:
-            self._batch.leave(gone)
+            for job, tokens in self._batch.leave(gone).items():
+                job.generated(tokens, self._metrics, finished=False)
             for job in gone:
                 del self._running[job]
-            self._set("requests_running", len(self._running))
+            self._running_changed()
 
-    def _join(self, waiting: list[_Job]) -> None:
-        running_rows = len(self._batch.rows)
-        count = admit(running_rows, self._batch.longest, [job.request for job in waiting], self._policy)
-        if not count:
-            return
-        joining, waiting[:] = waiting[:count], waiting[count:]
-        self._count("queue_size", -count)
-        self._enter(joining)
+    def _join(self, waiting: list[Job]) -> None:
+        count = admit(len(self._batch.rows), self._batch.longest, [job.request for job in waiting], self._policy)
+        if count:
+            joining, waiting[:] = waiting[:count], waiting[count:]
+            self._release(count)
+            for job in joining:
+                job.admitted(self._metrics)
+            self._enter(joining)
 
-    def _enter(self, joining: list[_Job]) -> None:
+    def _enter(self, joining: list[Job]) -> None:
         """Prefill and add ``joining``; if that fails, each one alone, so only the culprit fails."""
+        before = self._batch.tokens_generated
         try:
             done = self._batch.join([(job, job.request) for job in joining])
         except Exception as exc:  # the running rows are untouched: join changes nothing until it succeeds
@@ -158,21 +185,35 @@ class Engine:
         for job in joining:
             self._running[job] = job.request.sampling.num_return_sequences
             job.results = [None] * self._running[job]
-        self._set("requests_running", len(self._running))
+            job.first_token(self._metrics)
+        self._count_tokens(before)
         self._finish(done)
 
     def _advance(self) -> None:
         if self._metrics is not None:
             self._metrics.batch_size.observe(len(self._batch.rows))
+        before = self._batch.tokens_generated
         try:
+            self._faults.check(job.request for job in self._running)
             done = self._batch.advance()
-        except Exception as exc:  # one step serves every row: all of them fail
-            for job in self._batch.clear():
-                self._running.pop(job, None)
-                self._fail(job, exc)
-            self._set("requests_running", len(self._running))
-            return
+        except Exception as exc:
+            if fault.is_out_of_memory(exc):  # the step as a whole did not fit: its requests fail
+                self._out_of_memory(exc)
+                return
+            log.warning("a decode step failed (%s); stepping each request alone", exc)
+            done, failed = self._batch.advance_each(lambda job: self._faults.check([job.request]))
+            for job, error in failed.items():
+                del self._running[job]
+                self._fail(job, error)
+        self._count_tokens(before)
         self._finish(done)
+
+    def _out_of_memory(self, exc: BaseException) -> None:
+        for job in self._batch.clear():
+            self._running.pop(job, None)
+            self._fail(job, exc)
+        fault.free_cached_memory()
+        self._running_changed()
 
     def _finish(self, done: list[Done]) -> None:
         for row in done:
@@ -181,48 +222,56 @@ class Engine:
             self._running[job] -= 1
             if not self._running[job]:
                 del self._running[job]
-                _settle(job, result=self._backend.texts(job.request.prompt, job.results))
-        self._set("requests_running", len(self._running))
+                job.generated(sum(len(tokens) for tokens in job.results), self._metrics, finished=True)
+                job.settle(result=self._backend.texts(job.request.prompt, job.results))
+        self._running_changed()
 
-    def _run_beams(self, beams: list[_Job]) -> None:
+    def _run_beams(self, beams: list[Job]) -> None:
         chosen = set(select_beams([job.request for job in beams], self._policy))
         batch = [job for i, job in enumerate(beams) if i in chosen]
         beams[:] = [job for i, job in enumerate(beams) if i not in chosen]
-        self._count("queue_size", -len(batch))
+        self._release(len(batch))
+        for job in batch:
+            job.admitted(self._metrics)
         if self._metrics is not None:
             self._metrics.batch_size.observe(sum(rows(job.request) for job in batch))
-        self._set("requests_running", len(self._running) + len(batch))
-        results = self._backend.run_batch([job.request for job in batch])
+        self._gauge("requests_running", len(self._running) + len(batch))
+        results = self._beam_results(batch)
         for job, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 self._fail(job, result)
             else:
-                _settle(job, result=result)
-        self._set("requests_running", len(self._running))
+                job.generated(result.tokens, self._metrics, finished=False)
+                if self._metrics is not None:
+                    self._metrics.generated_tokens.inc(result.tokens)
+                job.settle(result=result.texts)
+        self._running_changed()
 
-    def _fail(self, job: _Job, exc: BaseException) -> None:
-        log.error("generation failed", exc_info=exc)
-        _settle(job, exception=GenerationFailed("generation failed; see the server log"))
+    def _beam_results(self, batch: list[Job]) -> list:
+        stop = lambda: all(job.cancelled for job in batch)  # noqa: E731 - stop a search nobody awaits
+        try:
+            self._faults.check(job.request for job in batch)
+            return self._backend.run_batch([job.request for job in batch], stop)
+        except Exception as exc:  # injected faults: narrow down like run_batch does
+            if len(batch) == 1:
+                return [exc]
+            return [self._beam_results([job])[0] for job in batch]
 
-    def _count(self, name: str, delta: int) -> None:
-        if self._metrics is not None and delta:
-            getattr(self._metrics, name).inc(delta)
+    def _fail(self, job: Job, exc: BaseException) -> None:
+        if fault.is_out_of_memory(exc):
+            log.error("out of GPU memory; the batch's requests get 503 (%s)", exc)
+            job.settle(exception=ResourceExhausted("the server ran out of GPU memory for this batch; retry later"))
+        else:
+            log.error("generation failed", exc_info=exc)
+            job.settle(exception=GenerationFailed("generation failed; see the server log"))
 
-    def _set(self, name: str, value: int) -> None:
+    def _count_tokens(self, before: int) -> None:
+        if self._metrics is not None and self._batch.tokens_generated > before:
+            self._metrics.generated_tokens.inc(self._batch.tokens_generated - before)
+
+    def _running_changed(self) -> None:
+        self._gauge("requests_running", len(self._running))
+
+    def _gauge(self, name: str, value: int) -> None:
         if self._metrics is not None:
             getattr(self._metrics, name).set(value)
-
-
-def _settle(job: _Job, *, result: list[str] | None = None, exception: BaseException | None = None) -> None:
-    def apply() -> None:
-        if job.future.done():  # cancelled meanwhile
-            return
-        if exception is not None:
-            job.future.set_exception(exception)
-        else:
-            job.future.set_result(result)
-
-    try:
-        job.loop.call_soon_threadsafe(apply)
-    except RuntimeError:  # the loop is closed: nobody is waiting any more
-        pass

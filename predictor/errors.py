@@ -41,10 +41,34 @@ class PayloadTooLarge(PredictorError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
+class Overloaded(PredictorError):
+    """The queue is full: try again after ``Retry-After`` seconds."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 class NotReady(PredictorError):
     """The model is not loaded yet, or the server is draining."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class ResourceExhausted(PredictorError):
+    """The GPU ran out of memory for this batch; the engine freed it and serves on."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class DeadlineExceeded(PredictorError):
+    """The request was not finished within --request_timeout_seconds (its generation was stopped)."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
 
 
 class GenerationFailed(PredictorError):

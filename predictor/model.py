@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 from kserve import Model
 from kserve.protocol.infer_type import InferRequest
 
-from . import api, loading
+from . import api, loading, observe
 from .engine import Engine
 from .errors import BadRequest, NotReady, succeeded
+from .faults import Faults
 from .metrics import Metrics
 from .runner import Runner
 from .sampling import GenerationRequest, plan
@@ -40,10 +42,15 @@ class GPTJModel(Model):
             return self.ready
         try:
             if not self.ready:
+                started = time.monotonic()
                 loaded = loading.load(self.settings)
-                engine = Engine(Runner(loaded), self.settings.batch, self.metrics)
+                operations = self.settings.operations
+                engine = Engine(Runner(loaded), self.settings.batch, self.metrics,
+                                max_queued=operations.max_queued_requests, faults=Faults(operations.fault_injection))
                 engine.start()
                 self.loaded, self._engine = loaded, engine
+                if self.metrics is not None:
+                    self.metrics.model_load.set(time.monotonic() - started)
                 self.ready = True
                 log.info("model %r is ready (source %s)", self.name, loaded.source)
         finally:
@@ -91,16 +98,21 @@ class GPTJModel(Model):
 
     async def predict(self, payload: list[GenerationRequest],
                       headers: dict[str, str] | None = None) -> list[tuple[GenerationRequest, list[str]]]:
-        """Generate for every prompt on the engine thread; one failure cancels the rest."""
+        """Generate for every prompt on the engine thread, within the request's deadline."""
         if self._engine is None:
             raise NotReady(f"model {self.name!r} is not loaded yet")
-        tasks = [asyncio.ensure_future(self._engine.submit(req)) for req in payload]
-        try:
-            texts = await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:  # queued prompts of a failed request are dropped, not generated
-                task.cancel()
-            raise
+        record, operations = observe.current(), self.settings.operations
+        started = record.started if record is not None else time.monotonic()
+        timeout = None
+        if operations.request_timeout_s is not None:
+            timeout = operations.request_timeout_s - (time.monotonic() - started)
+        if record is not None:
+            record.prompts = len(payload)
+            if operations.log_prompts:
+                record.texts["prompts"] = [req.prompt for req in payload]
+        texts = await self._engine.run(payload, record, timeout)
+        if record is not None and operations.log_prompts:
+            record.texts["outputs"] = texts
         return list(zip(payload, texts))
 
     async def postprocess(self, result: list[tuple[GenerationRequest, list[str]]],

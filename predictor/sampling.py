@@ -123,9 +123,12 @@ def _check_counts(s: Sampling, limits: Limits) -> None:
     if s.num_return_sequences > limits.max_return_sequences:
         raise BadRequest(f"num_return_sequences: must be <= {limits.max_return_sequences} "
                          f"(got {s.num_return_sequences})")
-    if s.num_return_sequences > 1 and not s.do_sample and s.num_return_sequences > s.num_beams:
-        raise BadRequest(f"num_return_sequences: without do_sample it must be <= num_beams ({s.num_beams}) "
+    if s.num_beams > 1 and s.num_return_sequences > s.num_beams:  # beam search returns its beams, sampled or not
+        raise BadRequest(f"num_return_sequences: with beam search it must be <= num_beams ({s.num_beams}) "
                          f"(got {s.num_return_sequences})")
+    if s.num_beams == 1 and s.num_return_sequences > 1 and not s.do_sample:
+        raise BadRequest(f"num_return_sequences: greedy search has one answer; use do_sample: true or num_beams "
+                         f">= {s.num_return_sequences} (got {s.num_return_sequences})")
     if s.num_beam_groups > 1:
         if s.num_beam_groups > s.num_beams or s.num_beams % s.num_beam_groups:
             raise BadRequest(f"num_beam_groups: must divide num_beams ({s.num_beams}) "

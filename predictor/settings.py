@@ -45,6 +45,17 @@ class BatchPolicy:
 
 
 @dataclass(frozen=True)
+class Operations:
+    """How the server behaves under load, failure and shutdown (deployment settings)."""
+
+    max_queued_requests: int = 256  # prompts waiting for the batch; more get 429 with Retry-After
+    request_timeout_s: float | None = 300.0  # arrival to answer; None: no limit
+    drain_timeout_s: float = 30.0  # SIGTERM: longest wait for in-flight requests before exiting
+    log_prompts: bool = False  # prompts and outputs in the per-request log line
+    fault_injection: bool = False  # [[fault:oom]] / [[fault:error]] in a prompt inject failures (faults.py)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the predictor needs, validated."""
 
@@ -55,6 +66,7 @@ class Settings:
     cache_dir: Path
     limits: Limits
     batch: BatchPolicy
+    operations: Operations
     server: argparse.Namespace  # KServe's ModelServer flags, passed through untouched
 
 
@@ -77,6 +89,22 @@ def _milliseconds(value: str) -> float:
     if not 0 <= number <= 10_000:
         raise ValueError(f"must be between 0 and 10000 ms (got {value})")
     return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 86_400:
+        raise ValueError(f"must be between 0 and 86400 seconds (got {value})")
+    return number
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false (got {value!r})")
 
 
 def _dtype(value: str) -> str:
@@ -119,6 +147,16 @@ _OPTIONS: tuple[_Option, ...] = (
      "start a batch once no request has arrived for this long"),
     ("max_batch_wait_ms", "GPTJ_MAX_BATCH_WAIT_MS", _milliseconds, BatchPolicy.max_batch_wait_s * 1000,
      "start a batch at the latest this long after its oldest request arrived"),
+    ("max_queued_requests", "GPTJ_MAX_QUEUED_REQUESTS", _positive, Operations.max_queued_requests,
+     "prompts that may wait for the batch; more get 429 with Retry-After"),
+    ("request_timeout_seconds", "GPTJ_REQUEST_TIMEOUT_SECONDS", _seconds, Operations.request_timeout_s,
+     "a request not answered this long after it arrived is stopped and gets 504 (0: no limit)"),
+    ("drain_timeout_seconds", "GPTJ_DRAIN_TIMEOUT_SECONDS", _seconds, Operations.drain_timeout_s,
+     "on SIGTERM, wait at most this long for in-flight requests (keep below terminationGracePeriodSeconds)"),
+    ("log_prompts", "GPTJ_LOG_PROMPTS", _bool, Operations.log_prompts,
+     "put prompts and outputs in the per-request log line"),
+    ("fault_injection", "GPTJ_FAULT_INJECTION", _bool, Operations.fault_injection,
+     "for failure testing: [[fault:oom]] or [[fault:error]] in a prompt injects that failure"),
 )
 
 
@@ -167,15 +205,21 @@ def parse_settings(argv: Sequence[str] | None = None,
     args = parser.parse_args(argv)
     if args.workers != 1:
         parser.error("--workers must be 1: one process owns the GPU and its engine")
+    if args.max_queued_requests < args.max_prompts:
+        parser.error("--max_queued_requests must be >= --max_prompts, or a full request could never be queued")
     limits = Limits(**{f.name: getattr(args, _limit_flag(f.name)) for f in fields(Limits)})
     # A min_length cap above the max_length cap could never be met; lowering one limit alone is fine.
     limits = replace(limits, min_length=min(limits.min_length, limits.max_length))
     batch = BatchPolicy(max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens,
                         batch_wait_s=args.batch_wait_ms / 1000, max_batch_wait_s=args.max_batch_wait_ms / 1000)
+    operations = Operations(max_queued_requests=args.max_queued_requests,
+                            request_timeout_s=args.request_timeout_seconds or None,
+                            drain_timeout_s=args.drain_timeout_seconds, log_prompts=args.log_prompts,
+                            fault_injection=args.fault_injection)
     model = args.model or (str(KSERVE_MOUNT) if KSERVE_MOUNT.is_dir() else "tiny")
     return Settings(
         model_name=args.model_name, model=model, dtype=args.dtype, device_map=args.device_map,
-        cache_dir=Path(args.cache_dir), limits=limits, batch=batch, server=args,
+        cache_dir=Path(args.cache_dir), limits=limits, batch=batch, operations=operations, server=args,
     )
 
 

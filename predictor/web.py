@@ -1,9 +1,10 @@
-"""HTTP wiring on KServe's FastAPI app: the envelope for every error, a body limit, and no exception
-ever reaching uvicorn.
+"""HTTP wiring on KServe's FastAPI app: the envelope for every error, a body limit, no exception ever
+reaching uvicorn, and for inference requests an id, a record, disconnect handling and draining.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Mapping
 
@@ -11,7 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import errors
+from . import errors, observe
+from .lifecycle import Lifecycle
+from .metrics import Metrics
 from .settings import Settings
 
 log = logging.getLogger("predictor")
@@ -43,13 +46,13 @@ def envelope_response(exc: BaseException) -> JSONResponse:
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     response = envelope_response(exc)
-    if response.status_code >= 500:
+    if response.status_code >= 500 and not isinstance(exc, errors.PredictorError):
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return response
 
 
 class Guard:
-    """Outermost of our middleware: the request body limit, and a last catch for any exception.
+    """The request body limit, and a last catch for any exception.
 
     The limit is ours because FastAPI's ``max_body_size`` answers in plain text and replaces whatever
     the app sends. The catch is ours because Starlette hands exceptions without a handler to
@@ -103,8 +106,90 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    """Apply our error handling and limits to KServe's app (before the server starts)."""
+def is_inference(scope: Scope) -> bool:
+    """Requests that generate (or try to): what the request metrics and logs count."""
+    path = scope.get("path", "")
+    return scope.get("method") == "POST" and path.startswith(("/v1/models/", "/v2/models/", "/openai/"))
+
+
+class Tracker:
+    """For inference requests: an id (X-Request-Id, returned), a record, draining, and disconnects.
+
+    A client that disconnects while its request waits or generates cancels the request: its prompts
+    leave the queue or the batch at the next step (the engine stops generating for it).
+    """
+
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, metrics: Metrics | None, log_prompts: bool) -> None:
+        self.app, self.lifecycle, self.metrics, self.log_prompts = app, lifecycle, metrics, log_prompts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_inference(scope):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        record = observe.RequestRecord(observe.request_id(headers), scope["method"], scope["path"])
+        token = observe.open_record(record)
+        self.lifecycle.active += 1
+        try:
+            await self._serve(scope, receive, self._with_id(send, record), record)
+        finally:
+            self.lifecycle.active -= 1
+            observe.close_record(record, self.metrics, self.log_prompts)
+            observe.reset_record(token)
+
+    @staticmethod
+    def _with_id(send: Send, record: observe.RequestRecord) -> Send:
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", record.id.encode())]}
+            await send(message)
+
+        return send_with_id
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, record: observe.RequestRecord) -> None:
+        if self.lifecycle.draining:
+            draining = errors.NotReady("the server is shutting down; retry (another replica will answer)")
+            await envelope_response(draining)(scope, receive, send)
+            return
+        body_read, gone = asyncio.Event(), asyncio.Event()
+
+        async def app_receive() -> Message:
+            if body_read.is_set():  # the body is in; only a disconnect can follow
+                await gone.wait()
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                body_read.set()
+            return message
+
+        app = asyncio.create_task(self.app(scope, app_receive, send))  # carries the record's context
+
+        async def watch() -> None:
+            await body_read.wait()
+            if (await receive())["type"] == "http.disconnect" and not app.done():
+                record.disconnected = True
+                gone.set()
+                app.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await app
+        except asyncio.CancelledError:
+            if not record.disconnected:
+                raise
+            log.info("client went away; request %s cancelled", record.id)
+        finally:
+            watcher.cancel()
+
+
+def install(app: FastAPI, settings: Settings, metrics: Metrics | None = None,
+            lifecycle: Lifecycle | None = None) -> None:
+    """Apply our error handling, limits and request tracking to KServe's app (before it starts)."""
     pinned = {cls: _handle for cls in (*errors.HANDLED, Exception)}
     app.exception_handlers = _PinnedHandlers(app.exception_handlers, pinned)
     app.add_middleware(Guard, max_body_bytes=settings.limits.max_body_bytes)
+    if lifecycle is not None:  # added last: outermost, so it sees every answer, the Guard's too
+        app.add_middleware(Tracker, lifecycle=lifecycle, metrics=metrics,
+                           log_prompts=settings.operations.log_prompts)
+        app.router.lifespan_context = lifecycle.lifespan(app.router.lifespan_context)

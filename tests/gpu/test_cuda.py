@@ -32,5 +32,6 @@ def test_generation_on_the_gpu_matches_the_contract(tiny_dir):
     prompt = "If I was a billionaire, I would"
     ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
     sampling, _ = plan(PromptRequest(prompt=prompt, max_length=50, num_beams=2), len(ids), Limits())
-    ((text,),) = runner.run_batch([GenerationRequest(prompt, ids, sampling)])
+    (result,) = runner.run_batch([GenerationRequest(prompt, ids, sampling)])
+    (text,) = result.texts
     assert text.startswith(prompt) and len(text) > len(prompt)

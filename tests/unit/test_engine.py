@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from predictor.api import PromptRequest
 from predictor.engine import Engine
-from predictor.errors import GenerationFailed, NotReady
+from predictor.errors import DeadlineExceeded, GenerationFailed, NotReady, Overloaded, ResourceExhausted
+from predictor.faults import Faults
 from predictor.loading import load
 from predictor.metrics import Metrics
 from predictor.runner import Runner
@@ -30,6 +31,11 @@ def request(runner, prompt: str, **fields) -> GenerationRequest:
     return GenerationRequest(prompt, ids, sampling)
 
 
+async def one(engine: Engine, req: GenerationRequest) -> list[str]:
+    (texts,) = await engine.run([req])
+    return texts
+
+
 def run(engine: Engine, coroutine_factory):
     engine.start()
     try:
@@ -39,24 +45,24 @@ def run(engine: Engine, coroutine_factory):
 
 
 def alone(runner, req):
-    return run(Engine(runner), lambda engine: engine.submit(req))
+    return run(Engine(runner), lambda engine: one(engine, req))
 
 
 def test_concurrent_requests_answer_each_caller_as_if_alone(runner):
     reqs = [request(runner, f"Request {i} says", max_length=10 + 3 * i) for i in range(12)]
 
     async def go(engine):
-        return await asyncio.gather(*(engine.submit(r) for r in reqs))
+        return await asyncio.gather(*(one(engine, r) for r in reqs))
 
     assert run(Engine(runner), go) == [alone(runner, r) for r in reqs]
 
 
 def test_a_late_request_joins_instead_of_waiting(runner):
     async def go(engine):
-        long = asyncio.ensure_future(engine.submit(request(runner, "A long one", max_length=400)))
+        long = asyncio.ensure_future(one(engine, request(runner, "A long one", max_length=400)))
         await asyncio.sleep(0.2)  # the long request is generating
         started = time.monotonic()
-        await engine.submit(request(runner, "A short one", max_length=12))
+        await one(engine, request(runner, "A short one", max_length=12))
         short_done = time.monotonic() - started
         assert not long.done()  # the short one finished while the long one kept going
         await long
@@ -70,7 +76,7 @@ def test_a_cancelled_request_leaves_the_batch_at_once(runner):
     metrics = Metrics(registry)
 
     async def go(engine):
-        doomed = asyncio.ensure_future(engine.submit(request(runner, "Never mind", max_length=512)))
+        doomed = asyncio.ensure_future(one(engine, request(runner, "Never mind", max_length=512)))
         await asyncio.sleep(0.3)
         assert registry.get_sample_value("gptj_requests_running") == 1
         doomed.cancel()
@@ -94,7 +100,7 @@ def test_a_request_that_fails_to_join_fails_alone(runner, monkeypatch):
     monkeypatch.setattr(engine._batch, "join", fragile)
 
     async def go(engine):
-        return await asyncio.gather(*(engine.submit(request(runner, p, max_length=15))
+        return await asyncio.gather(*(one(engine, request(runner, p, max_length=15))
                                       for p in ("fine", "poison", "also fine")), return_exceptions=True)
 
     fine, poisoned, also_fine = run(engine, go)
@@ -102,27 +108,103 @@ def test_a_request_that_fails_to_join_fails_alone(runner, monkeypatch):
     assert fine[0].startswith("fine") and also_fine[0].startswith("also fine")
 
 
-def test_after_a_failed_step_the_engine_serves_on(runner, monkeypatch):
+def test_a_step_that_fails_once_is_retried_per_request(runner, monkeypatch):
     engine = Engine(runner)
     advance, calls = engine._batch.advance, []
 
     def flaky():
         calls.append(1)
         if len(calls) == 3:
-            raise RuntimeError("step failed")
+            raise RuntimeError("transient")
         return advance()
 
     monkeypatch.setattr(engine._batch, "advance", flaky)
 
     async def go(engine):
-        first = await asyncio.gather(engine.submit(request(runner, "one", max_length=20)),
-                                     engine.submit(request(runner, "two", max_length=20)), return_exceptions=True)
-        later = await engine.submit(request(runner, "three", max_length=20))
-        return first, later
+        return await asyncio.gather(one(engine, request(runner, "one", max_length=20)),
+                                    one(engine, request(runner, "two", max_length=20)))
 
-    (one, two), three = run(engine, go)
-    assert isinstance(one, GenerationFailed) and isinstance(two, GenerationFailed)
-    assert three[0].startswith("three") and engine._batch.rows == []
+    assert run(engine, go) == [alone(runner, request(runner, "one", max_length=20)),
+                               alone(runner, request(runner, "two", max_length=20))]
+
+
+def test_a_request_whose_generation_fails_fails_alone(runner):
+    async def go(engine):
+        steady = asyncio.ensure_future(one(engine, request(runner, "steady", max_length=120)))
+        await asyncio.sleep(0.1)
+        failing = await asyncio.gather(one(engine, request(runner, "boom [[fault:error]]", max_length=60)),
+                                       return_exceptions=True)
+        later = await one(engine, request(runner, "later", max_length=20))
+        return await steady, failing[0], later
+
+    steady, failing, later = run(Engine(runner, faults=Faults(True)), go)
+    assert isinstance(failing, GenerationFailed)
+    assert steady == alone(runner, request(runner, "steady", max_length=120))
+    assert later[0].startswith("later")
+
+
+def test_out_of_memory_fails_the_step_with_503_and_the_engine_serves_on(runner):
+    async def go(engine):
+        bystander = asyncio.ensure_future(one(engine, request(runner, "bystander", max_length=200)))
+        await asyncio.sleep(0.1)
+        culprit = asyncio.ensure_future(one(engine, request(runner, "big [[fault:oom]]", max_length=60)))
+        results = await asyncio.gather(bystander, culprit, return_exceptions=True)
+        return results, await one(engine, request(runner, "after", max_length=20))
+
+    (bystander, culprit), after = run(Engine(runner, faults=Faults(True)), go)
+    assert isinstance(culprit, ResourceExhausted) and culprit.headers == {"Retry-After": "1"}
+    assert isinstance(bystander, ResourceExhausted)  # it shared the step that ran out of memory
+    assert after[0].startswith("after")
+
+
+def test_markers_are_plain_text_without_fault_injection(runner):
+    req = request(runner, "harmless [[fault:oom]]", max_length=60)
+    assert run(Engine(runner), lambda engine: one(engine, req))[0].startswith("harmless [[fault:oom]]")
+
+
+def test_the_queue_is_bounded(runner):
+    async def go(engine):
+        with pytest.raises(Overloaded) as caught:
+            await engine.run([request(runner, f"p{i}", max_length=20) for i in range(3)])
+        assert caught.value.headers == {"Retry-After": "1"}
+        return await engine.run([request(runner, f"p{i}", max_length=20) for i in range(2)])
+
+    assert len(run(Engine(runner, max_queued=2), go)) == 2
+
+
+def test_a_deadline_stops_the_generation(runner):
+    registry = CollectorRegistry()
+
+    async def go(engine):
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await engine.run([request(runner, "too slow", max_length=512)], timeout=0.2)
+        assert time.monotonic() - started < 1.0
+        await asyncio.sleep(0.2)
+        tokens = registry.get_sample_value("gptj_generated_tokens_total")
+        await asyncio.sleep(0.3)
+        return tokens, registry.get_sample_value("gptj_generated_tokens_total")
+
+    before, after = run(Engine(runner, metrics=Metrics(registry)), go)
+    assert before == after  # nothing generated for it any more
+    assert registry.get_sample_value("gptj_requests_running") == 0
+
+
+def test_token_and_latency_metrics(runner):
+    registry = CollectorRegistry()
+    reqs = [request(runner, "The weather", max_length=20), request(runner, "A", max_length=30)]
+
+    async def go(engine):
+        return await engine.run(reqs)
+
+    run(Engine(runner, metrics=Metrics(registry)), go)
+    value = registry.get_sample_value
+    assert value("gptj_prompt_tokens_total") == sum(len(r.input_ids) for r in reqs)
+    assert value("gptj_generated_tokens_total") == sum(r.sampling.max_length - len(r.input_ids) for r in reqs)
+    assert value("gptj_queue_duration_seconds_count") == 2
+    assert value("gptj_time_to_first_token_seconds_count") == 2
+    assert value("gptj_time_per_output_token_seconds_count") == 2
+    assert value("gptj_batch_size_count") > 0
 
 
 def test_beam_searches_run_between_steps(runner):
@@ -130,10 +212,10 @@ def test_beam_searches_run_between_steps(runner):
     greedy = request(runner, "Greedy meanwhile", max_length=60)
 
     async def go(engine):
-        return await asyncio.gather(engine.submit(greedy), engine.submit(beam))
+        return await asyncio.gather(one(engine, greedy), one(engine, beam))
 
     texts = run(Engine(runner), go)
-    assert texts == [alone(runner, greedy), runner.run_batch([beam])[0]]
+    assert texts == [alone(runner, greedy), runner.run_batch([beam])[0].texts]
     assert len(texts[1]) == 2
 
 
@@ -142,9 +224,9 @@ def test_the_batch_size_bound_makes_requests_queue(runner):
     seen = []
 
     async def go(engine):
-        first = asyncio.ensure_future(engine.submit(request(runner, "first", max_length=300)))
+        first = asyncio.ensure_future(one(engine, request(runner, "first", max_length=300)))
         await asyncio.sleep(0.2)
-        second = asyncio.ensure_future(engine.submit(request(runner, "second", max_length=20)))
+        second = asyncio.ensure_future(one(engine, request(runner, "second", max_length=20)))
         await asyncio.sleep(0.2)
         seen.append(registry.get_sample_value("gptj_queue_size"))
         await asyncio.gather(first, second)
@@ -161,7 +243,7 @@ def test_stop_finishes_running_work_and_refuses_new(runner):
     engine.start()
     loop = asyncio.new_event_loop()
     try:
-        future = loop.create_task(engine.submit(request(runner, "finish me", max_length=40)))
+        future = loop.create_task(one(engine, request(runner, "finish me", max_length=40)))
         loop.run_until_complete(asyncio.sleep(0.1))
         stopper = threading.Thread(target=engine.stop, kwargs={"timeout": 30})
         stopper.start()
@@ -169,6 +251,6 @@ def test_stop_finishes_running_work_and_refuses_new(runner):
         stopper.join()
         assert text[0].startswith("finish me")
         with pytest.raises(NotReady):
-            loop.run_until_complete(engine.submit(request(runner, "too late", max_length=10)))
+            loop.run_until_complete(one(engine, request(runner, "too late", max_length=10)))
     finally:
         loop.close()

@@ -53,7 +53,7 @@ def serve(runner: Runner, request: GenerationRequest) -> list[str]:
     if not continuous(request):
         (result,) = runner.run_batch([request])
         assert not isinstance(result, Exception), result
-        return result
+        return result.texts
     batch, results = runner.continuous(), {}
     done = batch.join([("only", request)])
     while True:
