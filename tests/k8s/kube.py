@@ -96,10 +96,21 @@ def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
     return strict(entry["schema"]["openAPIV3Schema"])
 
 
+# ../shared/crds has no PrometheusRule CRD: this schema is ours, written from prometheus-operator's API
+# reference, and strict in the same way.
+OUR_SCHEMAS = {("monitoring.coreos.com/v1", "PrometheusRule"): Path(__file__).with_name("prometheusrule.schema.json")}
+
+
 def validate(obj: dict[str, Any]) -> None:
     """Raise if the object would be refused by an API server with the official schemas."""
     key = (obj.get("apiVersion"), obj.get("kind"))
-    if key in CUSTOM_KINDS:
+    if key in OUR_SCHEMAS:
+        import json
+
+        jsonschema.validate(obj, json.loads(OUR_SCHEMAS[key].read_text()), cls=jsonschema.Draft7Validator)
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]},
+                                     KUBE_VERSION, strict=True)
+    elif key in CUSTOM_KINDS:
         jsonschema.validate(obj, crd_schema(*key), cls=jsonschema.Draft7Validator)
         # A CRD's metadata is just "type: object": check it as the API server does, as ObjectMeta.
         kubernetes_validate.validate({"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]},

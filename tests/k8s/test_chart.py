@@ -162,8 +162,8 @@ def test_labels_and_selectors(env, rendered):
     for monitor in by_kind(rendered, "PodMonitor"):
         assert monitor["spec"]["selector"]["matchLabels"] == pod_label
         assert monitor["spec"]["podMetricsEndpoints"][0]["portNumber"] == 8080
-    expected = {"default": set(), "dev": set(), "staging": {"PodMonitor", "NetworkPolicy"},
-                "prod": {"PodMonitor", "NetworkPolicy"}}[env]
+    observability = {"PodMonitor", "NetworkPolicy", "ConfigMap", "PrometheusRule"}
+    expected = {"default": set(), "dev": set(), "staging": observability, "prod": observability}[env]
     assert {o["kind"] for o in rendered} - {"InferenceService", "Pod"} == expected
 
 

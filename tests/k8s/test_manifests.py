@@ -68,6 +68,7 @@ def test_probes_security_and_shared_memory(name):
     sc = container["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
     assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/cache", "/tmp", "/dev/shm"}
@@ -104,3 +105,4 @@ def test_the_predictor_accepts_the_manifests_args_and_env(isvc, runtime_containe
     args = [arg.replace("{{.Name}}", "gptj") for arg in runtime_container["args"]]
     settings = parse_settings(args, {})
     assert (settings.model_name, settings.model) == ("gptj", "/mnt/models")
+    assert (settings.operations.request_timeout_s, settings.operations.drain_timeout_s) == (290, 30)

@@ -70,6 +70,13 @@ serving.kserve.io/inferenceservice: {{ include "gptj.fullname" . }}
 {{- if and (eq .Values.deploymentMode "Standard") (eq .Values.autoscaling.standardClass "hpa") (has .Values.autoscaling.metric (list "concurrency" "rps")) }}
 {{- fail "autoscaling.standardClass hpa scales on cpu or memory; set autoscaling.metric accordingly" }}
 {{- end }}
+{{- $stop := add (int .Values.serving.preStopSleepSeconds) (int .Values.serving.drainTimeoutSeconds) 5 }}
+{{- if gt $stop (int .Values.terminationGracePeriodSeconds) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least serving.preStopSleepSeconds + serving.drainTimeoutSeconds + 5 (%d): the pod would be killed while it drains" (int .Values.terminationGracePeriodSeconds) $stop) }}
+{{- end }}
+{{- if and .Values.serving.requestTimeoutSeconds (ge (int .Values.serving.requestTimeoutSeconds) (int .Values.timeoutSeconds)) }}
+{{- fail "serving.requestTimeoutSeconds must be below timeoutSeconds, so a slow request gets the predictor's 504 rather than the gateway's" }}
+{{- end }}
 {{- if and .Values.servingRuntime.create (ne .Values.predictorForm "runtime") }}
 {{- fail "servingRuntime.create needs predictorForm: runtime" }}
 {{- end }}
@@ -96,6 +103,18 @@ serving.kserve.io/inferenceservice: {{ include "gptj.fullname" . }}
   value: {{ int .Values.model.limits.maxPrompts | quote }}
 - name: GPTJ_MAX_BODY_BYTES
   value: {{ int .Values.model.limits.maxBodyBytes | quote }}
+- name: GPTJ_MAX_BATCH_SIZE
+  value: {{ int .Values.serving.maxBatchSize | quote }}
+- name: GPTJ_MAX_BATCH_TOKENS
+  value: {{ int .Values.serving.maxBatchTokens | quote }}
+- name: GPTJ_MAX_QUEUED_REQUESTS
+  value: {{ int .Values.serving.maxQueuedRequests | quote }}
+- name: GPTJ_REQUEST_TIMEOUT_SECONDS
+  value: {{ int .Values.serving.requestTimeoutSeconds | quote }}
+- name: GPTJ_DRAIN_TIMEOUT_SECONDS
+  value: {{ int .Values.serving.drainTimeoutSeconds | quote }}
+- name: GPTJ_LOG_PROMPTS
+  value: {{ .Values.serving.logPrompts | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -147,6 +166,13 @@ livenessProbe:
   periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
   failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
   timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
+{{- if .Values.serving.preStopSleepSeconds }}
+lifecycle:
+  # Keep serving while Kubernetes takes the pod out of its endpoints; SIGTERM (and the drain) follow.
+  preStop:
+    exec:
+      command: ["sleep", "{{ int .Values.serving.preStopSleepSeconds }}"]
+{{- end }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 volumeMounts:

@@ -1,0 +1,97 @@
+"""The chart's operational parts: shutdown timing, serving settings, dashboard and alerts."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import helm_python
+import pytest
+from prometheus_client import CollectorRegistry
+
+from predictor.metrics import Metrics
+from predictor.settings import parse_settings
+
+from .kube import by_kind, env_of, objects, render, validate, values_for
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name the predictor exports (histograms and counters with their suffixes)."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    names = {"gptj_gpu_memory_bytes"}  # exported on CUDA only (Metrics.watch_gpu_memory)
+    for family in registry.collect():
+        names |= {sample.name for sample in family.samples}
+        names.add(family.name)
+    return names
+
+
+def queried_metrics(promql: str) -> set[str]:
+    return set(re.findall(r"\b(gptj_[a-z_]+)", promql))
+
+
+@pytest.fixture(scope="module")
+def prod():
+    return objects(render(values_for("prod")))
+
+
+def test_stop_sequence_fits_the_grace_period(prod):
+    (isvc,) = by_kind(prod, "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    drain = int(env_of(container)["GPTJ_DRAIN_TIMEOUT_SECONDS"])
+    assert predictor["terminationGracePeriodSeconds"] >= 5 + drain + 5
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"terminationGracePeriodSeconds": 30}, "terminationGracePeriodSeconds (30) must be at least"),
+    ({"serving": {"requestTimeoutSeconds": 300}}, "serving.requestTimeoutSeconds must be below timeoutSeconds"),
+])
+def test_inconsistent_timing_is_refused(values, message):
+    with pytest.raises(helm_python.HelmRenderError) as caught:
+        render(values)
+    assert message in str(caught.value)
+
+
+def test_serving_settings_reach_the_predictor(prod):
+    (isvc,) = by_kind(prod, "InferenceService")
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    settings = parse_settings(container["args"], {k: v for k, v in env_of(container).items() if k.startswith("GPTJ_")})
+    assert settings.batch.max_batch_size == 32 and settings.batch.max_batch_tokens == 16384
+    ops = settings.operations
+    assert (ops.max_queued_requests, ops.request_timeout_s, ops.drain_timeout_s, ops.log_prompts) == (256, 290, 30, False)
+
+
+def test_dashboard_is_a_labelled_configmap_querying_real_metrics(prod):
+    (configmap,) = by_kind(prod, "ConfigMap")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(configmap["data"]["gptj.json"])
+    titles = {panel["title"] for panel in dashboard["panels"]}
+    for needed in ("Requests per second by outcome", "Generated tokens per second", "Request time (arrival to answer)",
+                   "Time to first token", "Queue and running requests", "Batch size (sequences per decode step)",
+                   "Errors by outcome", "GPU memory"):
+        assert needed in titles
+    queried = set().union(*(queried_metrics(t["expr"]) for p in dashboard["panels"] for t in p["targets"]))
+    assert queried and queried <= exported_metric_names(), queried - exported_metric_names()
+
+
+def test_alerts(prod):
+    (rule,) = by_kind(prod, "PrometheusRule")
+    validate(rule)
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"GPTJHighErrorRate", "GPTJQueueSaturated", "GPTJHighLatency"}
+    queried = set().union(*(queried_metrics(r["expr"]) for r in alerts.values()))
+    assert queried <= exported_metric_names(), queried - exported_metric_names()
+    assert "> 204.8" in alerts["GPTJQueueSaturated"]["expr"]  # 0.8 x 256 queued prompts
+    assert "> 0.05" in alerts["GPTJHighErrorRate"]["expr"] and "> 30" in alerts["GPTJHighLatency"]["expr"]
+    assert 'namespace="ml", pod=~"gptj-predictor.*"' in alerts["GPTJHighLatency"]["expr"]
+
+
+def test_a_misspelled_alert_field_is_caught(prod):
+    import jsonschema
+
+    (rule,) = by_kind(prod, "PrometheusRule")
+    rule["spec"]["groups"][0]["rules"][0]["labelz"] = {}
+    with pytest.raises(jsonschema.ValidationError, match="labelz"):
+        validate(rule)
