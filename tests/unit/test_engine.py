@@ -254,3 +254,18 @@ def test_stop_finishes_running_work_and_refuses_new(runner):
             loop.run_until_complete(one(engine, request(runner, "too late", max_length=10)))
     finally:
         loop.close()
+
+
+def test_out_of_memory_frees_the_allocator_cache(runner, monkeypatch):
+    import torch
+
+    freed = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(1))
+
+    async def go(engine):
+        return await asyncio.gather(one(engine, request(runner, "x [[fault:oom]]", max_length=30)),
+                                    return_exceptions=True)
+
+    (result,) = run(Engine(runner, faults=Faults(True)), go)
+    assert isinstance(result, ResourceExhausted) and freed == [1]
