@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kserve import ModelServer
     from kserve.model_server import app
 
-    from . import web
+    from . import routes, web
     from .lifecycle import Lifecycle
     from .metrics import Metrics
     from .model import GPTJModel
@@ -41,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # closes connections, so keep it short and SIGTERM-to-exit stays within drain timeout + 2 s.
     server = ModelServer(grace_period=2, **{name: getattr(settings.server, name) for name in _SERVER_ARGS})
     web.install(app, settings, metrics, Lifecycle(model, settings.operations.drain_timeout_s))
+    routes.register(app, model)  # before ModelServer.start() adds KServe's routes: ours match first
     # ModelServer.start() registers only models that are already ready; register first, load in
     # the background, and let /v2/models/<name>/ready answer 503 until load() sets `ready`.
     server.register_model(model)

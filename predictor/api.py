@@ -18,6 +18,7 @@ from .errors import BadRequest
 
 #: Below this a temperature overflows float32 logits (NaN probabilities); vLLM uses the same floor.
 MIN_TEMPERATURE = 1e-5
+MAX_STOP_STRINGS, MAX_STOP_LENGTH = 4, 100  # as OpenAI's API: a handful of short strings
 
 
 class PromptRequest(BaseModel):
@@ -46,6 +47,29 @@ class PromptRequest(BaseModel):
     num_beam_groups: int | None = Field(None, ge=1)
     diversity_penalty: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False)
     remove_invalid_values: bool | None = None
+    # Extensions beyond the original service (off unless given):
+    max_new_tokens: int | None = Field(None, ge=1)  # instead of max_length: new tokens only
+    stop: str | list[str] | None = None  # end at the first of these strings (left out of the text)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)  # reproducible sampling: same seed, same text
+    details: bool | None = None  # data holds objects with finish reason and token counts
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_type(cls, stop: Any) -> Any:
+        if stop is not None and not isinstance(stop, str) and not (
+                isinstance(stop, list) and all(isinstance(item, str) for item in stop)):
+            raise ValueError(f"must be a string or a list of strings (got {kind(stop)})")
+        return stop
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        strings = [stop] if isinstance(stop, str) else stop or []
+        if len(strings) > MAX_STOP_STRINGS:
+            raise ValueError(f"must hold at most {MAX_STOP_STRINGS} strings (got {len(strings)})")
+        if any(not 0 < len(string) <= MAX_STOP_LENGTH for string in strings):
+            raise ValueError(f"strings must be 1 to {MAX_STOP_LENGTH} characters long")
+        return stop
 
     @field_validator("prompt")
     @classmethod
@@ -113,12 +137,12 @@ def parse(body: Any, max_prompts: int) -> list[PromptRequest]:
         prefix = f"[{index}]." if len(items) > 1 else ""
         if not isinstance(item, dict):
             problems.append(f"{prefix.rstrip('.') or 'body'}: must be a JSON object with a 'prompt' "
-                            f"(got {_kind(item)})")
+                            f"(got {kind(item)})")
             continue
         try:
             requests.append(PromptRequest.model_validate(item))
         except ValidationError as exc:
-            problems.extend(prefix + _describe(error) for error in exc.errors())
+            problems.extend(prefix + describe(error) for error in exc.errors())
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise BadRequest("; ".join(problems[:5]) + more)
@@ -134,12 +158,12 @@ def _items(body: Any) -> list[Any]:
         if extra:
             raise BadRequest(f"unknown top-level field(s) {', '.join(map(repr, extra))} next to 'instances'")
         if not isinstance(body["instances"], list):
-            raise BadRequest(f"instances: must be a list of request objects (got {_kind(body['instances'])})")
+            raise BadRequest(f"instances: must be a list of request objects (got {kind(body['instances'])})")
         return body["instances"]
     if isinstance(body, dict):
         return [body]
     raise BadRequest("body must be a JSON list of request objects, one request object, "
-                     f"or {{\"instances\": [...]}} (got {_kind(body)})")
+                     f"or {{\"instances\": [...]}} (got {kind(body)})")
 
 
 _PHRASES = {
@@ -147,6 +171,7 @@ _PHRASES = {
     "string_type": "must be a string",
     "int_type": "must be an integer",
     "float_type": "must be a number",
+    "list_type": "must be a list",
     "bool_type": "must be true or false",
     "finite_number": "must be a finite number",
     "greater_than_equal": "must be >= {ge}",
@@ -156,10 +181,11 @@ _PHRASES = {
 }
 
 
-def _describe(error: dict[str, Any]) -> str:
+def describe(error: dict[str, Any], allowed: Sequence[str] = FIELDS) -> str:
+    """One pydantic error as ``field: what is wrong (got value)``."""
     field = ".".join(str(part) for part in error["loc"]) or "body"
     if error["type"] == "extra_forbidden":
-        return f"{field}: unknown field (allowed: {', '.join(FIELDS)})"
+        return f"{field}: unknown field (allowed: {', '.join(allowed)})"
     bounds = {key: f"{value:g}" if isinstance(value, float) else value for key, value in error.get("ctx", {}).items()}
     phrase = _PHRASES.get(error["type"], error["msg"]).format(**bounds)
     if error["type"] in ("missing", "value_error"):
@@ -168,11 +194,12 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def _preview(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else _kind(value)
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else kind(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _kind(value: Any) -> str:
+def kind(value: Any) -> str:
+    """A JSON value's kind, for messages."""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
             type(None): "null"}.get(type(value), "a number")
 

@@ -3,7 +3,7 @@
 Two paths (engine.py): every ``num_beams == 1`` request joins the continuous batch (continuous.py),
 which gives each row its own settings and bounds; beam search runs as left-padded ``generate`` calls,
 which need everything that shapes the search to be equal. Diverse beam search runs one beam search
-per group (diverse.py), so it runs alone. ``repetition_penalty`` batches only with prompts of the
+per group (diverse.py), and a seeded beam sampling seeds its generate call, so both run alone. ``repetition_penalty`` batches only with prompts of the
 same length: it would penalize the padding token, which is EOS, in the shorter rows.
 """
 
@@ -61,7 +61,7 @@ def admit(running_rows: int, running_longest: int, waiting: Sequence[GenerationR
 def beam_key(request: GenerationRequest) -> Hashable | None:
     """Beam searches with equal keys may share a generate call; None means it runs alone."""
     s = request.sampling
-    if s.num_beam_groups > 1:
+    if s.num_beam_groups > 1 or s.seed is not None:  # a seed seeds the whole generate call
         return None
     key: tuple = (*(getattr(s, name) for name in _SEARCH), *new_tokens(request))
     if s.repetition_penalty not in (None, 1.0):

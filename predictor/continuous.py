@@ -15,6 +15,7 @@ import torch
 
 from . import decode
 from .batching import new_tokens
+from .completion import cut_at_stop
 from .sampler import RowChoice, choose, row_choice
 from .sampling import GenerationRequest
 
@@ -34,18 +35,19 @@ class Row:
 
 @dataclass(frozen=True)
 class Done:
-    """A finished row: its request, which sequence, and the new tokens (without EOS)."""
+    """A finished row: its request, which sequence, the new tokens (without EOS), and why it ended."""
 
     owner: Hashable
     index: int
     tokens: list[int]
+    reason: str  # completion.FINISH_REASONS
 
 
 class ContinuousBatch:
     """The rows generating now, and the model they run on. Used from the engine thread only."""
 
-    def __init__(self, model, eos: int) -> None:
-        self.model, self.eos = model, eos
+    def __init__(self, model, eos: int, decode_text: Callable[[Sequence[int]], str] | None = None) -> None:
+        self.model, self.eos, self.decode_text = model, eos, decode_text  # decode_text: for stop strings
         self.state: decode.DecodeState | None = None
         self.rows: list[Row] = []
         self.tokens_generated = 0  # every token a row has kept, ever (for the counter metric)
@@ -61,7 +63,7 @@ class ContinuousBatch:
         for owner, request in entries:
             s, (max_new, min_new) = request.sampling, new_tokens(request)
             deadline = now + s.max_time if s.max_time is not None else None
-            rows += [Row(owner, i, row_choice(s, request.input_ids, min_new), max_new, deadline)
+            rows += [Row(owner, i, row_choice(s, request.input_ids, min_new, i), max_new, deadline)
                      for i in range(s.num_return_sequences)]
         with torch.inference_mode():
             state, logits = decode.prefill(self.model, [row.choice.tokens for row in rows], self.eos)
@@ -125,21 +127,40 @@ class ContinuousBatch:
         return owners
 
     def _record(self, tokens: dict[int, int]) -> list[Done]:
-        now, done, finished = time.monotonic(), [], set()
+        now, finished = time.monotonic(), {}
         for index, token in tokens.items():
             row = self.rows[index]
             if token == self.eos:
-                finished.add(index)
+                finished[index] = "eos"
                 continue
             row.choice.tokens.append(token)
             self.tokens_generated += 1
-            if row.choice.generated >= row.max_new or (row.deadline is not None and now >= row.deadline):
-                finished.add(index)
-        for index in sorted(finished):
-            row = self.rows[index]
-            done.append(Done(row.owner, row.index, row.choice.tokens[row.choice.prompt_length:]))
-        self._drop(finished)
+            reason = self._ended(row, now)
+            if reason:
+                finished[index] = reason
+        done = [Done(self.rows[i].owner, self.rows[i].index, self._new(self.rows[i]), reason)
+                for i, reason in sorted(finished.items())]
+        self._drop(set(finished))
         return done
+
+    def _ended(self, row: Row, now: float) -> str | None:
+        stops = row.choice.sampling.stop
+        if stops and self.decode_text is not None:
+            # Only a stop string that ends in the newest token is new, and it lies within its last
+            # 4 * len(stop) UTF-8 bytes: decoding that many tokens (each at least a byte) suffices, and
+            # keeps the check's cost flat however long the text grows.
+            window = 4 * max(map(len, stops)) + 1
+            if cut_at_stop(self.decode_text(self._new(row)[-window:]), stops)[1]:
+                return "stop"
+        if row.choice.generated >= row.max_new:
+            return "length"
+        if row.deadline is not None and now >= row.deadline:
+            return "time"
+        return None
+
+    @staticmethod
+    def _new(row: Row) -> list[int]:
+        return row.choice.tokens[row.choice.prompt_length:]
 
     def _drop(self, indices: set[int]) -> None:
         if indices:

@@ -9,6 +9,7 @@ Every error body the server sends is the contract's envelope
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable
@@ -35,6 +36,12 @@ class BadRequest(PredictorError):
     """The request is malformed or a value is out of bounds (the message names field and bound)."""
 
     status = HTTPStatus.BAD_REQUEST
+
+
+class NotFound(PredictorError):
+    """No model of that name here."""
+
+    status = HTTPStatus.NOT_FOUND
 
 
 class PayloadTooLarge(PredictorError):
@@ -85,6 +92,32 @@ def failed(message: str) -> dict[str, Any]:
 def succeeded(data: Any, message: str | None = None) -> dict[str, Any]:
     """The envelope of a successful request."""
     return {"status": "success", "data": data, "message": message}
+
+
+def body(failure: Failure, path: str) -> dict[str, Any]:
+    """The error body the clients of each protocol expect, chosen by the request's path.
+
+    OpenAI's clients read ``{"error": {"message", "type", "param", "code"}}``, KServe's v2 clients
+    ``{"error": "..."}``; everything else gets the contract's envelope.
+    """
+    if path.startswith("/openai/"):
+        return {"error": {"message": failure.message, "type": _openai_type(failure.status),
+                          "param": _field(failure.message), "code": failure.status}}
+    if path.startswith("/v2/"):
+        return {"error": failure.message}
+    return failed(failure.message)
+
+
+def _openai_type(status: int) -> str:
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        return "rate_limit_error"
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
+def _field(message: str) -> str | None:
+    """The field a validation message names first (``max_tokens: must be >= 1`` -> ``max_tokens``)."""
+    match = re.match(r"(?:\[\d+\]\.)?([a-z_]+)(?:\.\w+)*: ", message)
+    return match.group(1) if match else None
 
 
 @dataclass(frozen=True)

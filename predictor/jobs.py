@@ -24,7 +24,9 @@ class Job:
     record: RequestRecord | None = None
     arrived: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
-    results: list = field(default_factory=list)  # new tokens per sequence, as rows finish
+    results: list = field(default_factory=list)  # per sequence (tokens, finish reason), as rows finish
+    stream: asyncio.Queue | None = None  # streaming: text pieces, then an end marker
+    pieces: dict = field(default_factory=dict)  # per sequence: its completion.TextStream
 
     @property
     def cancelled(self) -> bool:
@@ -55,17 +57,26 @@ class Job:
         if finished and metrics is not None and self.first_token_at is not None and per_sequence > 1:
             metrics.time_per_output_token.observe((time.monotonic() - self.first_token_at) / (per_sequence - 1))
 
-    def settle(self, *, result: list[str] | None = None, exception: BaseException | None = None) -> None:
+    def emit(self, index: int, piece: str) -> None:
+        """A new piece of sequence ``index``'s text, for a streaming client (from the engine thread)."""
+        if self.stream is not None and piece:
+            self._call(self.stream.put_nowait, ("text", index, piece))
+
+    def settle(self, *, result: list | None = None, exception: BaseException | None = None) -> None:
         """Hand the outcome to the waiting event loop (from the engine thread)."""
         def apply() -> None:
-            if self.future.done():  # cancelled meanwhile
-                return
-            if exception is not None:
-                self.future.set_exception(exception)
-            else:
-                self.future.set_result(result)
+            if not self.future.done():  # not cancelled meanwhile
+                if exception is not None:
+                    self.future.set_exception(exception)
+                else:
+                    self.future.set_result(result)
+            if self.stream is not None:  # after every piece: the loop runs callbacks in order
+                self.stream.put_nowait(("end", None, None))
 
+        self._call(apply)
+
+    def _call(self, function, *args) -> None:
         try:
-            self.loop.call_soon_threadsafe(apply)
+            self.loop.call_soon_threadsafe(function, *args)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass

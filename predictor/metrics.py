@@ -61,3 +61,9 @@ class _GpuMemory:
         family.add_metric(["allocated"], torch.cuda.memory_allocated())
         family.add_metric(["reserved"], torch.cuda.memory_reserved())
         yield family
+
+
+def set_gauge(metrics: Metrics | None, name: str, value: float) -> None:
+    """Set one of ``metrics``' gauges, when there are metrics (tests and benchmarks run without)."""
+    if metrics is not None:
+        getattr(metrics, name).set(value)

@@ -6,18 +6,21 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Sequence
 
 from kserve import Model
-from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from . import api, loading, observe
+from . import api, loading, observe, v2
+from .completion import Completion, envelope_data
 from .engine import Engine
 from .errors import BadRequest, NotReady, succeeded
 from .faults import Faults
 from .metrics import Metrics
 from .runner import Runner
 from .sampling import GenerationRequest, plan
+from .streaming import merge
 from .settings import Settings
 
 log = logging.getLogger("predictor")
@@ -34,6 +37,7 @@ class GPTJModel(Model):
         # Not `self.engine`: KServe reads a truthy `engine` attribute as "call start_engine()".
         self._engine: Engine | None = None
         self._load_lock = threading.Lock()
+        self.created = int(time.time())  # OpenAI's model object reports when it was created (loaded)
 
     def load(self) -> bool:
         """Load weights and start the engine; safe to call again (returns at once while loading)."""
@@ -48,7 +52,7 @@ class GPTJModel(Model):
                 engine = Engine(Runner(loaded), self.settings.batch, self.metrics,
                                 max_queued=operations.max_queued_requests, faults=Faults(operations.fault_injection))
                 engine.start()
-                self.loaded, self._engine = loaded, engine
+                self.loaded, self._engine, self.created = loaded, engine, int(time.time())
                 if self.metrics is not None:
                     self.metrics.model_load.set(time.monotonic() - started)
                 self.ready = True
@@ -63,22 +67,23 @@ class GPTJModel(Model):
         if self._engine is not None:
             self._engine.stop(timeout=5)
 
-    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> list[GenerationRequest]:
-        """Body (bytes, dict or list) -> validated GenerationRequests, or a 400 naming the problem."""
-        if isinstance(payload, InferRequest):
-            raise BadRequest(f"the v2 inference protocol is not served yet; POST the contract's JSON to "
-                             f"/v1/models/{self.name}:predict")
-        if isinstance(payload, (bytes, bytearray)):
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
+        """Body (bytes, dict, list or a v2 InferRequest) -> validated GenerationRequests, or a 400."""
+        infer = payload if isinstance(payload, InferRequest) else None
+        if infer is not None:
+            payload = v2.request_objects(infer)
+        elif isinstance(payload, (bytes, bytearray)):
             payload = api.decode_body(bytes(payload), (headers or {}).get("content-type"))
         requests = api.parse(payload, self.settings.limits.max_prompts)
-        # Tokenizing a long prompt takes milliseconds: keep it off the event loop.
+        return Prepared(await self.prepare(requests), infer)
+
+    async def prepare(self, requests: list[api.PromptRequest]) -> list[GenerationRequest]:
+        """Tokenize and plan validated request objects (off the event loop: long prompts take ms)."""
         return await asyncio.to_thread(self._prepare, requests)
 
     def _prepare(self, requests: list[api.PromptRequest]) -> list[GenerationRequest]:
-        if self.loaded is None:
-            raise NotReady(f"model {self.name!r} is not loaded yet")
         # The Rust tokenizer directly: its encode is safe to call from several threads at once.
-        backend = self.loaded.tokenizer.backend_tokenizer
+        backend = self._loaded().tokenizer.backend_tokenizer
         prepared = []
         for index, req in enumerate(requests):
             where = f"[{index}]." if len(requests) > 1 else ""
@@ -92,33 +97,88 @@ class GPTJModel(Model):
             prepared.append(GenerationRequest(
                 prompt=req.prompt, input_ids=tuple(ids), sampling=sampling,
                 notes=tuple(f"{where}{note}" for note in notes),
-                wants_list=sampling.num_return_sequences > 1,
+                wants_list=sampling.num_return_sequences > 1, details=bool(req.details),
             ))
         return prepared
 
-    async def predict(self, payload: list[GenerationRequest],
-                      headers: dict[str, str] | None = None) -> list[tuple[GenerationRequest, list[str]]]:
+    async def predict(self, payload: Prepared, headers: dict[str, str] | None = None) -> Generated:
         """Generate for every prompt on the engine thread, within the request's deadline."""
+        return Generated(payload, await self.generate(payload))
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        """Completions for every request, in order (the request's record gets counts and texts)."""
+        engine, record = self._running_engine(), self._record(requests)
+        completions = await engine.run(requests, record, self._time_left(record))
+        if record is not None and self.settings.operations.log_prompts:
+            record.texts["outputs"] = [[c.text for c in sequences] for sequences in completions]
+        return completions
+
+    async def stream(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[tuple[int, tuple]]:
+        """(which request, Engine.stream event) as the requests generate side by side, within the deadline."""
+        engine, record = self._running_engine(), self._record(requests)
+        timeout, outputs = self._time_left(record), {}
+        async for index, event in merge([engine.stream(request, record, timeout) for request in requests]):
+            if event[0] == "done":
+                outputs[index] = [c.text for c in event[2]]
+                if record is not None and self.settings.operations.log_prompts and len(outputs) == len(requests):
+                    record.texts["outputs"] = [outputs[i] for i in range(len(requests))]
+            yield index, event
+
+    async def postprocess(self, result: Generated, headers: dict[str, str] | None = None,
+                          response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+        """Results -> the success envelope (or a v2 response); capped or ignored parameters in ``message``."""
+        requests, completions = result.requests, result.completions
+        notes = [note for req in requests for note in req.notes]
+        if requests.infer is not None:
+            return v2.response(self.name, requests.infer.id, completions, any(r.details for r in requests), notes)
+        return succeeded(envelope_data(requests, completions), "; ".join(notes) if notes else None)
+
+    def get_input_types(self) -> list[dict]:
+        return v2.INPUTS
+
+    def get_output_types(self) -> list[dict]:
+        return v2.OUTPUTS
+
+    def _loaded(self) -> loading.Loaded:
+        if self.loaded is None:
+            raise NotReady(f"model {self.name!r} is not loaded yet")
+        return self.loaded
+
+    def _running_engine(self) -> Engine:
         if self._engine is None:
             raise NotReady(f"model {self.name!r} is not loaded yet")
-        record, operations = observe.current(), self.settings.operations
-        started = record.started if record is not None else time.monotonic()
-        timeout = None
-        if operations.request_timeout_s is not None:
-            timeout = operations.request_timeout_s - (time.monotonic() - started)
-        if record is not None:
-            record.prompts = len(payload)
-            if operations.log_prompts:
-                record.texts["prompts"] = [req.prompt for req in payload]
-        texts = await self._engine.run(payload, record, timeout)
-        if record is not None and operations.log_prompts:
-            record.texts["outputs"] = texts
-        return list(zip(payload, texts))
+        return self._engine
 
-    async def postprocess(self, result: list[tuple[GenerationRequest, list[str]]],
-                          headers: dict[str, str] | None = None,
-                          response_headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """Results -> the success envelope; capped or ignored parameters are listed in ``message``."""
-        data = api.shape([texts for _, texts in result], [req.wants_list for req, _ in result])
-        notes = [note for req, _ in result for note in req.notes]
-        return succeeded(data, "; ".join(notes) if notes else None)
+    def _record(self, requests: Sequence[GenerationRequest]) -> observe.RequestRecord | None:
+        record = observe.current()
+        if record is not None:
+            record.prompts = len(requests)
+            if self.settings.operations.log_prompts:
+                record.texts["prompts"] = [req.prompt for req in requests]
+        return record
+
+    def _time_left(self, record: observe.RequestRecord | None) -> float | None:
+        """Seconds until the request's deadline (--request_timeout_seconds from its arrival)."""
+        limit = self.settings.operations.request_timeout_s
+        if limit is None:
+            return None
+        started = record.started if record is not None else time.monotonic()
+        return limit - (time.monotonic() - started)
+
+
+class Prepared(list):
+    """The GenerationRequests of one request, and the v2 request they came from, if any.
+
+    A list, because KServe's Model.validate() looks into the payload with ``in``.
+    """
+
+    def __init__(self, requests: Sequence[GenerationRequest], infer: InferRequest | None = None) -> None:
+        super().__init__(requests)
+        self.infer = infer
+
+
+@dataclass(frozen=True)
+class Generated:
+    requests: Prepared
+    completions: list[list[Completion]]
+

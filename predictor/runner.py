@@ -6,31 +6,36 @@ all rows. Engine thread only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from dataclasses import replace
+from typing import Callable, Iterator, Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from . import diverse
 from .batching import new_tokens
+from .completion import Completion, cut_at_stop
 from .continuous import ContinuousBatch
 from .loading import Loaded
 from .sampling import GenerationRequest, generation_config
 
 log = logging.getLogger("predictor")
 
-
-@dataclass(frozen=True)
-class Generated:
-    """A beam search's texts, and how many new tokens they hold."""
-
-    texts: list[str]
-    tokens: int
+Result = list[Completion] | Exception
 
 
-Result = Generated | Exception
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Draw from ``seed`` inside, then restore the global generator: a seeded request runs alone
+    (batching.beam_key), and unseeded requests after it stay random."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 class _Abandoned(StoppingCriteria):
@@ -51,7 +56,7 @@ class Runner:
 
     def continuous(self) -> ContinuousBatch:
         """A continuous batch on this model, for every request without beams."""
-        return ContinuousBatch(self.loaded.model, self.loaded.eos_token_id)
+        return ContinuousBatch(self.loaded.model, self.loaded.eos_token_id, self.decode)
 
     def run_batch(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None = None) -> list[Result]:
         """Texts for every request, in order; a request that fails gets its exception instead.
@@ -67,7 +72,7 @@ class Runner:
             log.warning("a batch of %d failed (%s); running its requests one by one", len(requests), exc)
         return [self.run_batch([request], stop)[0] for request in requests]
 
-    def _generate(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None) -> list[Generated]:
+    def _generate(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None) -> list[list[Completion]]:
         model, first = self.loaded.model, requests[0].sampling
         if first.num_beam_groups > 1:  # alone, see batching.beam_key
             return [self._diverse(requests[0])]
@@ -79,33 +84,39 @@ class Runner:
         (most, least), = {new_tokens(r) for r in requests}  # equal by batching.beam_key
         config = generation_config(replace(first, max_length=width + most, min_length=width + least), eos)
         criteria = StoppingCriteriaList([_Abandoned(stop)] if stop is not None else [])
-        with torch.inference_mode():
+        with torch.inference_mode(), _seeded(first.seed, model.device):
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask.long(), generation_config=config,
                                  stopping_criteria=criteria)
         n = first.num_return_sequences
-        return [self._generated(r.prompt, [row[width:].tolist() for row in out[i * n:(i + 1) * n]])
+        return [self._beams(r, [row[width:].tolist() for row in out[i * n:(i + 1) * n]])
                 for i, r in enumerate(requests)]
 
-    def _generated(self, prompt: str, continuations: list[list[int]]) -> Generated:
-        eos = self.loaded.eos_token_id
-        tokens = [[t for t in sequence if t != eos] for sequence in continuations]
-        return Generated(self.texts(prompt, tokens), sum(len(t) for t in tokens))
+    def _beams(self, request: GenerationRequest, sequences: list[list[int]]) -> list[Completion]:
+        eos, completions = self.loaded.eos_token_id, []
+        for sequence in sequences:
+            tokens = [t for t in sequence if t != eos]  # EOS and the padding after it
+            completions.append(self.completion(request, tokens, "eos" if eos in sequence else "length"))
+        return completions
 
-    def _diverse(self, request: GenerationRequest) -> Generated:
+    def _diverse(self, request: GenerationRequest) -> list[Completion]:
         model, s = self.loaded.model, request.sampling
         input_ids = torch.tensor([request.input_ids], dtype=torch.long, device=model.device)
         with torch.inference_mode():
             new = diverse.generate(model, input_ids, torch.ones_like(input_ids),
                                    generation_config(s, self.loaded.eos_token_id), s.num_beam_groups,
                                    s.diversity_penalty or 0.0)[0]
-        return self._generated(request.prompt, new)
+        return self._beams(request, new)
 
-    def texts(self, prompt: str, continuations: Sequence[Sequence[int]]) -> list[str]:
-        """Full texts: the prompt exactly as sent, then each continuation without special tokens.
+    def decode(self, tokens: Sequence[int]) -> str:
+        """New tokens as text, without special tokens."""
+        return self.loaded.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str) -> Completion:
+        """The prompt exactly as sent, then the continuation, cut before the first stop string.
 
         Decoding only the new tokens keeps the prompt byte-for-byte (even text that tokenizes to a
         special token, such as a literal ``<|endoftext|>``).
         """
-        tokenizer = self.loaded.tokenizer
-        return [prompt + tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-                for tokens in continuations]
+        continuation, stopped = cut_at_stop(self.decode(tokens), request.sampling.stop)
+        return Completion(request.prompt + continuation, continuation, "stop" if stopped else reason,
+                          len(request.input_ids), len(tokens))

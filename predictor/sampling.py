@@ -39,6 +39,10 @@ class Sampling:
     num_beam_groups: int = 1
     diversity_penalty: float | None = None
     remove_invalid_values: bool | None = None
+    stop: tuple[str, ...] = ()  # the text ends before the first of these
+    seed: int | None = None  # sampling draws from this request's own generator
+    presence_penalty: float | None = None  # OpenAI's, on tokens generated so far (openai.py)
+    frequency_penalty: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,17 +54,21 @@ class GenerationRequest:
     sampling: Sampling
     notes: tuple[str, ...] = ()
     wants_list: bool = False  # num_return_sequences > 1: data holds a list for this prompt
+    details: bool = False  # data holds objects with finish reason and token counts
 
 
 def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampling, tuple[str, ...]]:
     """Validate cross-field rules and return the settings plus notes (capped/ignored values)."""
     notes: list[str] = []
+    req = _new_tokens_as_max_length(req, prompt_tokens, limits, notes)
     min_length = _min_length(req, limits, notes)
     max_length = _max_length(req, prompt_tokens, min_length, limits, notes)
     if min_length > max_length:
         raise BadRequest(f"min_length: must be <= max_length ({max_length}) (got {min_length})")
-    given = req.model_dump(exclude_none=True, exclude={"prompt", "max_length", "min_length"})
-    s = Sampling(max_length=max_length, min_length=min_length, **given)
+    given = req.model_dump(exclude_none=True, exclude={"prompt", "max_length", "min_length", "max_new_tokens",
+                                                       "stop", "details"})
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    s = Sampling(max_length=max_length, min_length=min_length, stop=stop, **given)
     s = _greedy_or_sampling(s, notes)
     _check_counts(s, limits)
     s = _beam_options(s, notes)
@@ -71,6 +79,21 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
                      f"prompt ({prompt_tokens} tokens); ignored")
         s = replace(s, encoder_no_repeat_ngram_size=None)
     return s, tuple(notes)
+
+
+def _new_tokens_as_max_length(req: PromptRequest, prompt_tokens: int, limits: Limits,
+                              notes: list[str]) -> PromptRequest:
+    """max_new_tokens is max_length counted without the prompt; the same limit applies."""
+    if req.max_new_tokens is None:
+        return req
+    if req.max_length is not None:
+        raise BadRequest("max_new_tokens: give max_length or max_new_tokens, not both")
+    total = prompt_tokens + req.max_new_tokens
+    if total > limits.max_length and prompt_tokens < limits.max_length:
+        notes.append(f"max_new_tokens {req.max_new_tokens} with the prompt's {prompt_tokens} tokens is over the "
+                     f"limit of {limits.max_length}; capped to {limits.max_length - prompt_tokens}")
+        total = limits.max_length
+    return req.model_copy(update={"max_length": total, "max_new_tokens": None})
 
 
 def _max_length(req: PromptRequest, prompt_tokens: int, min_length: int, limits: Limits,
@@ -111,9 +134,11 @@ def _greedy_or_sampling(s: Sampling, notes: list[str]) -> Sampling:
         s = replace(s, temperature=None, do_sample=False)
     if not s.do_sample:
         ignored = [name for name in _SAMPLING_ONLY if getattr(s, name) is not None]
+        if s.seed is not None:
+            ignored.append("seed")
         if ignored:
-            notes.append(f"{', '.join(ignored)} only apply with do_sample: true; ignored")
-        s = replace(s, temperature=None, top_k=None, top_p=None)
+            notes.append(f"{_names(ignored)} with do_sample: true; ignored")
+        s = replace(s, temperature=None, top_k=None, top_p=None, seed=None)
     return s
 
 
@@ -138,11 +163,15 @@ def _check_counts(s: Sampling, limits: Limits) -> None:
                              "cannot be combined with do_sample: true")
 
 
+def _names(ignored: list[str]) -> str:
+    return f"{', '.join(ignored)} only {'applies' if len(ignored) == 1 else 'apply'}"
+
+
 def _beam_options(s: Sampling, notes: list[str]) -> Sampling:
     if s.num_beams == 1:
         ignored = [name for name in _BEAM_ONLY if getattr(s, name) is not None]
         if ignored:
-            notes.append(f"{', '.join(ignored)} only apply with num_beams > 1; ignored")
+            notes.append(f"{_names(ignored)} with num_beams > 1; ignored")
             s = replace(s, early_stopping=None, length_penalty=None)
     if s.num_beam_groups == 1 and s.diversity_penalty is not None:
         notes.append("diversity_penalty only applies with num_beam_groups > 1; ignored")

@@ -1,5 +1,6 @@
-"""HTTP wiring on KServe's FastAPI app: the envelope for every error, a body limit, no exception ever
-reaching uvicorn, and for inference requests an id, a record, disconnect handling and draining.
+"""HTTP wiring on KServe's FastAPI app: one error table for every error (each protocol's body, see
+errors.body), a body limit, no exception ever reaching uvicorn, and for inference requests an id, a
+record, disconnect handling and draining.
 """
 
 from __future__ import annotations
@@ -38,14 +39,14 @@ class _PinnedHandlers(dict):
             super().__setitem__(key, value)
 
 
-def envelope_response(exc: BaseException) -> JSONResponse:
-    """The failed envelope for ``exc`` with the status from the one table."""
+def error_response(exc: BaseException, path: str) -> JSONResponse:
+    """The error body for ``path`` (errors.body) with the status from the one table."""
     failure = errors.classify(exc)
-    return JSONResponse(errors.failed(failure.message), status_code=failure.status, headers=failure.headers)
+    return JSONResponse(errors.body(failure, path), status_code=failure.status, headers=failure.headers)
 
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
-    response = envelope_response(exc)
+    response = error_response(exc, request.url.path)
     if response.status_code >= 500 and not isinstance(exc, errors.PredictorError):
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return response
@@ -71,7 +72,7 @@ class Guard:
         too_large = errors.PayloadTooLarge(f"request body is too large: at most {self.max_body_bytes} bytes")
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            await envelope_response(too_large)(scope, receive, send)
+            await error_response(too_large, scope["path"])(scope, receive, send)
             return
         received, started = 0, False
 
@@ -93,7 +94,7 @@ class Guard:
         except Exception as exc:
             log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
             if not started:  # once headers are out there is no way to send an envelope
-                await envelope_response(exc)(scope, receive, send)
+                await error_response(exc, scope["path"])(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -150,9 +151,9 @@ class Tracker:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, record: observe.RequestRecord) -> None:
         if self.lifecycle.draining:
             draining = errors.NotReady("the server is shutting down; retry (another replica will answer)")
-            await envelope_response(draining)(scope, receive, send)
+            await error_response(draining, scope["path"])(scope, receive, send)
             return
-        body_read, gone = asyncio.Event(), asyncio.Event()
+        body_read, gone, answered = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def app_receive() -> Message:
             if body_read.is_set():  # the body is in; only a disconnect can follow
@@ -163,11 +164,16 @@ class Tracker:
                 body_read.set()
             return message
 
-        app = asyncio.create_task(self.app(scope, app_receive, send))  # carries the record's context
+        async def app_send(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered.set()  # uvicorn reports a disconnect once the answer is out: not a client leaving
+
+        app = asyncio.create_task(self.app(scope, app_receive, app_send))  # carries the record's context
 
         async def watch() -> None:
             await body_read.wait()
-            if (await receive())["type"] == "http.disconnect" and not app.done():
+            if (await receive())["type"] == "http.disconnect" and not app.done() and not answered.is_set():
                 record.disconnected = True
                 gone.set()
                 app.cancel()

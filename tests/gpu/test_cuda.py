@@ -33,5 +33,5 @@ def test_generation_on_the_gpu_matches_the_contract(tiny_dir):
     ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
     sampling, _ = plan(PromptRequest(prompt=prompt, max_length=50, num_beams=2), len(ids), Limits())
     (result,) = runner.run_batch([GenerationRequest(prompt, ids, sampling)])
-    (text,) = result.texts
+    (text,) = [c.text for c in result]
     assert text.startswith(prompt) and len(text) > len(prompt)

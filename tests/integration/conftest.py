@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from .server import Server
+from .server import Server, ready_server
 
 
 @pytest.fixture(scope="session")
 def server(tiny_dir, cache_dir, tmp_path_factory):
     """The default server: the quick-start tiny model with default limits."""
-    s = Server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir)],
-               tmp_path_factory.mktemp("logs") / "server.log")
-    try:
-        s.wait_until_ready()
+    with ready_server(tiny_dir, cache_dir, tmp_path_factory.mktemp("logs") / "server.log") as s:
         yield s
-    finally:
-        s.stop()
+
+
+@pytest.fixture(scope="session")
+def faulty(tiny_dir, cache_dir, tmp_path_factory):
+    """A server with --fault_injection: prompts with [[fault:oom]] or [[fault:error]] fail on demand."""
+    with ready_server(tiny_dir, cache_dir, tmp_path_factory.mktemp("faults") / "log", "--fault_injection", "true") as s:
+        yield s
 
 
 @pytest.fixture

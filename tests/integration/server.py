@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
@@ -73,3 +76,43 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def metrics(server) -> dict[str, float]:
+    samples = {}
+    for line in server.client.get("/metrics").text.splitlines():
+        match = re.match(r"^(gptj_[^ ]+) ([0-9.e+-]+)$", line)
+        if match:
+            samples[match.group(1)] = float(match.group(2))
+    return samples
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def ready_server(model: Path, cache_dir: Path, log_path: Path, *flags: str) -> Iterator[Server]:
+    """A server for ``model`` with extra ``flags``, ready to serve; stopped on exit."""
+    s = Server(["--model", str(model), "--cache_dir", str(cache_dir), *flags], log_path)
+    try:
+        s.wait_until_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+def assert_generation_stopped(server: Server, before: dict[str, float], asked: int) -> None:
+    """After a client left: its rows left the batch, nothing more is generated for it (well short of
+    the ``asked`` tokens), and it counts as cancelled."""
+    wait_for(lambda: metrics(server)["gptj_requests_running"] == 0, timeout=2)
+    tokens = metrics(server)["gptj_generated_tokens_total"]
+    time.sleep(0.3)
+    after = metrics(server)
+    assert after["gptj_generated_tokens_total"] == tokens  # nothing more generated for it
+    assert after["gptj_generated_tokens_total"] - before["gptj_generated_tokens_total"] < 0.8 * asked
+    cancelled = 'gptj_requests_total{outcome="cancelled"}'
+    assert after[cancelled] - before.get(cancelled, 0) == 1

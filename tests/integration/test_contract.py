@@ -120,8 +120,8 @@ def test_over_limit_values_are_capped_and_reported(server, reference):
 
 def test_ignored_values_are_reported(server):
     body = ok(server.predict({"prompt": SEED, "max_length": 20, "temperature": 0.7, "length_penalty": 2.0}))
-    assert "temperature only apply with do_sample: true; ignored" in body["message"]
-    assert "length_penalty only apply with num_beams > 1; ignored" in body["message"]
+    assert "temperature only applies with do_sample: true; ignored" in body["message"]
+    assert "length_penalty only applies with num_beams > 1; ignored" in body["message"]
 
 
 def test_several_prompts_come_back_in_order(server):
@@ -152,14 +152,10 @@ def test_prompt_comes_back_verbatim(server):
 @pytest.fixture(scope="module")
 def eos_server(eos_dir, cache_dir, tmp_path_factory):
     """A server whose model ends every continuation with EOS as early as it may."""
-    from .server import Server
+    from .server import ready_server
 
-    s = Server(["--model", str(eos_dir), "--cache_dir", str(cache_dir)], tmp_path_factory.mktemp("eos") / "log")
-    try:
-        s.wait_until_ready()
+    with ready_server(eos_dir, cache_dir, tmp_path_factory.mktemp("eos") / "log") as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_min_length_holds_off_eos_and_special_tokens_are_removed(eos_server):
@@ -176,3 +172,35 @@ def test_beam_search_with_eos_and_early_stopping(eos_server):
     body = ok(eos_server.predict({"prompt": "If I was", "max_length": 30, "min_length": 12, "num_beams": 3,
                                   "num_return_sequences": 3, "early_stopping": True, "length_penalty": 1.5}))
     assert len(body["data"]) == 3 and all("<|endoftext|>" not in text for text in body["data"])
+
+
+def test_max_new_tokens_counts_new_tokens_only(server, reference):
+    prompt_tokens = len(reference.tokenizer(SEED).input_ids)
+    body = ok(server.predict({"prompt": SEED, "max_new_tokens": 7, "details": True}))
+    assert body["data"]["generated_tokens"] == 7 and body["data"]["prompt_tokens"] == prompt_tokens
+    assert body["data"]["text"] == reference.generate(SEED, max_length=prompt_tokens + 7)[0]
+
+
+def test_a_seed_gives_the_same_text_even_among_other_requests(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    seeded = {"prompt": SEED, "max_new_tokens": 30, "do_sample": True, "seed": 2024}
+    alone = ok(server.predict(seeded))["data"]
+    with ThreadPoolExecutor(4) as pool:
+        crowd = [pool.submit(server.predict, {"prompt": f"noise {i}", "max_new_tokens": 40, "do_sample": True})
+                 for i in range(3)]
+        together = pool.submit(server.predict, seeded)
+        assert all(ok(f.result()) for f in crowd)
+    assert ok(together.result())["data"] == alone
+    assert ok(server.predict({**seeded, "seed": 2025}))["data"] != alone
+
+
+def test_stop_strings_end_the_text_and_details_say_why(server):
+    text = ok(server.predict({"prompt": SEED, "max_new_tokens": 40}))["data"][len(SEED):]
+    stop = text[20:23]
+    body = ok(server.predict([{"prompt": SEED, "max_new_tokens": 40, "stop": [stop], "details": True},
+                              {"prompt": SEED, "max_new_tokens": 40, "num_beams": 2, "stop": stop}]))
+    continuous, beams = body["data"]
+    assert continuous["text"] == SEED + text[:text.index(stop)] and continuous["finish_reason"] == "stop"
+    assert continuous["generated_tokens"] < 40
+    assert stop not in beams[len(SEED):]  # beam search cuts its texts the same way

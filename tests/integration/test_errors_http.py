@@ -133,17 +133,20 @@ def test_body_too_large_when_chunked(server):
     ("POST", "/v1/models/nope:predict", 404, "Model with name nope does not exist."),
     ("GET", "/v1/models/nope", 404, "Model with name nope does not exist."),
     ("GET", "/no/such/route", 404, "Not Found"),
-    ("POST", "/v2/health/live", 405, "Method Not Allowed"),
 ])
 def test_routing_errors_are_envelopes(server, method, path, status, message):
     response = server.client.request(method, path, json={"prompt": "a"})
     assert failed(response, status) == message
 
 
-def test_v2_infer_is_refused_clearly(server):
-    body = {"inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}
-    assert "POST the contract's JSON to /v1/models/gptj:predict" in failed(
-        server.client.post("/v2/models/gptj/infer", json=body), 400)
+def test_errors_take_the_form_of_the_paths_protocol(server):
+    """v2 clients read {"error": "..."}, OpenAI's clients {"error": {"message", "type", ...}}."""
+    response = server.client.post("/v2/health/live", json={})
+    assert response.status_code == 405 and response.json() == {"error": "Method Not Allowed"}
+    response = server.client.get("/openai/v1/nothing")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"message": "Not Found", "type": "invalid_request_error", "param": None,
+                                         "code": 404}}
 
 
 def test_errors_keep_the_connection_alive(server):

@@ -26,7 +26,9 @@ PLAUSIBLE = st.fixed_dictionaries({"prompt": st.text(min_size=1, max_size=30)}, 
     "length_penalty": st.sampled_from([-10.0, 0.0, 2.0, 10.0]), "encoder_no_repeat_ngram_size": st.integers(0, 4),
     "num_return_sequences": st.integers(1, 9), "max_time": st.sampled_from([0.001, 0.05, 5.0]),
     "num_beam_groups": st.integers(1, 4), "diversity_penalty": st.sampled_from([0.0, 1.0, 1000.0]),
-    "remove_invalid_values": st.booleans()})
+    "remove_invalid_values": st.booleans(), "max_new_tokens": st.integers(0, 30) | st.sampled_from([600]),
+    "stop": st.text(min_size=1, max_size=3) | st.lists(st.text(max_size=3), max_size=5),
+    "seed": st.integers(-1, 2**63), "details": st.booleans()})
 BODIES = st.one_of(PLAUSIBLE, st.lists(PLAUSIBLE, min_size=1, max_size=3), REQUEST, st.lists(REQUEST, max_size=3), st.fixed_dictionaries({"instances": st.lists(REQUEST, max_size=3)}),
                    VALUES)
 CONTENT_TYPES = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", None,
@@ -53,3 +55,51 @@ def test_json_bodies_never_cause_a_5xx(server, body, content_type):
 def test_arbitrary_bytes_never_cause_a_5xx(server, raw, content_type):
     headers = {"content-type": content_type} if content_type else {}
     check(server.client.post("/v1/models/gptj:predict", content=raw, headers=headers))
+
+
+# OpenAI's completions: the right types around and beyond every bound, and wrong types.
+OPENAI = st.fixed_dictionaries({"model": st.sampled_from(["gptj", "gptj", "other"]),
+                                "prompt": st.text(max_size=20) | st.lists(st.text(max_size=10), max_size=3)}, optional={
+    "max_tokens": st.integers(-1, 30) | st.sampled_from([None, 600]), "temperature": st.sampled_from([0, 0.5, 2, 2.5]),
+    "top_p": st.sampled_from([0, 0.1, 1, 1.5]), "n": st.integers(0, 9), "stop": st.text(max_size=3) | st.none(),
+    "seed": st.integers(-1, 2**63), "stream": st.booleans(), "echo": st.booleans(),
+    "presence_penalty": st.floats(-3, 3), "frequency_penalty": st.floats(-3, 3), "logprobs": st.sampled_from([None, 1]),
+    "best_of": st.sampled_from([None, 1, 2]), "user": VALUES, "stream_options": VALUES})
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=OPENAI | VALUES)
+def test_openai_bodies_never_cause_a_5xx(server, body):
+    response = server.client.post("/openai/v1/completions", json=body)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert error["message"] and error["code"] == response.status_code
+    elif response.headers["content-type"].startswith("text/event-stream"):
+        lines = [line for line in response.text.splitlines() if line]
+        assert lines[-1] == "data: [DONE]" and '"error"' not in response.text
+    else:
+        assert response.json()["object"] == "text_completion"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=PLAUSIBLE | REQUEST)
+def test_stream_bodies_never_cause_a_5xx(server, body):
+    response = server.client.post("/v1/models/gptj:stream", json=body)
+    assert response.status_code < 500, response.text
+    if response.status_code == 200:
+        final = response.text.strip().splitlines()[-1]
+        assert final.startswith('data: {"status": "success"'), final
+    else:
+        check(response)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parameters=PLAUSIBLE, prompts=st.lists(st.text(max_size=20), max_size=3))
+def test_v2_requests_never_cause_a_5xx(server, parameters, prompts):
+    parameters = {k: v for k, v in parameters.items() if k != "prompt"}
+    body = {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [len(prompts)], "data": prompts}],
+            "parameters": parameters}
+    response = server.client.post("/v2/models/gptj/infer", json=body)
+    assert response.status_code < 500, response.text
+    assert response.status_code == 200 or set(response.json()) == {"error"}

@@ -11,27 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from .server import assert_generation_stopped, metrics, ready_server, wait_for
+
 PREDICT = "/v1/models/gptj:predict"
-
-
-def metrics(server) -> dict[str, float]:
-    samples = {}
-    for line in server.client.get("/metrics").text.splitlines():
-        match = re.match(r"^(gptj_[^ ]+) ([0-9.e+-]+)$", line)
-        if match:
-            samples[match.group(1)] = float(match.group(2))
-    return samples
 
 
 def request_logs(server) -> list[dict]:
     return [json.loads(line) for line in server.log().splitlines() if line.startswith('{"event": "request"')]
-
-
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_metrics_move_with_requests(server, reference):
@@ -84,15 +70,9 @@ def test_prompts_are_logged_only_when_asked(start_server, tiny_dir, cache_dir):
 @pytest.fixture(scope="module")
 def small_queue(tiny_dir, cache_dir, tmp_path_factory):
     """One sequence at a time and two waiting: easy to overload."""
-    from .server import Server
-
-    s = Server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--max_batch_size", "1",
-                "--max_queued_requests", "2", "--max_prompts", "2"], tmp_path_factory.mktemp("queue") / "log")
-    try:
-        s.wait_until_ready()
+    with ready_server(tiny_dir, cache_dir, tmp_path_factory.mktemp("queue") / "log", "--max_batch_size", "1",
+                      "--max_queued_requests", "2", "--max_prompts", "2") as s:
         yield s
-    finally:
-        s.stop()
 
 
 def rss_kib(server) -> int:
@@ -135,15 +115,9 @@ def test_a_request_larger_than_the_free_queue_is_refused_whole(small_queue):
 
 @pytest.fixture(scope="module")
 def strict_deadline(tiny_dir, cache_dir, tmp_path_factory):
-    from .server import Server
-
-    s = Server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--request_timeout_seconds", "0.2"],
-               tmp_path_factory.mktemp("deadline") / "log")
-    try:
-        s.wait_until_ready()
+    with ready_server(tiny_dir, cache_dir, tmp_path_factory.mktemp("deadline") / "log",
+                      "--request_timeout_seconds", "0.2") as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_a_deadline_answers_504_in_time_and_stops_generating(strict_deadline):
@@ -171,26 +145,7 @@ def test_a_client_that_disconnects_stops_its_generation(server):
                     + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         wait_for(lambda: metrics(server)["gptj_requests_running"] == 1)
         time.sleep(0.1)
-    wait_for(lambda: metrics(server)["gptj_requests_running"] == 0, timeout=2)
-    tokens = metrics(server)["gptj_generated_tokens_total"]
-    time.sleep(0.3)
-    after = metrics(server)
-    assert after["gptj_generated_tokens_total"] == tokens  # nothing more generated for it
-    assert after["gptj_generated_tokens_total"] - before["gptj_generated_tokens_total"] < 400  # of 505 asked
-    assert after['gptj_requests_total{outcome="cancelled"}'] - before['gptj_requests_total{outcome="cancelled"}'] == 1
-
-
-@pytest.fixture(scope="module")
-def faulty(tiny_dir, cache_dir, tmp_path_factory):
-    from .server import Server
-
-    s = Server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--fault_injection", "true"],
-               tmp_path_factory.mktemp("faults") / "log")
-    try:
-        s.wait_until_ready()
-        yield s
-    finally:
-        s.stop()
+    assert_generation_stopped(server, before, asked=505)
 
 
 def test_out_of_memory_is_a_503_and_the_server_serves_on(faulty):

@@ -17,12 +17,17 @@ def test_readiness_follows_loading(start_server, tiny_dir, cache_dir, tmp_path):
     s.wait_until_listening()
 
     assert s.client.get("/v2/health/live").status_code == 200  # alive while loading
-    for path in ("/v2/models/gptj/ready", "/v1/models/gptj"):
-        response = s.client.get(path)
-        assert response.status_code == 503
-        assert response.json() == {"status": "failed", "data": None, "message": "Model with name gptj is not ready."}
-    response = s.predict(SEED)
-    assert response.status_code == 503 and response.json()["status"] == "failed"
+    not_ready = "Model with name gptj is not ready."
+    response = s.client.get("/v1/models/gptj")
+    assert response.status_code == 503
+    assert response.json() == {"status": "failed", "data": None, "message": not_ready}
+    response = s.client.get("/v2/models/gptj/ready")  # v2's error form
+    assert response.status_code == 503 and response.json() == {"error": not_ready}
+    for path in ("/v1/models/gptj:predict", "/v1/models/gptj:stream"):
+        response = s.client.post(path, json=SEED[0])
+        assert response.status_code == 503 and response.json()["status"] == "failed"
+    response = s.client.post("/openai/v1/completions", json={"model": "gptj", "prompt": "hi"})
+    assert response.status_code == 503 and response.json()["error"]["type"] == "server_error"
 
     gate.touch()
     s.wait_until_ready(timeout=60)

@@ -23,7 +23,7 @@ def test_every_file_holds_one_object_and_validates_strictly():
 def test_every_file_is_documented_in_the_readme():
     readme = (MANIFESTS.parent / "README.md").read_text()
     for name in OBJECTS:
-        assert f"kubectl apply" in readme and f"manifests/{name}" in readme, name
+        assert "kubectl apply" in readme and f"manifests/{name}" in readme, name
 
 
 @pytest.fixture

@@ -110,6 +110,14 @@ def test_parse_rejects_bad_shapes(body, message):
     ({"prompt": "a", "remove_invalid_values": "true"}, "remove_invalid_values: must be true or false"),
     ({"prompt": "a", "temperature": 1e400}, "temperature: must be a finite number"),
     ({"prompt": {"text": "a"}}, "prompt: must be a string (got an object)"),
+    ({"prompt": "a", "max_new_tokens": 0}, "max_new_tokens: must be >= 1 (got 0)"),
+    ({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, "stop: must hold at most 4 strings (got 5)"),
+    ({"prompt": "a", "stop": [""]}, "stop: strings must be 1 to 100 characters long"),
+    ({"prompt": "a", "stop": 5}, "stop: must be a string or a list of strings (got a number)"),
+    ({"prompt": "a", "stop": ["a", 5]}, "stop: must be a string or a list of strings (got a list)"),
+    ({"prompt": "a", "seed": -1}, "seed: must be >= 0 (got -1)"),
+    ({"prompt": "a", "seed": 2**64}, "seed: must be <= 9223372036854775807"),
+    ({"prompt": "a", "details": "yes"}, "details: must be true or false"),
 ])
 def test_parse_rejects_each_field(fields, message):
     with pytest.raises(BadRequest) as caught:
@@ -135,10 +143,11 @@ def test_parse_accepts_every_parameter():
     every = {"prompt": "a", "max_length": 20, "min_length": 5, "do_sample": True, "early_stopping": True,
              "num_beams": 2, "temperature": 0.7, "top_k": 5, "top_p": 0.9, "repetition_penalty": 1.2,
              "length_penalty": -0.5, "encoder_no_repeat_ngram_size": 2, "num_return_sequences": 2,
-             "max_time": 1.5, "num_beam_groups": 1, "diversity_penalty": 0.0, "remove_invalid_values": True}
+             "max_time": 1.5, "num_beam_groups": 1, "diversity_penalty": 0.0, "remove_invalid_values": True,
+             "max_new_tokens": 10, "stop": ["\n", "END"], "seed": 42, "details": True}
     (parsed,) = api.parse(every, MAX_PROMPTS)
     assert parsed.model_dump() == every
-    assert set(every) == set(api.FIELDS)  # the contract's 16 parameters plus the prompt
+    assert set(every) == set(api.FIELDS)  # the contract's 16 parameters, the prompt, and 4 extensions
 
 
 def test_integer_accepted_where_a_float_is_expected():

@@ -136,3 +136,47 @@ def test_longest_tracks_the_rows(loaded):
     assert batch.longest == 0
     batch.join([("a", request(loaded, "A", max_length=30)), ("b", request(loaded, "The weather", max_length=70))])
     assert batch.longest == 70
+
+
+def test_a_seeded_row_draws_what_generate_draws_alone_whatever_else_runs(loaded):
+    seeded = request(loaded, "If I was a billionaire, I would", max_length=40, do_sample=True, seed=77)
+    noise = [request(loaded, p, max_length=45, do_sample=True) for p in PROMPTS[:3]]
+    torch.manual_seed(1)
+    crowded = run(loaded, {0: noise[:2], 2: [seeded], 4: [noise[2]]})[2]
+    torch.manual_seed(2)  # the global generator does not matter to a seeded row
+    alone = run(loaded, {0: [seeded]})[0]
+    torch.manual_seed(77)
+    assert crowded == alone == generate(loaded, seeded)
+    other_seed = request(loaded, seeded.prompt, max_length=40, do_sample=True, seed=78)
+    assert run(loaded, {0: [other_seed]})[0] != alone
+
+
+def test_seeded_sequences_differ_from_each_other(loaded):
+    req = request(loaded, "The weather", max_length=30, do_sample=True, num_return_sequences=3, seed=5)
+    first, second = run(loaded, {0: [req]})[0], run(loaded, {0: [req]})[0]
+    assert first == second and len({tuple(tokens) for tokens in first}) == 3
+
+
+def finished(loaded, req, decode=True) -> dict:
+    batch = ContinuousBatch(loaded.model, loaded.eos_token_id, loaded.tokenizer.decode if decode else None)
+    done, rows = batch.join([("only", req)]), {}
+    while True:
+        rows.update({row.index: row for row in done})
+        if not batch.rows:
+            return rows
+        done = batch.advance()
+
+
+def test_a_stop_string_ends_the_row_at_once(loaded):
+    req = request(loaded, "The weather", max_length=80)
+    text = loaded.tokenizer.decode(run(loaded, {0: [req]})[0][0])
+    stop = text[len(text) // 2:len(text) // 2 + 3]  # three characters from the middle of the text
+    row = finished(loaded, request(loaded, "The weather", max_length=80, stop=[stop, "never there"]))[0]
+    assert row.reason == "stop" and len(row.tokens) < 80 - len(req.input_ids)
+    assert stop in loaded.tokenizer.decode(row.tokens) and stop not in loaded.tokenizer.decode(row.tokens[:-1])
+
+
+def test_finish_reasons(loaded, eos_loaded):
+    assert finished(loaded, request(loaded, "A", max_length=10))[0].reason == "length"
+    assert finished(loaded, request(loaded, "A", max_length=500, max_time=0.01))[0].reason == "time"
+    assert finished(eos_loaded, request(eos_loaded, "A", max_length=10))[0].reason == "eos"

@@ -32,8 +32,8 @@ def request(runner, prompt: str, **fields) -> GenerationRequest:
 
 
 async def one(engine: Engine, req: GenerationRequest) -> list[str]:
-    (texts,) = await engine.run([req])
-    return texts
+    (completions,) = await engine.run([req])
+    return [completion.text for completion in completions]
 
 
 def run(engine: Engine, coroutine_factory):
@@ -90,14 +90,14 @@ def test_a_cancelled_request_leaves_the_batch_at_once(runner):
 
 def test_a_request_that_fails_to_join_fails_alone(runner, monkeypatch):
     engine = Engine(runner)
-    join = engine._batch.join
+    join = engine._worker.batch.join
 
     def fragile(entries):
         if any("poison" in r.prompt for _, r in entries):
             raise RuntimeError("poisoned")
         return join(entries)
 
-    monkeypatch.setattr(engine._batch, "join", fragile)
+    monkeypatch.setattr(engine._worker.batch, "join", fragile)
 
     async def go(engine):
         return await asyncio.gather(*(one(engine, request(runner, p, max_length=15))
@@ -110,7 +110,7 @@ def test_a_request_that_fails_to_join_fails_alone(runner, monkeypatch):
 
 def test_a_step_that_fails_once_is_retried_per_request(runner, monkeypatch):
     engine = Engine(runner)
-    advance, calls = engine._batch.advance, []
+    advance, calls = engine._worker.batch.advance, []
 
     def flaky():
         calls.append(1)
@@ -118,7 +118,7 @@ def test_a_step_that_fails_once_is_retried_per_request(runner, monkeypatch):
             raise RuntimeError("transient")
         return advance()
 
-    monkeypatch.setattr(engine._batch, "advance", flaky)
+    monkeypatch.setattr(engine._worker.batch, "advance", flaky)
 
     async def go(engine):
         return await asyncio.gather(one(engine, request(runner, "one", max_length=20)),
@@ -215,7 +215,7 @@ def test_beam_searches_run_between_steps(runner):
         return await asyncio.gather(one(engine, greedy), one(engine, beam))
 
     texts = run(Engine(runner), go)
-    assert texts == [alone(runner, greedy), runner.run_batch([beam])[0].texts]
+    assert texts == [alone(runner, greedy), [c.text for c in runner.run_batch([beam])[0]]]
     assert len(texts[1]) == 2
 
 
@@ -224,10 +224,11 @@ def test_the_batch_size_bound_makes_requests_queue(runner):
     seen = []
 
     async def go(engine):
-        first = asyncio.ensure_future(one(engine, request(runner, "first", max_length=300)))
-        await asyncio.sleep(0.2)
+        first = asyncio.ensure_future(one(engine, request(runner, "first", max_length=512)))
+        await asyncio.sleep(0.1)
         second = asyncio.ensure_future(one(engine, request(runner, "second", max_length=20)))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.05)
+        assert not first.done()  # still generating: the second request must wait for its row
         seen.append(registry.get_sample_value("gptj_queue_size"))
         await asyncio.gather(first, second)
         seen.append(registry.get_sample_value("gptj_queue_size"))
@@ -269,3 +270,47 @@ def test_out_of_memory_frees_the_allocator_cache(runner, monkeypatch):
 
     (result,) = run(Engine(runner, faults=Faults(True)), go)
     assert isinstance(result, ResourceExhausted) and freed == [1]
+
+
+def test_a_stream_yields_pieces_that_add_up_to_the_completions(runner):
+    req = request(runner, "Stream me", max_length=40, do_sample=True, num_return_sequences=2, seed=3)
+
+    async def go(engine):
+        pieces, done = {0: "", 1: ""}, None
+        async for kind, index, value in engine.stream(req):
+            if kind == "text":
+                pieces[index] += value
+            else:
+                done = value
+        return pieces, done
+
+    pieces, completions = run(Engine(runner), go)
+    assert [pieces[0], pieces[1]] == [c.continuation for c in completions]
+    assert [c.text for c in completions] == alone(runner, req)  # seeded: the same as without streaming
+
+
+def test_closing_a_stream_stops_its_generation(runner):
+    registry = CollectorRegistry()
+
+    async def go(engine):
+        stream = engine.stream(request(runner, "Long story", max_length=512))
+        assert (await anext(stream))[0] == "text"
+        await stream.aclose()  # what a disconnect does
+        deadline = time.monotonic() + 2
+        while registry.get_sample_value("gptj_requests_running") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        tokens = registry.get_sample_value("gptj_generated_tokens_total")
+        await asyncio.sleep(0.2)
+        return tokens, registry.get_sample_value("gptj_generated_tokens_total")
+
+    before, after = run(Engine(runner, metrics=Metrics(registry)), go)
+    assert before == after < 511 and registry.get_sample_value("gptj_requests_running") == 0
+
+
+def test_a_stream_has_the_same_deadline(runner):
+    async def go(engine):
+        with pytest.raises(DeadlineExceeded):
+            async for _ in engine.stream(request(runner, "Too slow", max_length=512), timeout=0.1):
+                pass
+
+    run(Engine(runner), go)

@@ -53,13 +53,13 @@ def serve(runner: Runner, request: GenerationRequest) -> list[str]:
     if not continuous(request):
         (result,) = runner.run_batch([request])
         assert not isinstance(result, Exception), result
-        return result.texts
+        return [completion.text for completion in result]
     batch, results = runner.continuous(), {}
     done = batch.join([("only", request)])
     while True:
         results.update({row.index: row.tokens for row in done})
         if not batch.rows:
-            return runner.texts(request.prompt, [results[i] for i in sorted(results)])
+            return [runner.completion(request, results[i], "length").text for i in sorted(results)]
         done = batch.advance()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from predictor.api import PromptRequest
 from predictor.loading import load
@@ -26,7 +27,11 @@ def prepared(runner, prompt=PROMPT, **fields) -> GenerationRequest:
 
 
 def texts(results):
-    return [r.texts if not isinstance(r, Exception) else r for r in results]
+    return [[c.text for c in r] if not isinstance(r, Exception) else r for r in results]
+
+
+def tokens(result) -> int:
+    return sum(completion.generated_tokens for completion in result)
 
 
 @pytest.mark.parametrize("fields", [
@@ -37,16 +42,17 @@ def texts(results):
 ])
 def test_beam_search_matches_transformers(runner, reference, fields):
     (result,) = runner.run_batch([prepared(runner, **fields)])
-    assert result.texts == reference.generate(PROMPT, **fields)
+    assert [c.text for c in result] == reference.generate(PROMPT, **fields)
     # this model never ends on EOS: every returned beam holds max_length - prompt new tokens
     prompt_tokens = len(runner.loaded.tokenizer(PROMPT).input_ids)
-    assert result.tokens == len(result.texts) * (fields["max_length"] - prompt_tokens)
+    assert tokens(result) == len(result) * (fields["max_length"] - prompt_tokens)
+    assert {c.finish_reason for c in result} == {"length"}
 
 
 def test_beams_in_a_batch_match_alone(runner):
     requests = [prepared(runner, p, num_beams=3, num_return_sequences=2,
                          max_length=len(runner.loaded.tokenizer(p).input_ids) + 12) for p in PROMPTS]
-    assert texts(runner.run_batch(requests)) == [runner.run_batch([r])[0].texts for r in requests]
+    assert texts(runner.run_batch(requests)) == [texts(runner.run_batch([r]))[0] for r in requests]
 
 
 def test_a_failing_batch_fails_only_the_culprit(runner, monkeypatch):
@@ -64,7 +70,7 @@ def test_a_failing_batch_fails_only_the_culprit(runner, monkeypatch):
     bad = prepared(runner, "The rain", max_length=20, num_beams=2)
     bad = GenerationRequest(bad.prompt, (*bad.input_ids[:-1], 99), bad.sampling)
     results = texts(runner.run_batch([good, bad, good]))
-    assert results[0] == results[2] == runner.run_batch([good])[0].texts
+    assert results[0] == results[2] == texts(runner.run_batch([good]))[0]
     assert isinstance(results[1], RuntimeError) and str(results[1]) == "still poisoned"
 
 
@@ -72,10 +78,36 @@ def test_an_abandoned_beam_search_stops_early(runner):
     long = prepared(runner, "The weather", max_length=400, num_beams=2)
     (finished,) = runner.run_batch([long])
     (stopped,) = runner.run_batch([long], stop=lambda: True)
-    assert stopped.tokens < finished.tokens and stopped.tokens <= 2
+    assert tokens(stopped) < tokens(finished) and tokens(stopped) <= 2
 
 
 def test_texts_keep_the_prompt_verbatim(runner):
     prompt = "a literal <|endoftext|> stays, and so do   spaces ."
-    (text,) = runner.texts(prompt, [runner.loaded.tokenizer(" and more").input_ids + [runner.loaded.eos_token_id]])
-    assert text == prompt + " and more"  # special tokens (EOS) are dropped from the continuation
+    ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
+    request = GenerationRequest(prompt, ids, plan(PromptRequest(prompt=prompt), len(ids), Limits())[0])
+    completion = runner.completion(request, runner.loaded.tokenizer(" and more").input_ids
+                                   + [runner.loaded.eos_token_id], "eos")
+    assert completion.text == prompt + " and more"  # special tokens (EOS) are dropped from the continuation
+    assert completion.continuation == " and more" and completion.prompt_tokens == len(ids)
+
+
+def test_seeded_beam_sampling_repeats_and_leaves_the_global_generator_alone(runner):
+    seeded = prepared(runner, max_length=30, num_beams=2, do_sample=True, seed=11)
+    torch.manual_seed(0)
+    untouched = torch.rand(1)
+    torch.manual_seed(0)
+    first = texts(runner.run_batch([seeded]))
+    assert torch.rand(1) == untouched  # the global generator is as it was: unseeded requests stay random
+    second = texts(runner.run_batch([seeded]))
+    assert first == second
+    other = prepared(runner, max_length=30, num_beams=2, do_sample=True, seed=12)
+    assert texts(runner.run_batch([other])) != first
+
+
+def test_beam_search_texts_end_before_a_stop_string(runner):
+    (plain,) = runner.run_batch([prepared(runner, max_length=30, num_beams=2)])
+    continuation = plain[0].continuation
+    stop = continuation[len(continuation) // 2:len(continuation) // 2 + 2]
+    (stopped,) = runner.run_batch([prepared(runner, max_length=30, num_beams=2, stop=stop)])
+    assert stopped[0].finish_reason == "stop"
+    assert stopped[0].continuation == continuation[:continuation.index(stop)]

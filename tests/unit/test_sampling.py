@@ -50,6 +50,15 @@ def run(prompt_tokens: int = PROMPT_TOKENS, limits: Limits = LIMITS, **fields):
      {"num_beam_groups": 2, "diversity_penalty": 1.5}, ()),
     ({"diversity_penalty": 1.5}, {"diversity_penalty": None},
      ("diversity_penalty only applies with num_beam_groups > 1; ignored",)),
+    # extensions
+    ({"max_new_tokens": 20}, {"max_length": PROMPT_TOKENS + 20}, ()),
+    ({"max_new_tokens": 600}, {"max_length": 512},
+     (f"max_new_tokens 600 with the prompt's {PROMPT_TOKENS} tokens is over the limit of 512; "
+      f"capped to {512 - PROMPT_TOKENS}",)),
+    ({"stop": "END"}, {"stop": ("END",)}, ()),
+    ({"stop": ["a", "bc"]}, {"stop": ("a", "bc")}, ()),
+    ({"do_sample": True, "seed": 7}, {"seed": 7}, ()),
+    ({"seed": 7}, {"seed": None}, ("seed only applies with do_sample: true; ignored",)),
     # passed through untouched
     ({"repetition_penalty": 1.3, "encoder_no_repeat_ngram_size": 2, "max_time": 2.5,
       "remove_invalid_values": True},
@@ -87,6 +96,8 @@ def test_default_length_respects_the_limit():
     (8, {"min_length": 40, "max_length": 30}, "min_length: must be <= max_length (30) (got 40)"),
     (8, {"min_length": 100, "max_length": 30}, "min_length: must be <= max_length (30) (got 64)"),
     (8, {"num_beams": 9}, "num_beams: must be <= 8 (got 9)"),
+    (8, {"max_new_tokens": 5, "max_length": 20}, "max_new_tokens: give max_length or max_new_tokens, not both"),
+    (600, {"max_new_tokens": 5}, "prompt: 600 tokens is too long"),
     (8, {"num_return_sequences": 9, "do_sample": True}, "num_return_sequences: must be <= 8 (got 9)"),
     (8, {"num_return_sequences": 2},
      "num_return_sequences: greedy search has one answer; use do_sample: true or num_beams >= 2 (got 2)"),

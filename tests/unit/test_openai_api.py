@@ -1,0 +1,107 @@
+"""The OpenAI completions request: validation in OpenAI's terms, translation, and the response."""
+
+from __future__ import annotations
+
+import pytest
+
+from predictor import openai_api as oa
+from predictor.completion import Completion
+from predictor.errors import BadRequest
+from predictor.sampling import GenerationRequest, Sampling
+from predictor.settings import Limits
+
+BASE = {"model": "gptj", "prompt": "Hello"}
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"logprobs": 1}, "logprobs: not supported by this server; leave it out"),
+    ({"best_of": 2}, "best_of: not supported"),
+    ({"suffix": "x"}, "suffix: not supported"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias: not supported"),
+    ({"max_tokens": 0}, "max_tokens: must be >= 1 (got 0)"),
+    ({"temperature": 2.5}, "temperature: must be <= 2 (got 2.5)"),
+    ({"top_p": 0}, "top_p: must be > 0 (got 0)"),
+    ({"presence_penalty": -3}, "presence_penalty: must be >= -2 (got -3)"),
+    ({"frequency_penalty": 2.1}, "frequency_penalty: must be <= 2 (got 2.1)"),
+    ({"n": 9}, "n: must be <= 8 (got 9)"),
+    ({"prompt": [1, 2, 3]}, "prompt: must be a string or a list of strings (got a list); token-id prompts"),
+    ({"prompt": 5}, "prompt: must be a string or a list of strings (got a number)"),
+    ({"prompt": []}, "prompt: must hold at least one string"),
+    ({"prompt": ["a"] * 17}, "prompt: at most 16 prompts per request (got 17)"),
+    ({"max_tokens": "5"}, "max_tokens: must be an integer"),
+    ({"temprature": 1}, "temprature: unknown field (allowed: model, prompt, max_tokens"),
+    ({"model": None}, "model: must be a string"),
+])
+def test_parse_rejects_naming_the_field(fields, message):
+    with pytest.raises(BadRequest) as caught:
+        oa.parse({**BASE, **fields}, Limits())
+    assert message in caught.value.message
+
+
+def test_parse_accepts_off_values_of_unsupported_fields():
+    req = oa.parse({**BASE, "best_of": 1, "logit_bias": {}, "user": "someone"}, Limits())
+    assert req.best_of == 1
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({}, {"max_new_tokens": 16, "do_sample": True, "temperature": 1.0, "top_k": 0}),
+    ({"temperature": 0, "n": 3}, {"max_new_tokens": 16, "do_sample": False}),
+    ({"temperature": 0.5, "top_p": 0.9, "n": 2, "seed": 7, "stop": ["\n"], "max_tokens": 5},
+     {"max_new_tokens": 5, "do_sample": True, "temperature": 0.5, "top_p": 0.9, "top_k": 0, "seed": 7,
+      "num_return_sequences": 2, "stop": ["\n"]}),
+])
+def test_translation_to_the_contract(fields, expected):
+    (req,) = oa.prompt_requests(oa.parse({**BASE, **fields}, Limits()))
+    assert req.model_dump(exclude_none=True) == {"prompt": "Hello", **expected}
+
+
+def test_the_contracts_own_checks_come_back_in_openais_names():
+    req = oa.parse({**BASE, "prompt": ["fine", "bad \ud800"]}, Limits())
+    with pytest.raises(BadRequest) as caught:
+        oa.prompt_requests(req)
+    assert oa.renamed(caught.value).message.startswith("prompt[1]: must be valid Unicode text")
+
+
+def test_greedy_n_copies_one_answer():
+    assert oa.copies(oa.parse({**BASE, "temperature": 0, "n": 3}, Limits())) == 3
+    assert oa.copies(oa.parse({**BASE, "n": 3}, Limits())) == 1  # sampling draws n answers
+
+
+@pytest.mark.parametrize("message, renamed", [
+    ("max_new_tokens: must be >= 1", "max_tokens: must be >= 1"),
+    ("[1].prompt: must not be empty", "prompt[1]: must not be empty"),
+    ("num_return_sequences: must be <= 8 (got 9)", "n: must be <= 8 (got 9)"),
+])
+def test_messages_use_openais_names(message, renamed):
+    assert oa.renamed(BadRequest(message)).message == renamed
+
+
+def generation(prompt: str, tokens: int) -> GenerationRequest:
+    return GenerationRequest(prompt, tuple(range(tokens)), Sampling(max_length=tokens + 16))
+
+
+def test_the_context_limit_is_a_400_and_penalties_are_added():
+    req = oa.parse({**BASE, "max_tokens": 10, "presence_penalty": 0.5, "frequency_penalty": -1}, Limits())
+    (ok,) = oa.with_penalties(req, [generation("Hello", 502)], context=512)
+    assert (ok.sampling.presence_penalty, ok.sampling.frequency_penalty) == (0.5, -1)
+    with pytest.raises(BadRequest) as caught:
+        oa.with_penalties(req, [generation("a", 1), generation("b", 503)], context=512)
+    assert caught.value.message == ("max_tokens: prompt[1] has 503 tokens; with max_tokens 10 that exceeds this "
+                                    "server's limit of 512 tokens (prompt plus max_tokens)")
+
+
+def test_response_orders_choices_by_prompt_then_n_and_counts_usage():
+    req = oa.parse({**BASE, "prompt": ["A", "B"], "n": 2, "echo": True}, Limits())
+    completions = [[Completion("A1", "1", "length", 3, 4), Completion("A22", "22", "eos", 3, 2)],
+                   [Completion("B3", "3", "stop", 5, 1), Completion("B4", "4", "time", 5, 6)]]
+    answer = oa.response(oa.Ids("gptj"), req, [generation("A", 3), generation("B", 5)], completions)
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in answer["choices"]] == [
+        (0, "A1", "length"), (1, "A22", "stop"), (2, "B3", "stop"), (3, "B4", "length")]
+    assert answer["usage"] == {"prompt_tokens": 8, "completion_tokens": 13, "total_tokens": 21}
+    assert answer["object"] == "text_completion" and answer["id"].startswith("cmpl-") and answer["model"] == "gptj"
+
+
+def test_greedy_copies_count_in_usage():
+    req = oa.parse({**BASE, "temperature": 0, "n": 3}, Limits())
+    answer = oa.response(oa.Ids("gptj"), req, [generation("Hello", 2)], [[Completion("Hello x", " x", "length", 2, 1)]])
+    assert [c["text"] for c in answer["choices"]] == [" x"] * 3 and answer["usage"]["completion_tokens"] == 3
