@@ -22,7 +22,9 @@ ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CH
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-RUN python3 -m venv /opt/venv
+# The project goes to /opt/app, outside the venv (see below); this .pth file puts it on the venv's path.
+RUN python3 -m venv /opt/venv \
+ && echo /opt/app > "$(/opt/venv/bin/python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/gptj-app.pth"
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
@@ -40,13 +42,15 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
       > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
-# Last, the project itself.
+# Last, the project itself, into /opt/app rather than the venv: the final stage copies the two as
+# separate layers, so a source change rebuilds and ships a layer of a few hundred KB instead of the whole
+# 1.5 GB venv again (and the venv's layer stays cached and shared between builds).
 COPY README.md ./
 COPY predictor ./predictor
 # pip byte-compiles what it installs: the read-only root filesystem never needs to write .pyc files.
-RUN pip install --no-deps .
+RUN pip install --no-deps --target /opt/app .
 
-# ---- final stage: the runtime base, Python, the venv; nothing to build with ---------------------
+# ---- final stage: the runtime base, Python, the venv, the project; nothing to build with ----------
 FROM ${BASE_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive
 # Runtime packages only (python3 without -venv or -dev); versions come with the base image's release.
@@ -57,7 +61,9 @@ RUN apt-get update \
  && groupadd --gid 10001 predictor \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /cache --shell /usr/sbin/nologin predictor \
  && mkdir -p /cache && chown 10001:10001 /cache
+# Dependencies first, then the project (see the build stage).
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/app /opt/app
 
 # The root filesystem may be read-only: every cache lives under /cache (an emptyDir in the pod,
 # a tmpfs in `podman run --read-only`); KServe's storage initializer mounts the model at /mnt/models.
