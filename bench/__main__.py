@@ -20,6 +20,7 @@ from pathlib import Path
 from . import raw, server
 from .workload import model_dir, prompts
 
+CUDA_MAX_LENGTH = 1152  # the GPU server's --max_length_limit: a 1024-token prompt and 128 new tokens
 DEFAULTS = {  # shape, prompt tokens, new tokens, concurrency levels
     "cpu": ("small", 16, 64, (16,)),
     "cuda": ("gptj-6b", 128, 128, (1, 8, 32, 64)),
@@ -34,6 +35,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int)
     parser.add_argument("--concurrency", type=int, nargs="+", help="concurrent clients to measure")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="where the JSON and models go")
+    parser.add_argument("--results", type=Path, default=Path("bench/results"),
+                        help="GPU runs: where the summary JSON goes (one file per device and day)")
     args = parser.parse_args(argv)
     shape, prompt_tokens, new_tokens, levels = DEFAULTS[args.device]
     args.shape = args.shape or shape
@@ -45,27 +48,20 @@ def parse(argv=None) -> argparse.Namespace:
 
 def measure_raw(args, path: Path, workload) -> dict:
     """In-process figures; the model is released before the server starts."""
-    import torch
+    top = max(args.concurrency)
+    if args.device == "cuda":
+        from . import gpu
 
+        return gpu.measure(path, workload, args.new_tokens, top, CUDA_MAX_LENGTH)
     model = raw.load(path, args.device)
     eos = model.config.eos_token_id
-    top = max(args.concurrency)
     figures = {
         "raw_tok_per_s_batch1": raw.tokens_per_second(model, workload[:4], 1, args.new_tokens, eos, args.device),
         f"raw_tok_per_s_batch{top}": raw.tokens_per_second(model, workload[:top], top, args.new_tokens, eos,
                                                             args.device),
     }
-    if args.device == "cuda":
-        bandwidth = raw.copy_bandwidth(args.device)
-        weights = raw.weight_bytes(model)
-        decode, first = raw.decode_ms_per_token(model, workload[0], args.new_tokens, eos, args.device)
-        figures.update(copy_bandwidth_gb_s=bandwidth / 1e9, weight_gb=weights / 1e9,
-                       roofline_ms_per_token=weights / bandwidth * 1000, batch1_ms_per_token=decode,
-                       prefill_ms_inprocess=first)
     del model
     gc.collect()
-    if args.device == "cuda":
-        torch.cuda.empty_cache()
     return figures
 
 
@@ -76,17 +72,22 @@ def measure_server(args, path: Path, workload) -> dict:
     # the engine, not the memory budget): rows x (prompt + new tokens).
     extra = ["--max_batch_size", str(max(top, 32)),
              "--max_batch_tokens", str(max(top, 32) * (args.prompt_tokens + args.new_tokens))]
+    if args.device == "cuda":  # room for the 1024-token prompts of the TTFT row
+        extra += ["--max_length_limit", str(CUDA_MAX_LENGTH)]
     with server.Server(path, args.out / "models", extra) as running:
         figures["load_seconds"] = running.ready_seconds
-        sequential = server.load(running.url, workload[:max(args.concurrency)], args.new_tokens, 1)
+        # One at a time: 16 requests on a CPU (the issue's comparison), 8 on a GPU (a per-request figure).
+        sequential = server.load(running.url, workload[:top if args.device == "cpu" else 8], args.new_tokens, 1)
         figures["sequential"] = summary(sequential)
         for level in args.concurrency:
             count = max(level, 16) if args.device == "cpu" else max(2 * level, 8)
             figures["levels"][level] = summary(server.load(running.url, workload[:count], args.new_tokens, level))
         figures["fresh_connections"] = summary(server.fresh_connections(running.url, workload[:top], args.new_tokens))
         if args.device == "cuda":
-            first = server.load(running.url, workload[:5], 1, 1)
-            figures["ttft_ms_128"] = first.percentile(50) * 1000
+            figures["ttft_ms_128"] = server.load(running.url, workload[:5], 1, 1).percentile(50) * 1000
+            long = prompts(path, 5, 1024, seed=1)
+            figures["ttft_ms_1024"] = server.load(running.url, long, 1, 1).percentile(50) * 1000
+            figures["peak_gpu_memory_gb"] = server.gauge(running.url, 'gptj_gpu_memory_bytes{kind="peak"}') / 1e9
     return figures
 
 
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     top = max(args.concurrency)
     workload = prompts(path, max(top, 16) if args.device == "cpu" else max(2 * top, 8), args.prompt_tokens)
     results = {"device": device_name(args.device), "shape": args.shape, "prompt_tokens": args.prompt_tokens,
-               "new_tokens": args.new_tokens, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+               "new_tokens": args.new_tokens, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": versions()}
     results.update(measure_raw(args, path, workload))
     results.update(measure_server(args, path, workload))
     results.update(ratios(results, top))
@@ -110,7 +111,27 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results, top))
     print(f"\nwritten to {out}")
+    if args.device == "cuda":
+        args.results.mkdir(parents=True, exist_ok=True)
+        name = f"{results['device'].lower().replace(' ', '-')}-{time.strftime('%Y-%m-%d')}.json"
+        (args.results / name).write_text(json.dumps(summary_for_results(results), indent=2) + "\n")
+        print(f"summary written to {args.results / name}")
     return 0
+
+
+def summary_for_results(results: dict) -> dict:
+    """bench/results/: the figures docs/performance.md quotes, under stable keys."""
+    levels = results["levels"]
+    keys = ("device", "roofline_ms_per_token", "batch1_ms_per_token", "ttft_ms_128", "ttft_ms_1024", "load_seconds",
+            "peak_gpu_memory_gb", "copy_bandwidth_gb_s", "hf_generate_batch1_ms_per_token",
+            "greedy_matches_eager_reference", "greedy_first_mismatch", "fed_argmax_agreement", "fed_max_logit_error",
+            "fed_disagreement_max_margin", "decode_path", "cuda_graphs", "hf_attention", "versions", "when")
+    return {**{key: results.get(key) for key in keys},
+            "tok_per_s": {str(level): load["tok_per_s"] for level, load in levels.items()},
+            # the old service took one request at a time: the same throughput at any number of clients
+            "naive_tok_per_s": {str(level): results["naive_tok_per_s"] for level in levels},
+            "speedup_vs_naive": {str(level): load["tok_per_s"] / results["naive_tok_per_s"]
+                                 for level, load in levels.items()}}
 
 
 def ratios(results: dict, top: int) -> dict:
@@ -139,12 +160,32 @@ def table(results: dict, top: int) -> str:
              (f"server / raw generate at batch {top}", f"{results['server_vs_raw_batched']:.0%}"),
              (f"raw batch {top} / raw batch 1", f"{results['raw_batched_vs_batch1']:.2f}x")]
     for key, label in (("roofline_ms_per_token", "memory roofline, batch 1"),
-                       ("batch1_ms_per_token", "measured decode, batch 1"), ("ttft_ms_128", "TTFT, 128 tokens")):
+                       ("batch1_ms_per_token", "decode, batch 1 (server's path)"),
+                       ("hf_generate_batch1_ms_per_token", "decode, batch 1 (generate)"),
+                       ("ttft_ms_128", "TTFT, 128 tokens"), ("ttft_ms_1024", "TTFT, 1024 tokens")):
         if key in results:
-            rows.append((label, f"{results[key]:.2f} ms" + ("/token" if "token" in key else "")))
+            rows.append((label, f"{results[key]:.2f} ms" + ("/token" if "per_token" in key else "")))
+    if "naive_tok_per_s" in results:
+        rows.append(("naive (generate, eager, one at a time)", f"{results['naive_tok_per_s']:.0f} tok/s"))
+        rows += [(f"server, {level} concurrent / naive", f"{load['tok_per_s'] / results['naive_tok_per_s']:.1f}x")
+                 for level, load in results["levels"].items()]
+        rows.append(("greedy tokens = eager reference", "yes" if results["greedy_matches_eager_reference"]
+                     else f"no, from token {results['greedy_first_mismatch']}"))
+        rows.append(("  ... fed the reference's tokens", f"{results['fed_argmax_agreement']:.1%} same argmax, max logit "
+                     f"error {results['fed_max_logit_error']:.3f}, widest top-2 gap where they differ "
+                     f"{results['fed_disagreement_max_margin']:.3f}"))
+        rows.append(("peak GPU memory (server)", f"{results['peak_gpu_memory_gb']:.1f} GB"))
     rows.append(("server start to ready", f"{results['load_seconds']:.1f} s"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "cuda": torch.version.cuda}
 
 
 def device_name(device: str) -> str:

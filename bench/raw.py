@@ -25,7 +25,7 @@ def sync(device: str) -> None:
 
 
 def timed(fn: Callable[[], object], device: str, repeats: int = 3) -> float:
-    """Median seconds of ``repeats`` runs after one warm-up run."""
+    """Median seconds of ``repeats`` runs after one warm-up run (1 for the slow GPU baselines)."""
     fn()
     sync(device)
     samples = []
@@ -52,10 +52,11 @@ def generate(model, prompts: Sequence[Prompt], new_tokens: int, eos: int) -> tor
     return out
 
 
-def tokens_per_second(model, prompts: Sequence[Prompt], batch: int, new_tokens: int, eos: int, device: str) -> float:
+def tokens_per_second(model, prompts: Sequence[Prompt], batch: int, new_tokens: int, eos: int, device: str,
+                      repeats: int = 3) -> float:
     """Generated tokens per second at ``batch`` prompts per generate call."""
     chunks = [prompts[i:i + batch] for i in range(0, len(prompts), batch)]
-    seconds = timed(lambda: [generate(model, chunk, new_tokens, eos) for chunk in chunks], device)
+    seconds = timed(lambda: [generate(model, chunk, new_tokens, eos) for chunk in chunks], device, repeats)
     return sum(len(c) for c in chunks) * new_tokens / seconds
 
 
@@ -69,10 +70,9 @@ def decode_ms_per_token(model, prompt: Prompt, new_tokens: int, eos: int, device
 def copy_bandwidth(device: str, gigabytes: float = 4.0) -> float:
     """Bytes per second a large device-to-device copy moves (read + write): the memory roofline."""
     count = int(gigabytes * 2**30) // 2
-    source = torch.empty(count, dtype=torch.float16, device=device)
+    source = torch.empty(count, dtype=torch.float16, device=device).normal_()  # never time zeros
     target = torch.empty_like(source)
     seconds = timed(lambda: target.copy_(source), device, repeats=10)
-    del source, target
     return 2 * count * 2 / seconds
 
 

@@ -149,3 +149,11 @@ def fresh_connections(url: str, prompts: Sequence[Prompt], new_tokens: int) -> L
     if errors:
         raise RuntimeError(f"requests failed: {errors[:3]}")
     return Load(len(prompts), time.perf_counter() - started, new_tokens, tuple(latencies))
+
+
+def gauge(url: str, sample: str) -> float:
+    """One sample's value from the server's /metrics."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    raise KeyError(f"{sample} is not on /metrics")

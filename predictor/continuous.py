@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Hashable, Protocol, Sequence
 
 import torch
 
@@ -18,6 +18,21 @@ from .batching import new_tokens
 from .completion import cut_at_stop
 from .sampler import RowChoice, choose, row_choice
 from .sampling import GenerationRequest
+
+
+class Decoder(Protocol):
+    """The batch's tensors: decode.DynamicDecoder (CPU) or slots.StaticDecoder (GPU fast path)."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def join(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor: ...
+
+    def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor: ...
+
+    def keep(self, survivors: Sequence[int]) -> list[int]: ...
+
+    def clear(self) -> None: ...
 
 
 @dataclass
@@ -46,9 +61,10 @@ class Done:
 class ContinuousBatch:
     """The rows generating now, and the model they run on. Used from the engine thread only."""
 
-    def __init__(self, model, eos: int, decode_text: Callable[[Sequence[int]], str] | None = None) -> None:
+    def __init__(self, model, eos: int, decode_text: Callable[[Sequence[int]], str] | None = None,
+                 decoder: Decoder | None = None) -> None:
         self.model, self.eos, self.decode_text = model, eos, decode_text  # decode_text: for stop strings
-        self.state: decode.DecodeState | None = None
+        self.decoder = decoder or decode.DynamicDecoder(model, eos)
         self.rows: list[Row] = []
         self.tokens_generated = 0  # every token a row has kept, ever (for the counter metric)
 
@@ -66,16 +82,15 @@ class ContinuousBatch:
             rows += [Row(owner, i, row_choice(s, request.input_ids, min_new, i), max_new, deadline)
                      for i in range(s.num_return_sequences)]
         with torch.inference_mode():
-            state, logits = decode.prefill(self.model, [row.choice.tokens for row in rows], self.eos)
+            logits = self.decoder.join([row.choice.tokens for row in rows])
             tokens = choose([row.choice for row in rows], logits, self.eos).tolist()
-        self.state = state if self.state is None else decode.merge(self.state, state)
         self.rows += rows
         return self._record(dict(zip(range(len(self.rows) - len(rows), len(self.rows)), tokens)))
 
     def advance(self) -> list[Done]:
         """One decode step for every row."""
         with torch.inference_mode():
-            self.state, logits = decode.step(self.model, self.state, [row.choice.tokens[-1] for row in self.rows])
+            logits = self.decoder.step([row.choice.tokens[-1] for row in self.rows])
             tokens = choose([row.choice for row in self.rows], logits, self.eos).tolist()
         return self._record(dict(enumerate(tokens)))
 
@@ -88,25 +103,18 @@ class ContinuousBatch:
         groups: dict[Hashable, list[int]] = {}
         for index, row in enumerate(self.rows):
             groups.setdefault(row.owner, []).append(index)
-        states, rows, tokens, failed = [], [], [], {}
+        tokens, failed = {}, {}
         for owner, indices in groups.items():
             try:
                 check(owner)
                 with torch.inference_mode():
-                    state, logits = decode.step(self.model, decode.keep(self.state, indices),
-                                                [self.rows[i].choice.tokens[-1] for i in indices])
+                    logits = self.decoder.step([self.rows[i].choice.tokens[-1] for i in indices], rows=indices)
                     chosen = choose([self.rows[i].choice for i in indices], logits, self.eos).tolist()
             except Exception as exc:  # noqa: BLE001 - this request fails alone; the engine reports it
                 failed[owner] = exc
                 continue
-            states.append(state)
-            rows += [self.rows[i] for i in indices]
-            tokens += chosen
-        self.state = None
-        for state in states:
-            self.state = state if self.state is None else decode.merge(self.state, state)
-        self.rows = rows
-        return self._record(dict(enumerate(tokens))), failed
+            tokens.update(zip(indices, chosen))
+        return self._record(tokens, drop={i for i, row in enumerate(self.rows) if row.owner in failed}), failed
 
     def leave(self, owners: set[Hashable]) -> dict[Hashable, int]:
         """Drop every row of these requests (cancelled, failed): their slots are free at once.
@@ -123,10 +131,12 @@ class ContinuousBatch:
     def clear(self) -> list[Hashable]:
         """Drop everything (after a failed step); returns the requests that were running."""
         owners = list(dict.fromkeys(row.owner for row in self.rows))
-        self.state, self.rows = None, []
+        self.decoder.clear()
+        self.rows = []
         return owners
 
-    def _record(self, tokens: dict[int, int]) -> list[Done]:
+    def _record(self, tokens: dict[int, int], drop: set[int] = frozenset()) -> list[Done]:
+        """Append each row's new token; rows that finish leave, with those in ``drop``."""
         now, finished = time.monotonic(), {}
         for index, token in tokens.items():
             row = self.rows[index]
@@ -140,7 +150,7 @@ class ContinuousBatch:
                 finished[index] = reason
         done = [Done(self.rows[i].owner, self.rows[i].index, self._new(self.rows[i]), reason)
                 for i, reason in sorted(finished.items())]
-        self._drop(set(finished))
+        self._drop(set(finished) | drop)
         return done
 
     def _ended(self, row: Row, now: float) -> str | None:
@@ -165,5 +175,4 @@ class ContinuousBatch:
     def _drop(self, indices: set[int]) -> None:
         if indices:
             survivors = [i for i in range(len(self.rows)) if i not in indices]
-            self.state = decode.keep(self.state, survivors)
-            self.rows = [self.rows[i] for i in survivors]
+            self.rows = [self.rows[i] for i in self.decoder.keep(survivors)]

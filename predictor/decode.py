@@ -8,6 +8,7 @@ every remaining row, so T never exceeds the longest live row. Per row the arithm
 
 transformers' continuous batching (paged attention) exists, but on our CPUs it made 880 tok/s where
 this made 1,940 at batch 16 (docs/performance.md); this loop also keeps every sampling option.
+``DynamicDecoder`` is the default on CPU; on a GPU slots.py's preallocated cache replaces it.
 """
 
 from __future__ import annotations
@@ -95,3 +96,59 @@ def keep(state: DecodeState, rows: Sequence[int]) -> DecodeState | None:
     start = int(torch.nonzero(mask.sum(0))[0])
     kv = [(k[index.to(k.device), :, start:], v[index.to(v.device), :, start:]) for k, v in state.kv]
     return DecodeState(kv, mask[:, start:], state.positions[index])
+
+
+def step_rows(model, state: DecodeState, rows: Sequence[int], tokens: Sequence[int]) -> tuple[DecodeState, torch.Tensor]:
+    """A decode step for ``rows`` only; the others get a padding column, so no row moves."""
+    sub = keep(state, rows)
+    stepped, logits = step(model, sub, tokens)
+    start, index = state.length - sub.length, torch.tensor(rows, device=state.mask.device)
+    mask = _pad_right(state.mask, 1)
+    mask[index, start:] = stepped.mask
+    kv = []
+    for (k, v), (sk, sv) in zip(state.kv, stepped.kv):
+        k, v = _pad_right(k, 2), _pad_right(v, 2)
+        k[index.to(k.device), :, start:], v[index.to(v.device), :, start:] = sk, sv
+        kv.append((k, v))
+    positions = state.positions.clone()
+    positions[index] = stepped.positions
+    return DecodeState(kv, mask, positions), logits
+
+
+def _pad_right(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+    shape = list(tensor.shape)
+    shape[dim] = 1
+    return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
+
+
+class DynamicDecoder:
+    """The continuous batch's cache as transformers' DynamicCache tensors, grown and trimmed per step."""
+
+    def __init__(self, model, pad: int) -> None:
+        self.model, self.pad, self.state = model, pad, None
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.state is None else self.state.rows
+
+    def join(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Prefill new rows, added after the others; their next-token logits."""
+        state, logits = prefill(self.model, prompts, self.pad)
+        self.state = state if self.state is None else merge(self.state, state)
+        return logits
+
+    def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Feed each row (or only ``rows``) its latest token; their next-token logits."""
+        if rows is None:
+            self.state, logits = step(self.model, self.state, tokens)
+        else:
+            self.state, logits = step_rows(self.model, self.state, rows, tokens)
+        return logits
+
+    def keep(self, survivors: Sequence[int]) -> list[int]:
+        """Keep only ``survivors``; the rows' new order (old indices): unchanged here."""
+        self.state = keep(self.state, survivors)
+        return list(survivors)
+
+    def clear(self) -> None:
+        self.state = None

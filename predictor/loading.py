@@ -65,6 +65,7 @@ def load(settings: Settings) -> Loaded:
              f"device_map={settings.device_map}" if cuda else "cpu")
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=dtype, device_map=settings.device_map if cuda else None, trust_remote_code=False,
+        **_attention(settings.speed.attn_implementation),
     ).eval()
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
     # GPT-J has no pad token: EOS pads, on the left (generation continues from the right end).
@@ -82,6 +83,11 @@ def load(settings: Settings) -> Loaded:
                     source=str(Path(source)) if Path(source).exists() else source)
     _warm_up(loaded)
     return loaded
+
+
+def _attention(implementation: str) -> dict[str, str]:
+    # "auto" leaves the choice to transformers: sdpa where its GPT-J has it (5.24), eager before (5.17).
+    return {} if implementation == "auto" else {"attn_implementation": implementation}
 
 
 def _context_window(config: Any) -> int:

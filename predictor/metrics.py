@@ -48,7 +48,7 @@ class Metrics:
                                 registry=registry)
 
     def watch_gpu_memory(self) -> None:
-        """Export gptj_gpu_memory_bytes{kind} (allocated, reserved), read at each scrape (CUDA only)."""
+        """Export gptj_gpu_memory_bytes{kind} (allocated, reserved, peak), read at each scrape (CUDA only)."""
         self.registry.register(_GpuMemory())
 
 
@@ -60,6 +60,7 @@ class _GpuMemory:
                                    labels=["kind"])
         family.add_metric(["allocated"], torch.cuda.memory_allocated())
         family.add_metric(["reserved"], torch.cuda.memory_reserved())
+        family.add_metric(["peak"], torch.cuda.max_memory_reserved())  # the most reserved since start
         yield family
 
 

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Sequence
 from kserve import Model
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from . import api, loading, observe, v2
+from . import api, fastpath, loading, observe, v2
 from .completion import Completion, envelope_data
 from .engine import Engine
 from .errors import BadRequest, NotReady, succeeded
@@ -48,8 +48,9 @@ class GPTJModel(Model):
             if not self.ready:
                 started = time.monotonic()
                 loaded = loading.load(self.settings)
+                decoder, policy = fastpath.decoder_for(loaded, self.settings)
                 operations = self.settings.operations
-                engine = Engine(Runner(loaded), self.settings.batch, self.metrics,
+                engine = Engine(Runner(loaded, decoder), policy, self.metrics,
                                 max_queued=operations.max_queued_requests, faults=Faults(operations.fault_injection))
                 engine.start()
                 self.loaded, self._engine, self.created = loaded, engine, int(time.time())

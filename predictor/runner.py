@@ -17,7 +17,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from . import diverse
 from .batching import new_tokens
 from .completion import Completion, cut_at_stop
-from .continuous import ContinuousBatch
+from .continuous import ContinuousBatch, Decoder
 from .loading import Loaded
 from .sampling import GenerationRequest, generation_config
 
@@ -51,12 +51,12 @@ class _Abandoned(StoppingCriteria):
 class Runner:
     """Runs batches on one loaded model."""
 
-    def __init__(self, loaded: Loaded) -> None:
-        self.loaded = loaded
+    def __init__(self, loaded: Loaded, decoder: Decoder | None = None) -> None:
+        self.loaded, self.decoder = loaded, decoder  # decoder: the continuous batch's (None: dynamic)
 
     def continuous(self) -> ContinuousBatch:
         """A continuous batch on this model, for every request without beams."""
-        return ContinuousBatch(self.loaded.model, self.loaded.eos_token_id, self.decode)
+        return ContinuousBatch(self.loaded.model, self.loaded.eos_token_id, self.decode, self.decoder)
 
     def run_batch(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None = None) -> list[Result]:
         """Texts for every request, in order; a request that fails gets its exception instead.

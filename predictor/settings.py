@@ -45,6 +45,16 @@ class BatchPolicy:
 
 
 @dataclass(frozen=True)
+class Speed:
+    """How generation runs on a GPU (slots.py); each part can be turned off."""
+
+    decode_path: str = "auto"  # auto: static (preallocated cache, slots.py) on one GPU, else dynamic
+    cuda_graphs: bool = True  # replay the static path's decode step as CUDA graphs
+    kv_cache_memory_fraction: float = 0.9  # share of the GPU memory free after loading for the cache
+    attn_implementation: str = "auto"  # transformers' attention for prefill and beam search (auto: its pick)
+
+
+@dataclass(frozen=True)
 class Operations:
     """How the server behaves under load, failure and shutdown (deployment settings)."""
 
@@ -67,6 +77,7 @@ class Settings:
     limits: Limits
     batch: BatchPolicy
     operations: Operations
+    speed: Speed
     server: argparse.Namespace  # KServe's ModelServer flags, passed through untouched
 
 
@@ -107,10 +118,21 @@ def _bool(value: str) -> bool:
     raise ValueError(f"must be true or false (got {value!r})")
 
 
-def _dtype(value: str) -> str:
-    if value not in DTYPES:
-        raise ValueError(f"must be one of {', '.join(DTYPES)} (got {value!r})")
-    return value
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)} (got {value!r})")
+        return value
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 1:
+        raise ValueError(f"must be > 0 and <= 1 (got {value})")
+    return number
 
 
 def _default_cache_dir(environ: Mapping[str, str]) -> str:
@@ -124,7 +146,7 @@ _OPTIONS: tuple[_Option, ...] = (
     ("model", "GPTJ_MODEL", str, None,
      "model source: 'tiny' (embedded random GPT-J), a local directory, or a Hugging Face hub id; "
      f"default: {KSERVE_MOUNT} when it exists, else 'tiny'"),
-    ("dtype", "GPTJ_DTYPE", _dtype, "auto", "weights dtype: auto = float16 on CUDA, float32 on CPU"),
+    ("dtype", "GPTJ_DTYPE", _choice(*DTYPES), "auto", "weights dtype: auto = float16 on CUDA, float32 on CPU"),
     ("device_map", "GPTJ_DEVICE_MAP", str, "auto",
      "accelerate device_map on CUDA ('auto' spreads layers over every visible GPU)"),
     ("cache_dir", "GPTJ_CACHE_DIR", str, _default_cache_dir, "where the tiny model is built once"),
@@ -157,6 +179,14 @@ _OPTIONS: tuple[_Option, ...] = (
      "put prompts and outputs in the per-request log line"),
     ("fault_injection", "GPTJ_FAULT_INJECTION", _bool, Operations.fault_injection,
      "for failure testing: [[fault:oom]] or [[fault:error]] in a prompt injects that failure"),
+    ("decode_path", "GPTJ_DECODE_PATH", _choice("auto", "static", "dynamic"), Speed.decode_path,
+     "auto: a preallocated KV cache (static) on one GPU, a growing one (dynamic) elsewhere"),
+    ("cuda_graphs", "GPTJ_CUDA_GRAPHS", _bool, Speed.cuda_graphs,
+     "replay the static path's decode step as CUDA graphs"),
+    ("kv_cache_memory_fraction", "GPTJ_KV_CACHE_MEMORY_FRACTION", _fraction, Speed.kv_cache_memory_fraction,
+     "share of the GPU memory free after loading that the static KV cache may take"),
+    ("attn_implementation", "GPTJ_ATTN_IMPLEMENTATION", _choice("auto", "sdpa", "eager"), Speed.attn_implementation,
+     "transformers' attention for prefill and beam search (auto: sdpa where the installed transformers has it)"),
 )
 
 
@@ -216,10 +246,14 @@ def parse_settings(argv: Sequence[str] | None = None,
                             request_timeout_s=args.request_timeout_seconds or None,
                             drain_timeout_s=args.drain_timeout_seconds, log_prompts=args.log_prompts,
                             fault_injection=args.fault_injection)
+    speed = Speed(decode_path=args.decode_path, cuda_graphs=args.cuda_graphs,
+                  kv_cache_memory_fraction=args.kv_cache_memory_fraction,
+                  attn_implementation=args.attn_implementation)
     model = args.model or (str(KSERVE_MOUNT) if KSERVE_MOUNT.is_dir() else "tiny")
     return Settings(
         model_name=args.model_name, model=model, dtype=args.dtype, device_map=args.device_map,
-        cache_dir=Path(args.cache_dir), limits=limits, batch=batch, operations=operations, server=args,
+        cache_dir=Path(args.cache_dir), limits=limits, batch=batch, operations=operations, speed=speed,
+        server=args,
     )
 
 

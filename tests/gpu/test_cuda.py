@@ -35,3 +35,54 @@ def test_generation_on_the_gpu_matches_the_contract(tiny_dir):
     (result,) = runner.run_batch([GenerationRequest(prompt, ids, sampling)])
     (text,) = [c.text for c in result]
     assert text.startswith(prompt) and len(text) > len(prompt)
+
+
+def _tokens(loaded, decoder, prompts, new_tokens=40) -> list[list[int]]:
+    from predictor.continuous import ContinuousBatch
+    from predictor.sampling import GenerationRequest, Sampling
+
+    batch, results = ContinuousBatch(loaded.model, loaded.eos_token_id, decoder=decoder), {}
+    entries = []
+    for i, prompt in enumerate(prompts):
+        ids = tuple(loaded.tokenizer(prompt).input_ids)
+        entries.append((i, GenerationRequest(prompt, ids, Sampling(max_length=len(ids) + new_tokens + 3 * i))))
+    with torch.inference_mode():
+        done = batch.join(entries[:2])
+        steps = 0
+        while batch.rows or steps < 5:
+            if steps == 4:
+                done += batch.join(entries[2:])  # joins mid-way, and rows leave at different steps
+            done += batch.advance() if batch.rows else []
+            steps += 1
+    for row in done:
+        results[row.owner] = row.tokens
+    return [results[i] for i in range(len(prompts))]
+
+
+PROMPTS = ["If I was a billionaire, I would", "The weather", "Kubernetes runs containers on", "A"]
+
+
+def test_the_fast_path_is_the_default_and_replays_graphs(tiny_dir):
+    from predictor.fastpath import decoder_for
+    from predictor.loading import load
+    from predictor.settings import parse_settings
+
+    settings = parse_settings(["--model", str(tiny_dir), "--max_batch_size", "8"], {})
+    loaded = load(settings)
+    decoder, policy = decoder_for(loaded, settings)
+    assert decoder is not None and decoder.graphs and len(decoder._captured) == 4 * 4  # rows 1,2,4,8 x spans
+    assert policy.max_batch_size == 8
+    eager = decoder_for(loaded, parse_settings(["--model", str(tiny_dir), "--max_batch_size", "8",
+                                                "--cuda_graphs", "false"], {}))[0]
+    assert _tokens(loaded, decoder, PROMPTS) == _tokens(loaded, eager, PROMPTS)  # replaying changes nothing
+
+
+def test_the_fast_path_matches_the_dynamic_path_in_float32(tiny_dir):
+    from predictor.fastpath import decoder_for
+    from predictor.loading import load
+    from predictor.settings import parse_settings
+
+    settings = parse_settings(["--model", str(tiny_dir), "--dtype", "float32", "--max_batch_size", "8"], {})
+    loaded = load(settings)
+    decoder, _ = decoder_for(loaded, settings)
+    assert _tokens(loaded, decoder, PROMPTS) == _tokens(loaded, None, PROMPTS)

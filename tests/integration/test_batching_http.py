@@ -67,3 +67,15 @@ def test_one_failing_request_leaves_its_batch_mates_alone(start_server, tiny_dir
     assert calm1.status_code == calm2.status_code == 200
     assert exploded.status_code == 500 and exploded.json()["status"] == "failed"
     assert "joining them one by one" in s.log()  # they really joined together first
+
+
+def test_the_static_decode_path_answers_the_same(server, start_server, tiny_dir, cache_dir):
+    """The GPU default (a preallocated cache), forced on a CPU: same texts, alone or batched, and a
+    batch larger than its rows waits for free slots."""
+    fast = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--decode_path", "static",
+                         "--max_batch_size", "4"])
+    bodies = [{"prompt": p, "max_length": 40 + 3 * i} for i, p in enumerate(PROMPTS)]
+    bodies.append({"prompt": "Sampled", "max_length": 30, "do_sample": True, "seed": 5, "num_return_sequences": 3})
+    expected = [server.predict(body).json()["data"] for body in bodies]
+    assert [r.json()["data"] for r in concurrently(fast.url, bodies)] == expected
+    assert "decode path: static, 4 rows x 512 tokens" in fast.log()

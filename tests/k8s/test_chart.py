@@ -264,6 +264,9 @@ def test_core_kind_typos_unknown_kinds_and_removed_apis_fail():
     ({"gpu": {"tolerations": [{"key": "x", "operator": "Maybe"}]}}, "/gpu/tolerations/0/operator"),
     ({"metrics": {"podMonitor": {"enabled": "yes"}}}, "/metrics/podMonitor/enabled"),
     ({"networkPolicy": {"enabled": True, "allowNamespaces": "istio-system"}}, "/networkPolicy/allowNamespaces"),
+    ({"serving": {"decodePath": "paged"}}, "/serving/decodePath"),
+    ({"serving": {"kvCacheMemoryFraction": 1.5}}, "/serving/kvCacheMemoryFraction"),
+    ({"serving": {"cudaGraphs": "on"}}, "/serving/cudaGraphs"),
 ])
 def test_schema_rejects_bad_values(values, message):
     with pytest.raises(helm_python.HelmValuesError) as caught:

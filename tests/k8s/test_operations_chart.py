@@ -61,6 +61,16 @@ def test_serving_settings_reach_the_predictor(prod):
     assert settings.batch.max_batch_size == 32 and settings.batch.max_batch_tokens == 16384
     ops = settings.operations
     assert (ops.max_queued_requests, ops.request_timeout_s, ops.drain_timeout_s, ops.log_prompts) == (256, 290, 30, False)
+    speed = settings.speed
+    assert (speed.decode_path, speed.cuda_graphs, speed.kv_cache_memory_fraction) == ("auto", True, 0.9)
+
+
+def test_the_decode_path_settings_reach_the_predictor():
+    (isvc,) = by_kind(objects(render({"serving": {"decodePath": "dynamic", "cudaGraphs": False,
+                                                  "kvCacheMemoryFraction": 0.5}})), "InferenceService")
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    speed = parse_settings(container["args"], {k: v for k, v in env_of(container).items() if k.startswith("GPTJ_")}).speed
+    assert (speed.decode_path, speed.cuda_graphs, speed.kv_cache_memory_fraction) == ("dynamic", False, 0.5)
 
 
 def test_dashboard_is_a_labelled_configmap_querying_real_metrics(prod):

@@ -13,6 +13,8 @@ from predictor.loading import load
 from predictor.sampling import GenerationRequest, plan
 from predictor.settings import Limits, parse_settings
 
+from .schedule import run
+
 PROMPTS = ["The weather", "Kubernetes runs containers on a cluster of machines and", "A",
            "If I was a billionaire, I would", "Numbers such as 1, 2, 3",
            "She opened the book, read the first page twice, and smiled at"]
@@ -32,24 +34,6 @@ def request(loaded, prompt, **fields) -> GenerationRequest:
     ids = tuple(loaded.tokenizer(prompt).input_ids)
     sampling, _ = plan(PromptRequest(prompt=prompt, **fields), len(ids), Limits())
     return GenerationRequest(prompt, ids, sampling)
-
-
-def run(loaded, schedule: dict[int, list[GenerationRequest]]) -> dict[int, list[list[int]]]:
-    """Join requests at the given steps; return each request's sequences of new tokens."""
-    batch, results, step, owners = ContinuousBatch(loaded.model, loaded.eos_token_id), {}, 0, 0
-    pending = dict(schedule)
-    while pending or batch.rows:
-        done = []
-        if step in pending:
-            entries = [(owners + i, r) for i, r in enumerate(pending.pop(step))]
-            owners += len(entries)
-            done += batch.join(entries)
-        if batch.rows:
-            done += batch.advance()
-        for row in done:
-            results.setdefault(row.owner, {})[row.index] = row.tokens
-        step += 1
-    return {owner: [rows[i] for i in sorted(rows)] for owner, rows in results.items()}
 
 
 def generate(loaded, req: GenerationRequest, **extra) -> list[list[int]]:
@@ -121,10 +105,10 @@ def test_leaving_frees_rows_and_trims_the_cache(loaded):
     short = request(loaded, "A", max_length=100)
     batch.join([("long", long_prompt), ("short", short)])
     batch.advance()
-    before = batch.state.length
+    before = batch.decoder.state.length
     batch.leave({"long"})
-    assert [row.owner for row in batch.rows] == ["short"] and batch.state.rows == 1
-    assert batch.state.length == len(short.input_ids) + 1 < before  # the long row's padding is gone (the latest token is not fed yet)
+    assert [row.owner for row in batch.rows] == ["short"] and batch.decoder.state.rows == 1
+    assert batch.decoder.state.length == len(short.input_ids) + 1 < before  # the long row's padding is gone (the latest token is not fed yet)
     alone = run(loaded, {0: [short]})[0]
     while batch.rows:
         done = batch.advance()

@@ -115,6 +115,12 @@ serving.kserve.io/inferenceservice: {{ include "gptj.fullname" . }}
   value: {{ int .Values.serving.drainTimeoutSeconds | quote }}
 - name: GPTJ_LOG_PROMPTS
   value: {{ .Values.serving.logPrompts | quote }}
+- name: GPTJ_DECODE_PATH
+  value: {{ .Values.serving.decodePath | quote }}
+- name: GPTJ_CUDA_GRAPHS
+  value: {{ .Values.serving.cudaGraphs | quote }}
+- name: GPTJ_KV_CACHE_MEMORY_FRACTION
+  value: {{ .Values.serving.kvCacheMemoryFraction | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
