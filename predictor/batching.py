@@ -51,7 +51,7 @@ def admit(running_rows: int, running_longest: int, waiting: Sequence[GenerationR
     count, total, length = 0, running_rows, running_longest
     for request in waiting:
         total, length = total + rows(request), max(length, longest(request))
-        fits = total <= policy.max_batch_size and total * length <= policy.max_batch_tokens
+        fits = total <= policy.max_batch_size and (policy.preallocated or total * length <= policy.max_batch_tokens)
         if not fits and (count or running_rows):
             break
         count += 1

@@ -30,6 +30,8 @@ class Decoder(Protocol):
 
     def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor: ...
 
+    def undo_step(self) -> None: ...
+
     def keep(self, survivors: Sequence[int]) -> list[int]: ...
 
     def clear(self) -> None: ...
@@ -83,7 +85,11 @@ class ContinuousBatch:
                      for i in range(s.num_return_sequences)]
         with torch.inference_mode():
             logits = self.decoder.join([row.choice.tokens for row in rows])
-            tokens = choose([row.choice for row in rows], logits, self.eos).tolist()
+            try:
+                tokens = choose([row.choice for row in rows], logits, self.eos).tolist()
+            except BaseException:
+                self.decoder.keep(list(range(len(self.rows))))  # the cache must hold exactly the batch's rows
+                raise
         self.rows += rows
         return self._record(dict(zip(range(len(self.rows) - len(rows), len(self.rows)), tokens)))
 
@@ -91,7 +97,11 @@ class ContinuousBatch:
         """One decode step for every row."""
         with torch.inference_mode():
             logits = self.decoder.step([row.choice.tokens[-1] for row in self.rows])
-            tokens = choose([row.choice for row in self.rows], logits, self.eos).tolist()
+            try:
+                tokens = choose([row.choice for row in self.rows], logits, self.eos).tolist()
+            except BaseException:
+                self.decoder.undo_step()  # no row kept a token: a retry (advance_each) feeds them again
+                raise
         return self._record(dict(enumerate(tokens)))
 
     def advance_each(self, check: Callable[[Hashable], None]) -> tuple[list[Done], dict[Hashable, Exception]]:

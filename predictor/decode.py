@@ -145,6 +145,12 @@ class DynamicDecoder:
             self.state, logits = step_rows(self.model, self.state, rows, tokens)
         return logits
 
+    def undo_step(self) -> None:
+        """Forget the last step for every row (its tokens were not kept): drop the newest column."""
+        state = self.state
+        self.state = DecodeState([(k[:, :, :-1], v[:, :, :-1]) for k, v in state.kv], state.mask[:, :-1],
+                                 state.positions - 1)
+
     def keep(self, survivors: Sequence[int]) -> list[int]:
         """Keep only ``survivors``; the rows' new order (old indices): unchanged here."""
         self.state = keep(self.state, survivors)

@@ -42,6 +42,9 @@ class BatchPolicy:
     # running batch at the next step anyway, so the wait stays short (it adds to time to first token).
     batch_wait_s: float = 0.002
     max_batch_wait_s: float = 0.01
+    # The continuous batch's cache is allocated up front (the static path, fastpath.py): rows alone
+    # bound it, and max_batch_tokens is left to beam search, whose cache still grows.
+    preallocated: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ log = logging.getLogger("predictor")
 
 LENGTH_BUCKET = 128  # attention spans a multiple of this many columns: few shapes, little waste
 # Prompts joining together are prefilled in groups of at most this many (left-padded) tokens: it bounds
-# the prefill's activations and its temporary cache (448 KiB a token for GPT-J-6B), which the slots'
-# preallocation did not count, while 8192 tokens already keep an H100's matrix units busy.
-PREFILL_TOKENS = 8192
+# the prefill's activations and its temporary cache (448 KiB a token for GPT-J-6B, held twice while
+# copied into the slots), which fastpath.py keeps free beside the slots; 4096 tokens already keep an
+# H100's matrix units busy.
+PREFILL_TOKENS = 4096
 
 
 def rows_buckets(capacity: int) -> list[int]:
@@ -70,8 +71,10 @@ class StaticDecoder:
         self.act = (functools.partial(F.gelu, approximate="tanh") if config.activation_function == "gelu_new"
                     else model.transformer.h[0].mlp.act)
         self.graphs = graphs and device.type == "cuda"
-        self._captured: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._captured: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
+        # every graph writes its logits here: one buffer, not one kept alive per captured shape
+        self._out = torch.empty(capacity, model.lm_head.out_features, device=device) if self.graphs else None
 
     @property
     def rows(self) -> int:
@@ -93,6 +96,7 @@ class StaticDecoder:
                 start = state.length - length  # prefill pads on the left
                 self.k[:, slot, :, :length] = keys[:, offset, :, start:]
                 self.v[:, slot, :, :length] = values[:, offset, :, start:]
+            del state, keys, values  # before the next group's prefill allocates its own
         self.lengths[first:first + len(lengths)] = torch.tensor(lengths, device=self.lengths.device)
         self.sizes += lengths
         return torch.cat(logits)
@@ -115,6 +119,11 @@ class StaticDecoder:
         for i in selected:
             self.sizes[i] += 1
         return logits
+
+    def undo_step(self) -> None:
+        """Forget the last step for every row (its tokens were not kept); the next one overwrites it."""
+        self.lengths[:self.rows] -= 1
+        self.sizes = [size - 1 for size in self.sizes]
 
     def keep(self, survivors: Sequence[int]) -> list[int]:
         """Keep ``survivors``: the last rows move into the holes (copying only their own tokens)."""
@@ -150,7 +159,7 @@ class StaticDecoder:
 
     def drop_graphs(self) -> int:
         """Run eagerly from now on (a capture failed); the graphs' memory goes back to the allocator."""
-        self.graphs, self._captured, self._pool = False, {}, None
+        self.graphs, self._captured, self._pool, self._out = False, {}, None, None
         self.clear()
         if self.k.device.type == "cuda":
             torch.cuda.synchronize(self.k.device)
@@ -165,13 +174,13 @@ class StaticDecoder:
         if not self.graphs:
             return self._forward(self.tokens[:rows], self.lengths[:rows], None, span)
         key = (rows, span)
-        if key not in self._captured:
-            self._captured[key] = self._capture(rows, span)
-        graph, logits = self._captured[key]
-        graph.replay()
-        return logits
+        with torch.cuda.device(self.k.device):  # the model's GPU, whichever is current in this thread
+            if key not in self._captured:
+                self._captured[key] = self._capture(rows, span)
+            self._captured[key].replay()
+        return self._out[:rows]
 
-    def _capture(self, rows: int, span: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    def _capture(self, rows: int, span: int) -> torch.cuda.CUDAGraph:
         # Warm up on a side stream first (cuBLAS workspaces, lazy initialization), as PyTorch's
         # graph documentation asks. The warm-up writes the same keys and values the replay will.
         side = torch.cuda.Stream()
@@ -181,9 +190,10 @@ class StaticDecoder:
                 self._forward(self.tokens[:rows], self.lengths[:rows], None, span)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            logits = self._forward(self.tokens[:rows], self.lengths[:rows], None, span)
-        return graph, logits
+        # thread_local: a /metrics scrape on another thread reads allocator statistics meanwhile
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            self._out[:rows].copy_(self._forward(self.tokens[:rows], self.lengths[:rows], None, span))
+        return graph
 
     def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor | None,
                  span: int) -> torch.Tensor:

@@ -40,6 +40,9 @@ def test_rows_and_new_tokens():
     (0, 0, [req(10, max_length=500)], BatchPolicy(max_batch_tokens=100), 1),  # a lone request always runs
     (1, 10, [req(10, max_length=500)], BatchPolicy(max_batch_tokens=100), 0),  # ... but waits for company to go
     (0, 0, [req(10, max_length=500), req()], BatchPolicy(max_batch_tokens=600), 1),  # first come, first served
+    # a preallocated cache (the static path) holds every row at full length: only rows count
+    (1, 10, [req(10, max_length=500)], BatchPolicy(max_batch_tokens=100, preallocated=True), 1),
+    (2, 15, [req(), req()], BatchPolicy(max_batch_size=3, max_batch_tokens=10, preallocated=True), 1),
 ])
 def test_admission(running_rows, running_longest, waiting, policy, count):
     assert admit(running_rows, running_longest, waiting, policy) == count

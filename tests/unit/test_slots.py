@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from predictor.api import PromptRequest
+from predictor.continuous import ContinuousBatch
 from predictor.fastpath import decoder_for
 from predictor.loading import load
 from predictor.sampling import GenerationRequest, plan
@@ -96,11 +97,40 @@ def test_buckets_and_sizes(loaded):
 def test_the_path_follows_the_settings(tiny_dir, loaded):
     decoder, policy = decoder_for(loaded, parse_settings(["--model", str(tiny_dir)], {}))
     assert decoder is None and policy.max_batch_size == 32  # auto on a CPU: dynamic
-    settings = parse_settings(["--model", str(tiny_dir), "--decode_path", "static", "--max_batch_size", "6",
+    settings = parse_settings(["--model", str(tiny_dir), "--decode_path", "static", "--max_batch_size", "12",
                                "--max_length_limit", "100"], {})
     decoder, policy = decoder_for(loaded, settings)
-    assert (decoder.capacity, decoder.max_len, decoder.graphs) == (6, 100, False)
-    assert (policy.max_batch_size, policy.max_batch_tokens) == (6, 600)
+    assert (decoder.capacity, decoder.max_len, decoder.graphs) == (12, 100, False)
+    # rows alone bound the continuous batch; beam search keeps the token bound for its own cache
+    assert (policy.max_batch_size, policy.preallocated, policy.max_batch_tokens) == (12, True, 16384)
+    small = parse_settings(["--model", str(tiny_dir), "--decode_path", "static", "--max_batch_size", "2"], {})
+    decoder, policy = decoder_for(loaded, small)
+    assert decoder.capacity == 8 and policy.max_batch_size == 2  # room for a lone request's 8 sequences
+
+
+class _OnAGpu:
+    """What the cache sizing reads of a model: its device and vocabulary."""
+
+    device = torch.device("cuda", 0)
+    lm_head = torch.nn.Linear(1, 50400, bias=False, device="meta")
+
+
+@pytest.mark.parametrize("free_gib, rows", [(80, 64), (12, 25), (4.5, None)])
+def test_the_cache_is_sized_from_free_gpu_memory(monkeypatch, caplog, free_gib, rows):
+    """GPT-J-6B's 448 KiB a token, 512-token rows (224 MiB each), 90% of what is free, less 5.25 GiB
+    for prefill and the graphs' logits buffer: 12 GiB free -> (10.8 - 5.26) GiB / 224 MiB = 25 rows."""
+    from predictor import fastpath
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(free_gib * 2**30), 80 * 2**30))
+    settings = parse_settings(["--max_batch_size", "64"], {})
+    per_token = 448 * 2**10
+    if rows is None:
+        with pytest.raises(ValueError, match=r"holds a KV cache of only 0 rows of 512 tokens, fewer than "
+                                             r"--max_return_sequences 8"):
+            fastpath._rows_that_fit(_OnAGpu(), settings, 64, per_token)
+        return
+    assert fastpath._rows_that_fit(_OnAGpu(), settings, 64, per_token) == rows
+    assert ("fits %d rows of 512 tokens, not --max_batch_size 64" % rows in caplog.text) == (rows < 64)
 
 
 def test_a_failed_graph_capture_leaves_the_static_path_serving(tiny_dir, loaded, monkeypatch, caplog):
@@ -113,3 +143,36 @@ def test_a_failed_graph_capture_leaves_the_static_path_serving(tiny_dir, loaded,
     assert "CUDA graph capture failed, so the static path runs without graphs" in caplog.text
     assert decoder is not None and not decoder.graphs and policy.max_batch_size == 8
     assert run(loaded, schedule(loaded), decoder) == run(loaded, schedule(loaded))
+
+
+@pytest.mark.parametrize("path", ["static", "dynamic"])
+def test_a_failed_token_choice_leaves_the_cache_matching_the_rows(loaded, monkeypatch, path):
+    """choose() failing after the model ran (a join, then a shared step) must not shift any row's cache."""
+    import predictor.continuous as continuous
+
+    real, failures = continuous.choose, []
+
+    def flaky(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(continuous, "choose", flaky)
+    batch = ContinuousBatch(loaded.model, loaded.eos_token_id, decoder=static(loaded) if path == "static" else None)
+    one, two = request(loaded, PROMPTS[1], max_length=30), request(loaded, PROMPTS[3], max_length=40)
+    failures.append(RuntimeError("choice failed"))
+    with pytest.raises(RuntimeError):
+        batch.join([("lost", request(loaded, PROMPTS[0], max_length=30))])
+    done = batch.join([(0, one), (1, two)])
+    for step in range(40):
+        if not batch.rows:
+            break
+        if step == 5:
+            failures.append(RuntimeError("choice failed"))
+            with pytest.raises(RuntimeError):
+                batch.advance()
+            done += batch.advance_each(lambda owner: None)[0]  # what the engine does next
+        else:
+            done += batch.advance()
+    assert {row.owner: row.tokens for row in done} == {0: run(loaded, {0: [one]})[0][0],
+                                                       1: run(loaded, {0: [two]})[0][0]}
