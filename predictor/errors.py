@@ -48,13 +48,17 @@ class PayloadTooLarge(PredictorError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
-class Overloaded(PredictorError):
-    """The queue is full: try again after ``Retry-After`` seconds."""
-
-    status = HTTPStatus.TOO_MANY_REQUESTS
+class _RetryLater(PredictorError):
+    """A failure that passes: the client gets ``Retry-After`` seconds with it."""
 
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class Overloaded(_RetryLater):
+    """The queue is full: try again after ``Retry-After`` seconds."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
 
 
 class NotReady(PredictorError):
@@ -63,13 +67,10 @@ class NotReady(PredictorError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
-class ResourceExhausted(PredictorError):
+class ResourceExhausted(_RetryLater):
     """The GPU ran out of memory for this batch; the engine freed it and serves on."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
-
-    def __init__(self, message: str, retry_after: int = 1) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class DeadlineExceeded(PredictorError):

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers.models.gptj.modeling_gptj import create_sinusoidal_positions, rotate_every_two
 
 from . import decode
 
@@ -65,7 +66,7 @@ class StaticDecoder:
         self.lengths = torch.zeros(capacity, dtype=torch.long, device=device)  # tokens cached per slot
         self.tokens = torch.zeros(capacity, dtype=torch.long, device=device)  # each row's latest token
         self.sizes: list[int] = []  # the same lengths, on the host, for the live rows
-        self.sincos = _sinusoids(config.n_positions, self.rotary_dim).to(device)
+        self.sincos = create_sinusoidal_positions(config.n_positions, self.rotary_dim).to(device)
         self.qkv = [_fuse_qkv(block.attn) for block in model.transformer.h]
         # transformers' "gelu_new" is the tanh approximation written out in seven kernels; this is one
         self.act = (functools.partial(F.gelu, approximate="tanh") if config.activation_function == "gelu_new"
@@ -252,13 +253,6 @@ def _bucket(count: int, buckets: Sequence[int]) -> int:
     return next(size for size in buckets if size >= count)
 
 
-def _sinusoids(positions: int, dim: int) -> torch.Tensor:
-    """GPT-J's rotary table: sin then cos of position x inverse frequency (as transformers builds it)."""
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.int64) / dim))
-    angles = torch.arange(positions, dtype=torch.int64).float()[:, None] * inv_freq
-    return torch.cat((torch.sin(angles), torch.cos(angles)), dim=1)
-
-
 def _rotary_tables(sincos: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
     sin, cos = torch.split(sincos[positions].to(dtype), sincos.shape[-1] // 2, dim=-1)
     # [rows, 1 token, 1 head, rotary_dim]: each frequency applies to a pair of dimensions
@@ -266,7 +260,10 @@ def _rotary_tables(sincos: torch.Tensor, positions: torch.Tensor, dtype: torch.d
 
 
 def _rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, dim: int) -> torch.Tensor:
-    """GPT-J's rotary embedding on the first ``dim`` dimensions (pairs of neighbours, "rotate every two")."""
+    """GPT-J's rotary embedding on the first ``dim`` dimensions of a 4-d ``x``.
+
+    transformers' apply_rotary_pos_emb expands sin and cos at every call (every layer); here
+    _rotary_tables expands them once per step and the layers share them.
+    """
     turned, kept = x[..., :dim], x[..., dim:]
-    rotated = torch.stack((-turned[..., 1::2], turned[..., ::2]), dim=-1).flatten(-2)
-    return torch.cat([turned * cos + rotated * sin, kept], dim=-1)
+    return torch.cat([turned * cos + rotate_every_two(turned) * sin, kept], dim=-1)
