@@ -11,8 +11,17 @@ import pytest
 
 from predictor.settings import parse_settings
 
-from .kube import (CHART, ENVIRONMENTS, by_kind, env_of, objects, predictor_containers, render, validate,
-                   values_for)
+from .kube import (
+    CHART,
+    ENVIRONMENTS,
+    by_kind,
+    env_of,
+    objects,
+    predictor_containers,
+    render,
+    validate,
+    values_for,
+)
 
 
 @pytest.fixture(scope="module", params=ENVIRONMENTS)

@@ -9,8 +9,8 @@ import helm_python
 import pytest
 from prometheus_client import CollectorRegistry
 
-from predictor.metrics import Metrics
 from predictor.settings import parse_settings
+from predictor.telemetry.metrics import Metrics
 
 from .kube import by_kind, env_of, objects, render, validate, values_for
 

@@ -15,8 +15,19 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from .kube import (CHART, ENVIRONMENTS, MANIFESTS, ROOT, by_kind, manifest_objects, objects, predictor_deployment,
-                   render, validate, values_for)
+from .kube import (
+    CHART,
+    ENVIRONMENTS,
+    MANIFESTS,
+    ROOT,
+    by_kind,
+    manifest_objects,
+    objects,
+    predictor_deployment,
+    render,
+    validate,
+    values_for,
+)
 
 # Chart variants scanned besides the environment files: the runtime form and the ServiceMonitor.
 VARIANTS = {f"env-{env}": values_for(env) for env in ENVIRONMENTS} | {

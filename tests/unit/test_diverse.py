@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from predictor import diverse
-from predictor.diverse import _HammingDiversity
+from predictor.generation import diverse
+from predictor.generation.diverse import _HammingDiversity
 
 EOS = 0
 

@@ -13,10 +13,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import errors, observe
-from .lifecycle import Lifecycle
-from .metrics import Metrics
-from .settings import Settings
+from predictor import errors
+from predictor.edge.lifecycle import Lifecycle
+from predictor.settings import Settings
+from predictor.telemetry import records
+from predictor.telemetry.metrics import Metrics
 
 log = logging.getLogger("predictor")
 
@@ -128,18 +129,18 @@ class Tracker:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
-        record = observe.RequestRecord(observe.request_id(headers), scope["method"], scope["path"])
-        token = observe.open_record(record)
+        record = records.RequestRecord(records.request_id(headers), scope["method"], scope["path"])
+        token = records.open_record(record)
         self.lifecycle.active += 1
         try:
             await self._serve(scope, receive, self._with_id(send, record), record)
         finally:
             self.lifecycle.active -= 1
-            observe.close_record(record, self.metrics, self.log_prompts)
-            observe.reset_record(token)
+            records.close_record(record, self.metrics, self.log_prompts)
+            records.reset_record(token)
 
     @staticmethod
-    def _with_id(send: Send, record: observe.RequestRecord) -> Send:
+    def _with_id(send: Send, record: records.RequestRecord) -> Send:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
@@ -148,7 +149,7 @@ class Tracker:
 
         return send_with_id
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, record: observe.RequestRecord) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, record: records.RequestRecord) -> None:
         if self.lifecycle.draining:
             draining = errors.NotReady("the server is shutting down; retry (another replica will answer)")
             await error_response(draining, scope["path"])(scope, receive, send)

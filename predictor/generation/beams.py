@@ -12,14 +12,13 @@ from dataclasses import replace
 from typing import Callable, Iterator, Sequence
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from . import diverse
-from .batching import new_tokens
-from .completion import Completion, cut_at_stop
-from .continuous import ContinuousBatch, Decoder
-from .loading import Loaded
-from .sampling import GenerationRequest, generation_config
+from predictor.core import Completion, GenerationRequest, Sampling, new_tokens
+from predictor.generation import diverse
+from predictor.generation.continuous import ContinuousBatch, Decoder
+from predictor.generation.text import cut_at_stop
+from predictor.loading.loader import Loaded
 
 log = logging.getLogger("predictor")
 
@@ -120,3 +119,21 @@ class Runner:
         continuation, stopped = cut_at_stop(self.decode(tokens), request.sampling.stop)
         return Completion(request.prompt + continuation, continuation, "stop" if stopped else reason,
                           len(request.input_ids), len(tokens))
+
+
+def generation_config(s: Sampling, eos_token_id: int) -> GenerationConfig:
+    """The transformers GenerationConfig for these settings (diverse beams: see diverse.py).
+
+    Unset values take transformers' own defaults, as in the service this replaces; the loader
+    resets the model's generation_config so a checkpoint's file cannot change them.
+    """
+    options = {name: getattr(s, name) for name in (
+        "max_length", "min_length", "do_sample", "num_beams", "num_return_sequences", "temperature",
+        "top_k", "top_p", "repetition_penalty", "early_stopping", "length_penalty",
+        "encoder_no_repeat_ngram_size", "max_time", "remove_invalid_values")}
+    return GenerationConfig(
+        **{k: v for k, v in options.items() if v is not None},
+        pad_token_id=eos_token_id,  # GPT-J has no pad token: EOS pads (on the left)
+        eos_token_id=eos_token_id,
+        bos_token_id=eos_token_id,
+    )

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .metrics import Metrics
+from predictor.telemetry.metrics import Metrics
 
 log = logging.getLogger("predictor.requests")
 

@@ -1,6 +1,6 @@
 """The GPU fast path of the continuous batch: a preallocated KV cache and a graph-replayed decode step.
 
-Why (docs/performance.md has the figures): the dynamic path (decode.py) copies every layer's cache
+Why (docs/performance.md has the figures): the dynamic path (dynamic.py) copies every layer's cache
 into a new tensor at each step and launches some 20 kernels per layer from Python; at batch 1 on an
 H100 that costs more than reading GPT-J-6B's 12 GB of weights, the step's real floor. Here row i of
 the batch owns slot i of one cache tensor per layer ([slots, heads, max_len, head_dim]): a step writes
@@ -22,9 +22,12 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from transformers.models.gptj.modeling_gptj import create_sinusoidal_positions, rotate_every_two
+from transformers.models.gptj.modeling_gptj import (
+    create_sinusoidal_positions,
+    rotate_every_two,
+)
 
-from . import decode
+from predictor.generation import dynamic
 
 log = logging.getLogger("predictor")
 
@@ -89,7 +92,7 @@ class StaticDecoder:
                              f"({self.capacity - first} free slots of {self.max_len} tokens)")
         logits = []
         for group in _groups(lengths, self.prefill_tokens):
-            state, group_logits = decode.prefill(self.model, [prompts[i] for i in group], self.pad)
+            state, group_logits = dynamic.prefill(self.model, [prompts[i] for i in group], self.pad)
             logits.append(group_logits)
             keys, values = torch.stack([k for k, _ in state.kv]), torch.stack([v for _, v in state.kv])
             for offset, row in enumerate(group):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .settings import Settings
+from predictor.settings import Settings
 
 log = logging.getLogger("predictor")
 
@@ -32,7 +32,7 @@ class Loaded:
 def resolve_source(settings: Settings) -> str:
     """The directory or hub id to load; builds the tiny model on first use."""
     if settings.model == "tiny":
-        from . import tiny
+        from predictor.loading import tiny
 
         return str(tiny.ensure(settings.cache_dir))
     return settings.model

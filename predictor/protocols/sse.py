@@ -18,9 +18,10 @@ from typing import Any, AsyncIterator, Callable, Sequence
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from . import errors, observe
-from .completion import envelope_data
-from .errors import BadRequest, NotFound, NotReady, succeeded
+from predictor import errors
+from predictor.errors import BadRequest, NotFound, NotReady, succeeded
+from predictor.protocols.seed import envelope_data
+from predictor.telemetry import records
 
 log = logging.getLogger("predictor")
 
@@ -96,7 +97,7 @@ def failure_event(exc: BaseException, render: Callable[[errors.Failure], Any]) -
     failure = errors.classify(exc)
     if failure.status >= 500 and not isinstance(exc, errors.PredictorError):
         log.error("a stream failed", exc_info=exc)
-    record = observe.current()
+    record = records.current()
     if record is not None:
         record.status = failure.status
     return event(render(failure))

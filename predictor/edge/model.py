@@ -12,16 +12,20 @@ from typing import Any, AsyncIterator, Sequence
 from kserve import Model
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from . import api, fastpath, loading, observe, v2
-from .completion import Completion, envelope_data
-from .engine import Engine
-from .errors import BadRequest, NotReady, succeeded
-from .faults import Faults
-from .metrics import Metrics
-from .runner import Runner
-from .sampling import GenerationRequest, plan
-from .streaming import merge
-from .settings import Settings
+from predictor.core import Completion, GenerationRequest
+from predictor.engine.engine import Engine
+from predictor.engine.faults import Faults
+from predictor.errors import BadRequest, NotReady, succeeded
+from predictor.generation import paths
+from predictor.generation.beams import Runner
+from predictor.loading import loader
+from predictor.protocols import seed, v2
+from predictor.protocols.plan import plan
+from predictor.protocols.seed import envelope_data
+from predictor.protocols.sse import merge
+from predictor.settings import Settings
+from predictor.telemetry import records
+from predictor.telemetry.metrics import Metrics
 
 log = logging.getLogger("predictor")
 
@@ -33,7 +37,7 @@ class GPTJModel(Model):
         super().__init__(settings.model_name)
         self.settings = settings
         self.metrics = metrics
-        self.loaded: loading.Loaded | None = None
+        self.loaded: loader.Loaded | None = None
         # Not `self.engine`: KServe reads a truthy `engine` attribute as "call start_engine()".
         self._engine: Engine | None = None
         self._load_lock = threading.Lock()
@@ -47,8 +51,8 @@ class GPTJModel(Model):
         try:
             if not self.ready:
                 started = time.monotonic()
-                loaded = loading.load(self.settings)
-                decoder, policy = fastpath.decoder_for(loaded, self.settings)
+                loaded = loader.load(self.settings)
+                decoder, policy = paths.decoder_for(loaded, self.settings)
                 operations = self.settings.operations
                 engine = Engine(Runner(loaded, decoder), policy, self.metrics,
                                 max_queued=operations.max_queued_requests, faults=Faults(operations.fault_injection))
@@ -74,15 +78,15 @@ class GPTJModel(Model):
         if infer is not None:
             payload = v2.request_objects(infer)
         elif isinstance(payload, (bytes, bytearray)):
-            payload = api.decode_body(bytes(payload), (headers or {}).get("content-type"))
-        requests = api.parse(payload, self.settings.limits.max_prompts)
+            payload = seed.decode_body(bytes(payload), (headers or {}).get("content-type"))
+        requests = seed.parse(payload, self.settings.limits.max_prompts)
         return Prepared(await self.prepare(requests), infer)
 
-    async def prepare(self, requests: list[api.PromptRequest]) -> list[GenerationRequest]:
+    async def prepare(self, requests: list[seed.PromptRequest]) -> list[GenerationRequest]:
         """Tokenize and plan validated request objects (off the event loop: long prompts take ms)."""
         return await asyncio.to_thread(self._prepare, requests)
 
-    def _prepare(self, requests: list[api.PromptRequest]) -> list[GenerationRequest]:
+    def _prepare(self, requests: list[seed.PromptRequest]) -> list[GenerationRequest]:
         # The Rust tokenizer directly: its encode is safe to call from several threads at once.
         backend = self._loaded().tokenizer.backend_tokenizer
         prepared = []
@@ -140,7 +144,7 @@ class GPTJModel(Model):
     def get_output_types(self) -> list[dict]:
         return v2.OUTPUTS
 
-    def _loaded(self) -> loading.Loaded:
+    def _loaded(self) -> loader.Loaded:
         if self.loaded is None:
             raise NotReady(f"model {self.name!r} is not loaded yet")
         return self.loaded
@@ -150,15 +154,15 @@ class GPTJModel(Model):
             raise NotReady(f"model {self.name!r} is not loaded yet")
         return self._engine
 
-    def _record(self, requests: Sequence[GenerationRequest]) -> observe.RequestRecord | None:
-        record = observe.current()
+    def _record(self, requests: Sequence[GenerationRequest]) -> records.RequestRecord | None:
+        record = records.current()
         if record is not None:
             record.prompts = len(requests)
             if self.settings.operations.log_prompts:
                 record.texts["prompts"] = [req.prompt for req in requests]
         return record
 
-    def _time_left(self, record: observe.RequestRecord | None) -> float | None:
+    def _time_left(self, record: records.RequestRecord | None) -> float | None:
         """Seconds until the request's deadline (--request_timeout_seconds from its arrival)."""
         limit = self.settings.operations.request_timeout_s
         if limit is None:

@@ -15,11 +15,18 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from transformers import (EncoderNoRepeatNGramLogitsProcessor, InfNanRemoveLogitsProcessor, LogitsProcessor,
-                          LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                          TopKLogitsWarper, TopPLogitsWarper)
+from transformers import (
+    EncoderNoRepeatNGramLogitsProcessor,
+    InfNanRemoveLogitsProcessor,
+    LogitsProcessor,
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
-from .sampling import Sampling
+from predictor.core import Sampling
 
 # transformers' defaults for unset sampling values (GenerationConfig's documented defaults).
 DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P = 1.0, 50, 1.0

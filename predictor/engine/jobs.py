@@ -11,9 +11,9 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from .metrics import Metrics
-from .observe import RequestRecord
-from .sampling import GenerationRequest
+from predictor.core import GenerationRequest
+from predictor.telemetry.metrics import Metrics
+from predictor.telemetry.records import RequestRecord
 
 
 @dataclass(eq=False)  # identity: jobs are keys of the engine's running table

@@ -1,6 +1,6 @@
 """Our routes on KServe's FastAPI app, next to KServe's own v1/v2 routes (registered before them).
 
-- ``POST /v1/models/{name}:stream``: the seed API as server-sent events (streaming.py)
+- ``POST /v1/models/{name}:stream``: the seed API as server-sent events (sse.py)
 - ``GET /openai/v1/models``, ``GET /openai/v1/models/{id}``, ``POST /openai/v1/completions`` (openai_routes.py)
 
 The v2 inference protocol needs no route of ours: KServe's ``/v2/models/{name}/infer`` calls the
@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 
-from . import openai_routes, streaming
+from predictor.edge import openai_routes
+from predictor.protocols import sse
 
 
 def register(app: FastAPI, model) -> None:
     """Add the routes for ``model`` (a GPTJModel) to ``app``."""
 
     async def seed_stream(model_name: str, request: Request):
-        return await streaming.seed_stream(model, model_name, request)
+        return await sse.seed_stream(model, model_name, request)
 
     async def openai_models():
         return await openai_routes.list_models(model)

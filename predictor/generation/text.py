@@ -5,40 +5,10 @@ Pure functions over a ``decode(tokens) -> str`` function; the tokenizer stays in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
-
-from .api import shape
+from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:
-    from .sampling import GenerationRequest
-
-#: Why a sequence ended: its max_length (or max_new_tokens), EOS, a stop string, or max_time.
-FINISH_REASONS = ("length", "eos", "stop", "time")
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One generated sequence."""
-
-    text: str  # the prompt as sent, then the continuation: the contract's `data`
-    continuation: str
-    finish_reason: str
-    prompt_tokens: int
-    generated_tokens: int
-
-    def details(self) -> dict:
-        """The seed API's `details: true` form."""
-        return {"text": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
-                "generated_tokens": self.generated_tokens}
-
-
-def envelope_data(requests: Sequence[GenerationRequest], completions: Sequence[Sequence[Completion]]) -> Any:
-    """The envelope's ``data``: texts, or with ``details`` objects (api.shape gives the nesting)."""
-    values = [[c.details() if req.details else c.text for c in sequences]
-              for req, sequences in zip(requests, completions, strict=True)]
-    return shape(values, [req.wants_list for req in requests])
-
+    pass
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """The text before the earliest stop string, and whether one was found."""

@@ -14,9 +14,13 @@ import logging
 import time
 from dataclasses import replace
 
-from .loading import Loaded
-from .settings import BatchPolicy, Settings
-from .slots import PREFILL_TOKENS, StaticDecoder, cache_bytes_per_token
+from predictor.generation.static import (
+    PREFILL_TOKENS,
+    StaticDecoder,
+    cache_bytes_per_token,
+)
+from predictor.loading.loader import Loaded
+from predictor.settings import BatchPolicy, Settings
 
 log = logging.getLogger("predictor")
 

@@ -1,4 +1,4 @@
-"""A continuous batch: requests join and leave between decode steps (decode.py holds the tensors).
+"""A continuous batch: requests join and leave between decode steps (dynamic.py holds the tensors).
 
 Every ``num_beams == 1`` request (greedy or sampled, any number of sequences) runs here: each of its
 sequences is a row with its own settings (sampler.py), length bounds and ``max_time`` deadline. A
@@ -13,15 +13,14 @@ from typing import Callable, Hashable, Protocol, Sequence
 
 import torch
 
-from . import decode
-from .batching import new_tokens
-from .completion import cut_at_stop
-from .sampler import RowChoice, choose, row_choice
-from .sampling import GenerationRequest
+from predictor.core import GenerationRequest, new_tokens
+from predictor.generation import dynamic
+from predictor.generation.logits import RowChoice, choose, row_choice
+from predictor.generation.text import cut_at_stop
 
 
 class Decoder(Protocol):
-    """The batch's tensors: decode.DynamicDecoder (CPU) or slots.StaticDecoder (GPU fast path)."""
+    """The batch's tensors: dynamic.DynamicDecoder (CPU) or slots.StaticDecoder (GPU fast path)."""
 
     @property
     def rows(self) -> int: ...
@@ -66,7 +65,7 @@ class ContinuousBatch:
     def __init__(self, model, eos: int, decode_text: Callable[[Sequence[int]], str] | None = None,
                  decoder: Decoder | None = None) -> None:
         self.model, self.eos, self.decode_text = model, eos, decode_text  # decode_text: for stop strings
-        self.decoder = decoder or decode.DynamicDecoder(model, eos)
+        self.decoder = decoder or dynamic.DynamicDecoder(model, eos)
         self.rows: list[Row] = []
         self.tokens_generated = 0  # every token a row has kept, ever (for the counter metric)
 

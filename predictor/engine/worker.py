@@ -12,15 +12,15 @@ import queue
 import time
 from typing import Callable, Protocol, Sequence
 
-from . import faults as fault
-from .batching import admit, continuous, rows, select_beams
-from .completion import Completion, TextStream
-from .continuous import Done
-from .errors import GenerationFailed, ResourceExhausted
-from .jobs import Job
-from .metrics import Metrics, set_gauge
-from .sampling import GenerationRequest
-from .settings import BatchPolicy
+from predictor.core import Completion, GenerationRequest
+from predictor.engine import faults as fault
+from predictor.engine.jobs import Job
+from predictor.engine.scheduling import admit, continuous, rows, select_beams
+from predictor.errors import GenerationFailed, ResourceExhausted
+from predictor.generation.continuous import Done
+from predictor.generation.text import TextStream
+from predictor.settings import BatchPolicy
+from predictor.telemetry.metrics import Metrics, set_gauge
 
 log = logging.getLogger("predictor")
 

@@ -17,11 +17,10 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import api
-from .completion import Completion
-from .errors import BadRequest
-from .sampling import GenerationRequest
-from .settings import Limits
+from predictor.core import Completion, GenerationRequest
+from predictor.errors import BadRequest
+from predictor.protocols import seed
+from predictor.settings import Limits
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 #: Our field names in messages from the shared validation, and OpenAI's names for them.
@@ -63,7 +62,7 @@ class CompletionRequest(BaseModel):
     @classmethod
     def _prompt(cls, prompt: Any) -> Any:
         if not isinstance(prompt, (str, list)) or any(not isinstance(item, str) for item in prompt):
-            raise ValueError(f"must be a string or a list of strings (got {api.kind(prompt)}); token-id "
+            raise ValueError(f"must be a string or a list of strings (got {seed.kind(prompt)}); token-id "
                              f"prompts are not supported")
         if isinstance(prompt, list) and not prompt:
             raise ValueError("must hold at least one string")
@@ -76,11 +75,11 @@ FIELDS = tuple(CompletionRequest.model_fields)
 def parse(body: Any, limits: Limits) -> CompletionRequest:
     """Validate the body, or raise BadRequest naming the field and its bound."""
     if not isinstance(body, dict):
-        raise BadRequest(f"body: must be a JSON object (got {api.kind(body)})")
+        raise BadRequest(f"body: must be a JSON object (got {seed.kind(body)})")
     try:
         req = CompletionRequest.model_validate(body)
     except ValidationError as exc:
-        raise BadRequest("; ".join(api.describe(error, FIELDS) for error in exc.errors()[:5])) from None
+        raise BadRequest("; ".join(seed.describe(error, FIELDS) for error in exc.errors()[:5])) from None
     unsupported = [(name, value) for name, value in (("logprobs", req.logprobs), ("suffix", req.suffix))
                    if value is not None]
     unsupported += [("best_of", req.best_of)] if req.best_of not in (None, 1) else []
@@ -108,7 +107,7 @@ def greedy(req: CompletionRequest) -> bool:
     return req.temperature == 0
 
 
-def prompt_requests(req: CompletionRequest) -> list[api.PromptRequest]:
+def prompt_requests(req: CompletionRequest) -> list[seed.PromptRequest]:
     """The contract's request objects for these prompts (validated again, with our bounds, by plan())."""
     fields: dict[str, Any] = {"max_new_tokens": max_tokens(req), "stop": req.stop}
     if greedy(req):
@@ -118,7 +117,7 @@ def prompt_requests(req: CompletionRequest) -> list[api.PromptRequest]:
                       top_p=req.top_p, top_k=0, seed=req.seed, num_return_sequences=req.n)
     given = {name: value for name, value in fields.items() if value is not None}
     prompts = prompts_of(req)
-    return api.parse([{"prompt": prompt, **given} for prompt in prompts], len(prompts))
+    return seed.parse([{"prompt": prompt, **given} for prompt in prompts], len(prompts))
 
 
 def max_tokens(req: CompletionRequest) -> int:

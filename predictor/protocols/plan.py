@@ -7,54 +7,15 @@ Values that are capped or have no effect are reported back in the response's ``m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from transformers import GenerationConfig
-
-from .api import PromptRequest
-from .errors import BadRequest
-from .settings import Limits
+from predictor.core import Sampling
+from predictor.errors import BadRequest
+from predictor.protocols.seed import PromptRequest
+from predictor.settings import Limits
 
 _SAMPLING_ONLY = ("temperature", "top_k", "top_p")
 _BEAM_ONLY = ("early_stopping", "length_penalty")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Normalized generation settings for one prompt (hashable: the engine can group by it)."""
-
-    max_length: int
-    min_length: int = 0
-    do_sample: bool = False
-    num_beams: int = 1
-    num_return_sequences: int = 1
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    early_stopping: bool | None = None
-    length_penalty: float | None = None
-    encoder_no_repeat_ngram_size: int | None = None
-    max_time: float | None = None
-    num_beam_groups: int = 1
-    diversity_penalty: float | None = None
-    remove_invalid_values: bool | None = None
-    stop: tuple[str, ...] = ()  # the text ends before the first of these
-    seed: int | None = None  # sampling draws from this request's own generator
-    presence_penalty: float | None = None  # OpenAI's, on tokens generated so far (openai.py)
-    frequency_penalty: float | None = None
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One prompt ready for the engine: its tokens, its settings, and notes for the client."""
-
-    prompt: str
-    input_ids: tuple[int, ...]
-    sampling: Sampling
-    notes: tuple[str, ...] = ()
-    wants_list: bool = False  # num_return_sequences > 1: data holds a list for this prompt
-    details: bool = False  # data holds objects with finish reason and token counts
 
 
 def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampling, tuple[str, ...]]:
@@ -178,20 +139,3 @@ def _beam_options(s: Sampling, notes: list[str]) -> Sampling:
         s = replace(s, diversity_penalty=None)
     return s
 
-
-def generation_config(s: Sampling, eos_token_id: int) -> GenerationConfig:
-    """The transformers GenerationConfig for these settings (diverse beams: see diverse.py).
-
-    Unset values take transformers' own defaults, as in the service this replaces; the loader
-    resets the model's generation_config so a checkpoint's file cannot change them.
-    """
-    options = {name: getattr(s, name) for name in (
-        "max_length", "min_length", "do_sample", "num_beams", "num_return_sequences", "temperature",
-        "top_k", "top_p", "repetition_penalty", "early_stopping", "length_penalty",
-        "encoder_no_repeat_ngram_size", "max_time", "remove_invalid_values")}
-    return GenerationConfig(
-        **{k: v for k, v in options.items() if v is not None},
-        pad_token_id=eos_token_id,  # GPT-J has no pad token: EOS pads (on the left)
-        eos_token_id=eos_token_id,
-        bos_token_id=eos_token_id,
-    )

@@ -11,18 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
-from .sampling import GenerationRequest
-from .settings import BatchPolicy
+from predictor.core import GenerationRequest, new_tokens
+from predictor.settings import BatchPolicy
 
 _SEARCH = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "num_beams",
            "num_return_sequences", "early_stopping", "length_penalty", "remove_invalid_values",
            "encoder_no_repeat_ngram_size", "max_time")
-
-
-def new_tokens(request: GenerationRequest) -> tuple[int, int]:
-    """(max, min) new tokens for a request: the contract's lengths count the prompt too."""
-    prompt = len(request.input_ids)
-    return request.sampling.max_length - prompt, max(0, request.sampling.min_length - prompt)
 
 
 def continuous(request: GenerationRequest) -> bool:

@@ -19,15 +19,14 @@ import queue
 import threading
 from typing import AsyncIterator, Sequence
 
-from .completion import Completion
-from .errors import DeadlineExceeded, NotReady, Overloaded
-from .faults import Faults
-from .jobs import Job
-from .metrics import Metrics, set_gauge
-from .observe import RequestRecord
-from .sampling import GenerationRequest
-from .settings import BatchPolicy
-from .worker import Backend, Worker
+from predictor.core import Completion, GenerationRequest
+from predictor.engine.faults import Faults
+from predictor.engine.jobs import Job
+from predictor.engine.worker import Backend, Worker
+from predictor.errors import DeadlineExceeded, NotReady, Overloaded
+from predictor.settings import BatchPolicy
+from predictor.telemetry.metrics import Metrics, set_gauge
+from predictor.telemetry.records import RequestRecord
 
 
 class Engine:

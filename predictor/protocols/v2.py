@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from .completion import Completion
-from .errors import BadRequest
+from predictor.core import Completion
+from predictor.errors import BadRequest
 
 INPUTS = [{"name": "prompt", "datatype": "BYTES", "shape": [-1]}]
 # [-1, n] with num_return_sequences n; the last three only with the parameter details: true.

@@ -13,12 +13,12 @@ from typing import Any, AsyncIterator, Sequence
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from . import api, errors
-from . import openai_api as oa
-from .completion import Completion
-from .errors import BadRequest
-from .sampling import GenerationRequest
-from .streaming import HEADERS, event, failure_event, serving, started
+from predictor import errors
+from predictor.core import Completion, GenerationRequest
+from predictor.errors import BadRequest
+from predictor.protocols import openai as oa
+from predictor.protocols import seed
+from predictor.protocols.sse import HEADERS, event, failure_event, serving, started
 
 
 async def list_models(model) -> JSONResponse:
@@ -31,7 +31,7 @@ async def get_model(model, model_id: str) -> JSONResponse:
 
 async def completions(model, request: Request) -> JSONResponse | StreamingResponse:
     """``POST /openai/v1/completions``."""
-    body = api.decode_body(await request.body(), request.headers.get("content-type"))
+    body = seed.decode_body(await request.body(), request.headers.get("content-type"))
     req = oa.parse(body, model.settings.limits)
     serving(model, req.model)
     generations = await _prepare(model, req)

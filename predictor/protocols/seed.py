@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import BadRequest
-
+from predictor.core import Completion, GenerationRequest
+from predictor.errors import BadRequest
 
 #: Below this a temperature overflows float32 logits (NaN probabilities); vLLM uses the same floor.
 MIN_TEMPERATURE = 1e-5
@@ -212,3 +212,10 @@ def shape(texts: Sequence[Sequence[str]], wants_list: Sequence[bool]) -> Any:
     """
     per_prompt = [list(t) if many else t[0] for t, many in zip(texts, wants_list, strict=True)]
     return per_prompt[0] if len(per_prompt) == 1 else per_prompt
+
+
+def envelope_data(requests: Sequence[GenerationRequest], completions: Sequence[Sequence[Completion]]) -> Any:
+    """The envelope's ``data``: texts, or with ``details`` objects (api.shape gives the nesting)."""
+    values = [[c.details() if req.details else c.text for c in sequences]
+              for req, sequences in zip(requests, completions, strict=True)]
+    return shape(values, [req.wants_list for req in requests])

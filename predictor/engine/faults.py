@@ -13,7 +13,7 @@ from typing import Iterable
 
 import torch
 
-from .sampling import GenerationRequest
+from predictor.core import GenerationRequest
 
 OOM = "[[fault:oom]]"
 ERROR = "[[fault:error]]"
