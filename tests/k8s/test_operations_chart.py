@@ -36,12 +36,19 @@ def prod():
 
 
 def test_stop_sequence_fits_the_grace_period(prod):
-    (isvc,) = by_kind(prod, "InferenceService")
+    # Standard mode: our preStop sleep, then the drain, within the pod's grace period.
+    (isvc,) = by_kind(objects(render({})), "InferenceService")
     predictor = isvc["spec"]["predictor"]
     (container,) = predictor["containers"]
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
     drain = int(env_of(container)["GPTJ_DRAIN_TIMEOUT_SECONDS"])
     assert predictor["terminationGracePeriodSeconds"] >= 5 + drain + 5
+    # Knative mode: Knative's preStop waits for queue-proxy's 30 s drain; the grace period is the timeout.
+    (isvc,) = by_kind(prod, "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert "lifecycle" not in container and "terminationGracePeriodSeconds" not in predictor
+    assert predictor["timeout"] >= 30 + int(env_of(container)["GPTJ_DRAIN_TIMEOUT_SECONDS"]) + 5
 
 
 @pytest.mark.parametrize("values, message", [

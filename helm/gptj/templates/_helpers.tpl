@@ -205,14 +205,6 @@ livenessProbe:
   periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
   failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
   timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
-{{- if and .Values.serving.preStopSleepSeconds (eq .Values.deploymentMode "Standard") }}
-{{- /* Knative refuses lifecycle (knative.dev/serving v0.48.1 pkg/apis/serving/fieldmask.go L332-334). */}}
-lifecycle:
-  # Keep serving while Kubernetes takes the pod out of its endpoints; SIGTERM (and the drain) follow.
-  preStop:
-    exec:
-      command: ["sleep", "{{ int .Values.serving.preStopSleepSeconds }}"]
-{{- end }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 volumeMounts:
@@ -285,4 +277,17 @@ priorityClassName: {{ . }}
 {{- define "gptj.progressDeadline" -}}
 {{- $startup := mul .Values.probes.startup.periodSeconds .Values.probes.startup.failureThreshold }}
 {{- printf "%ds" (add $startup .Values.rollout.pullAndDownloadSeconds) }}
+{{- end }}
+
+{{/* Standard mode: keep serving while Kubernetes takes the pod out of its endpoints; SIGTERM (and the
+drain) follow. Not in Knative mode, which refuses lifecycle (knative.dev/serving v0.48.1
+pkg/apis/serving/fieldmask.go L332-334), nor in the ServingRuntime, which Knative-mode
+InferenceServices may share: the InferenceService adds it. */}}
+{{- define "gptj.lifecycle" -}}
+{{- if and .Values.serving.preStopSleepSeconds (eq .Values.deploymentMode "Standard") }}
+lifecycle:
+  preStop:
+    exec:
+      command: ["sleep", "{{ int .Values.serving.preStopSleepSeconds }}"]
+{{- end }}
 {{- end }}
