@@ -167,3 +167,14 @@ def storage_initializer_user(isvc: dict[str, Any], pod: dict[str, Any]) -> int |
     if uri is None or uri.startswith("pvc://"):
         return None
     return pod.get("securityContext", {}).get("runAsUser")
+
+
+def local_model_cache_applies(cache: dict[str, Any], isvc: dict[str, Any]) -> bool:
+    """setLocalModelLabel (inference_service_defaults.go L506-514 and on): the InferenceService's storage
+    URI, a model's storageUri or a custom container's STORAGE_URI alike, equal to the cache's
+    sourceModelUri or below it (pkg/apis/serving/v1alpha1/storage_uri_utils.go L23-35)."""
+    uri = storage_uri(isvc)
+    if uri is None:
+        return False
+    cached, uri = cache["spec"]["sourceModelUri"].rstrip("/"), uri.rstrip("/")
+    return uri == cached or uri.startswith(cached + "/")

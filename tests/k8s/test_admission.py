@@ -59,6 +59,17 @@ def test_every_manifest_is_admitted_and_means_what_it_says(name):
     assert admission_errors(as_knative, runtime) == []
 
 
+def test_the_local_model_cache_applies_to_both_forms():
+    cache = MANIFESTS["localmodelcache.yaml"]
+    for isvc in (MANIFESTS["inferenceservice.yaml"], MANIFESTS["inferenceservice-runtime.yaml"], rendered({})[0],
+                 rendered({"predictorForm": "runtime"})[0]):
+        assert kserve.local_model_cache_applies(cache, isvc), isvc["metadata"]["name"]
+    other = copy.deepcopy(cache)
+    other["spec"]["sourceModelUri"] = "hf://EleutherAI/gpt-j-6b"  # the fp32 revision is another model
+    assert not kserve.local_model_cache_applies(other, MANIFESTS["inferenceservice.yaml"])
+    assert not kserve.local_model_cache_applies(cache, rendered(values_for("dev"))[0])  # the tiny model
+
+
 def test_the_cluster_serving_runtime_suits_knative_mode_too():
     assert runtime_errors(MANIFESTS["clusterservingruntime.yaml"]) == []
 
