@@ -33,6 +33,8 @@ from .kube import (
 VARIANTS = {f"env-{env}": values_for(env) for env in ENVIRONMENTS} | {
     "runtime-form": {"predictorForm": "runtime", "servingRuntime": {"create": True}},
     "servicemonitor": {"metrics": {"serviceMonitor": {"enabled": True}}},
+    "keda": {"autoscaling": {"standardClass": "keda"}, "replicas": {"min": 1, "max": 4},
+             "storageContainer": {"name": "gptj-hf", "create": True}},
 }
 # KServe's namespace for the manifests is `kubectl apply -n ...`: they name none themselves.
 MANIFEST_NAMESPACE = "model-serving"
