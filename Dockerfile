@@ -56,7 +56,7 @@ RUN --mount=type=bind,source=wheels,target=/wheels \
 # Last, the project itself, into /opt/app rather than the venv: the final stage copies the two as
 # separate layers, so a source change rebuilds and ships a layer of a few hundred KB instead of the whole
 # 1.5 GB venv again (and the venv's layer stays cached and shared between builds).
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY predictor ./predictor
 # pip byte-compiles what it installs: the read-only root filesystem never needs to write .pyc files.
 RUN pip install --no-deps --target /opt/app .
