@@ -9,12 +9,13 @@
 # The GPU base is CUDA's -base flavour, not -runtime. PyPI's CUDA torch brings CUDA's libraries itself, as
 # nvidia-* wheels (cuBLAS, cuDNN, cuFFT, cuSPARSE, NCCL...: 2.0 GB of the image's 3.2 GB compressed,
 # docs/image.md); -runtime adds the same libraries again as Ubuntu packages, a second copy in every pull
-# (cuBLAS, cuFFT, cuRAND, cuSOLVER, cuSPARSE and NCCL alone: 1.25 GB compressed as wheels), and pull time
-# is most of a cold start on a fresh GPU node. -base carries only what the wheels do not: the settings the NVIDIA container toolkit reads (NVIDIA_VISIBLE_DEVICES,
-# NVIDIA_DRIVER_CAPABILITIES, and NVIDIA_REQUIRE_CUDA, which refuses a node whose driver is too old for CUDA
-# 13.0 with a clear message instead of a CUDA error at load time) and the CUDA runtime; the driver comes
-# from the node. Its CUDA release is the one torch's wheels were built for (nvidia-cuda-runtime 13.0 in the
-# lock; a test checks they match), and Ubuntu 24.04's python3 is 3.12, the Python image-cuda.txt is for.
+# (cuBLAS, cuFFT, cuRAND, cuSOLVER, cuSPARSE and NCCL alone: 1.25 GB compressed as wheels), and pull time is
+# most of a cold start on a fresh GPU node. -base carries only what the wheels do not: the settings the
+# NVIDIA container toolkit reads (NVIDIA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES, and
+# NVIDIA_REQUIRE_CUDA, which refuses a node whose driver is too old for CUDA 13.0 with a clear message
+# instead of a CUDA error at load time) and the CUDA runtime; the driver comes from the node. Its CUDA
+# release is the one torch's wheels were built for (nvidia-cuda-runtime 13.0 in the lock; a test checks they
+# match), and Ubuntu 24.04's python3 is 3.12, the Python image-cuda.txt is for.
 ARG BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
 # checkov:skip=CKV_DOCKER_7: FROM is the BASE_IMAGE build arg, whose default above is a pinned version
 # checkov:skip=CKV_DOCKER_2: health checks are the chart's startup/readiness/liveness probes, not HEALTHCHECK
