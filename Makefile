@@ -112,4 +112,4 @@ smoke:
 	scripts/smoke-image.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache *.egg-info build
