@@ -52,6 +52,8 @@ $(CHECKOV_STAMP):
 #                        libraries; every other package at dev.txt's version
 # Existing pins are kept where they still satisfy pyproject.toml; `make lock UPGRADE=transformers`
 # moves one package to its newest allowed version, `make lock UPGRADE=:all` every package.
+# --no-config: no personal uv.toml changes the result; --system-certs: the system's CA bundle, which
+# knows a TLS-intercepting proxy's CA (ours has one).
 UPGRADE ?=
 LOCK_FLAGS = --quiet --no-config --system-certs --generate-hashes --custom-compile-command 'make lock' \
   $(if $(filter :all,$(UPGRADE)),--upgrade,$(foreach p,$(UPGRADE),--upgrade-package $(p)))
