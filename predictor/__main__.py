@@ -53,11 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_or_exit(model) -> None:
+    from predictor.loading.sources import one_line
+
+    # A pod that can never become ready should restart with the reason in its log, not hang.
     try:
         model.load()
-    except BaseException:
-        # A pod that can never become ready should restart with the reason in its log, not hang.
-        log.exception("loading the model failed; exiting")
+    except BaseException as exc:
+        problem = one_line(model.settings.model, exc)
+        if problem is None:
+            log.exception("loading the model failed; exiting")
+        else:
+            # A mistake in the settings, not a bug: one line that names it and the fix; the traceback
+            # only at debug level (KSERVE_LOGLEVEL=DEBUG).
+            log.error("cannot load the model: %s", problem)
+            log.debug("loading the model failed here", exc_info=True)
         os._exit(1)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from predictor.loading import sources
 from predictor.settings import Settings
 
 log = logging.getLogger("predictor")
@@ -30,12 +31,13 @@ class Loaded:
 
 
 def resolve_source(settings: Settings) -> str:
-    """The directory or hub id to load; builds the tiny model on first use."""
+    """The directory or hub id to load, checked (``sources.BadSource`` says what is wrong); builds the
+    tiny model on first use."""
     if settings.model == "tiny":
         from predictor.loading import tiny
 
         return str(tiny.ensure(settings.cache_dir))
-    return settings.model
+    return sources.resolve(settings.model)
 
 
 def pick_dtype(name: str, cuda: bool):
