@@ -54,8 +54,7 @@ class Faults:
                 raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered "
                                              "(injected by --fault_injection)")
             if STALL in request.prompt:
-                self._unstall.wait()
-                raise EngineKilled("a stalled step was released at shutdown (injected by --fault_injection)")
+                self._unstall.wait()  # the watchdog fails the engine meanwhile; its loop ends after this step
 
     def release(self) -> None:
         """Let a stalled step end (the engine is stopping)."""
