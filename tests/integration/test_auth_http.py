@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import openai
 import pytest
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from .server import metrics, ready_server, wait_for
+from .server import ROOT, metrics, ready_server, wait_for
 
 OLD, NEW, OTHER = "old-key-1b9d6bcd", "new-key-8a4f12ee", "other-key-55c0ffee"
 V2_BODY = {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": ["Hello"]}],
@@ -142,3 +144,13 @@ def test_rotation_takes_effect_within_seconds_without_a_restart(secured, keys_di
         assert secured.process.poll() is None and secured.process.pid == pid  # no restart
     finally:
         publish(keys_dir, "..v4", [OTHER, OLD])  # the module's other tests use OLD
+
+
+def test_the_helm_test_script_sends_the_first_key_of_the_mounted_file(secured, keys_dir):
+    script = ROOT / "helm" / "gptj" / "files" / "predict_test.py"
+    run = lambda env: subprocess.run([sys.executable, str(script), secured.url, "gptj", "60"],  # noqa: E731
+                                     capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    passed = run({"GPTJ_API_KEYS_FILE": str(keys_dir / "keys")})  # the first key: OTHER
+    assert passed.returncode == 0 and passed.stdout.startswith("PASS:"), passed.stderr
+    refused = run({"GPTJ_API_KEYS_FILE": ""})  # readiness is open; the prediction is not
+    assert refused.returncode != 0 and "FAIL: HTTP 401" in refused.stderr
