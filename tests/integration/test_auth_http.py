@@ -154,3 +154,14 @@ def test_the_helm_test_script_sends_the_first_key_of_the_mounted_file(secured, k
     assert passed.returncode == 0 and passed.stdout.startswith("PASS:"), passed.stderr
     refused = run({"GPTJ_API_KEYS_FILE": ""})  # readiness is open; the prediction is not
     assert refused.returncode != 0 and "FAIL: HTTP 401" in refused.stderr
+
+
+@pytest.mark.parametrize("content, message", [(None, "No such file or directory"), ("# no keys yet\n", "no keys in it")])
+def test_a_missing_or_empty_keys_file_stops_the_start(start_server, tiny_dir, cache_dir, tmp_path, content, message):
+    keys = tmp_path / "keys"
+    if content is not None:
+        keys.write_text(content)
+    s = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--api_keys_file", str(keys)],
+                     ready=False)
+    assert s.process.wait(timeout=120) == 1  # a server meant to be private never starts open
+    assert f"--api_keys_file {keys}: {message}" in s.log()
