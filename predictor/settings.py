@@ -194,13 +194,13 @@ _OPTIONS: tuple[_Option, ...] = (
     ("log_prompts", "GPTJ_LOG_PROMPTS", _bool, Operations.log_prompts,
      "put prompts and outputs in the per-request log line"),
     ("fault_injection", "GPTJ_FAULT_INJECTION", _bool, Operations.fault_injection,
-     "for failure testing: [[fault:oom]], [[fault:error]], [[fault:fatal]], [[fault:stall]] or "
-     "[[fault:device]] in a prompt injects that failure"),
+     ("for failure testing: [[fault:oom]], [[fault:error]], [[fault:fatal]], [[fault:stall]] or "
+      "[[fault:device]] in a prompt injects that failure")),
     ("engine_stall_seconds", "GPTJ_ENGINE_STALL_SECONDS", _stall_seconds, Operations.engine_stall_s,
      "a generation step running longer than this marks the engine failed: liveness answers 503"),
     ("api_keys_file", "GPTJ_API_KEYS_FILE", str, "",
-     "file of accepted API keys, one per line (clients send Authorization: Bearer <key>); "
-     "re-read when it changes; empty: no authentication"),
+     ("file of accepted API keys, one per line (clients send Authorization: Bearer <key>); "
+      "re-read when it changes; empty: no authentication")),
     ("decode_path", "GPTJ_DECODE_PATH", _choice("auto", "static", "dynamic"), Speed.decode_path,
      "auto: a preallocated KV cache (static) on one GPU, a growing one (dynamic) elsewhere"),
     ("cuda_graphs", "GPTJ_CUDA_GRAPHS", _bool, Speed.cuda_graphs,

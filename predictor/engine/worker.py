@@ -54,7 +54,7 @@ class Worker:
         """The thread's body: the loop, and the engine's failure if anything ends it early."""
         try:
             self._loop()
-        except BaseException as exc:  # noqa: BLE001 - whatever it is, the engine must say it failed
+        except BaseException as exc:  # whatever it is, the engine must say it failed
             reason = "an unrecoverable device error" if fault.is_unrecoverable(exc) else "the engine thread died"
             log.critical("engine failed: %s", reason, exc_info=exc)
             self._health.fail(reason)

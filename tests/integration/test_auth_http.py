@@ -80,7 +80,7 @@ def check_refusal(response: httpx.Response, shape, message: str, challenge: str)
 
 @pytest.mark.parametrize("method, path, body, shape, status", PROTECTED, ids=[p[1] for p in PROTECTED])
 def test_a_protected_route_needs_the_right_key(secured, method, path, body, shape, status):
-    send = lambda **headers: secured.client.request(method, path, json=body, headers=headers)  # noqa: E731
+    send = lambda **headers: secured.client.request(method, path, json=body, headers=headers)
     check_refusal(send(), shape, "missing API key: send the header 'Authorization: Bearer <key>'", "Bearer")
     check_refusal(send(**bearer("not-" + OLD)), shape, "invalid API key", 'Bearer error="invalid_token"')
     check_refusal(send(Authorization=OLD), shape, "the Authorization header must be 'Bearer <key>'", "Bearer")
@@ -132,7 +132,7 @@ def test_kserves_client_sends_the_header(secured):
 def test_rotation_takes_effect_within_seconds_without_a_restart(secured, keys_dir):
     """Add the new key, move clients over, remove the old one: the kubelet swaps the Secret volume."""
     pid = secured.process.pid
-    ask = lambda key: secured.predict({"prompt": "rotate", "max_length": 20}, headers=bearer(key)).status_code  # noqa: E731
+    ask = lambda key: secured.predict({"prompt": "rotate", "max_length": 20}, headers=bearer(key)).status_code
     try:
         publish(keys_dir, "..v2", [OTHER, OLD, NEW])
         wait_for(lambda: ask(NEW) == 200, timeout=5)
@@ -148,15 +148,19 @@ def test_rotation_takes_effect_within_seconds_without_a_restart(secured, keys_di
 
 def test_the_helm_test_script_sends_the_first_key_of_the_mounted_file(secured, keys_dir):
     script = ROOT / "helm" / "gptj" / "files" / "predict_test.py"
-    run = lambda env: subprocess.run([sys.executable, str(script), secured.url, "gptj", "60"],  # noqa: E731
-                                     capture_output=True, text=True, timeout=120, env={**os.environ, **env})
-    passed = run({"GPTJ_API_KEYS_FILE": str(keys_dir / "keys")})  # the first key: OTHER
+
+    def run(keys_file: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), secured.url, "gptj", "60"], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "GPTJ_API_KEYS_FILE": keys_file}, check=False)
+
+    passed = run(str(keys_dir / "keys"))  # the first key: OTHER
     assert passed.returncode == 0 and passed.stdout.startswith("PASS:"), passed.stderr
-    refused = run({"GPTJ_API_KEYS_FILE": ""})  # readiness is open; the prediction is not
+    refused = run("")  # readiness is open; the prediction is not
     assert refused.returncode != 0 and "FAIL: HTTP 401" in refused.stderr
 
 
-@pytest.mark.parametrize("content, message", [(None, "No such file or directory"), ("# no keys yet\n", "no keys in it")])
+@pytest.mark.parametrize("content, message", [(None, "No such file or directory"),
+                                              ("# no keys yet\n", "no keys in it")])
 def test_a_missing_or_empty_keys_file_stops_the_start(start_server, tiny_dir, cache_dir, tmp_path, content, message):
     keys = tmp_path / "keys"
     if content is not None:

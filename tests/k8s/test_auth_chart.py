@@ -54,7 +54,8 @@ def test_the_helm_test_and_the_notes_use_the_key():
     (volume,) = test_pod["spec"]["volumes"]
     assert volume["secret"]["secretName"] == "team-keys"  # a file, not an environment variable (CKV_K8S_35)
     notes = rendered["gptj/templates/NOTES.txt"]
-    assert "kubectl -n ml get secret team-keys -o go-template='{{index .data \"api-keys.txt\" | base64decode}}'" in notes
+    template = "{{index .data \"api-keys.txt\" | base64decode}}"
+    assert f"kubectl -n ml get secret team-keys -o go-template='{template}'" in notes
     assert '-H "Authorization: Bearer ${API_KEY}"' in notes
 
 

@@ -93,7 +93,8 @@ def test_a_killed_engine_thread_fails_running_and_queued_requests_at_once(runner
 
 def test_a_stalled_step_fails_the_engine_after_the_stall_bound(runner):
     engine = Engine(runner, BatchPolicy(max_batch_size=2), faults=Faults(True), stall_s=1)
-    results, took = run(engine, lambda e: failing_all(e, runner, request(runner, "hang [[fault:stall]]", max_length=LONG)))
+    culprit = request(runner, "hang [[fault:stall]]", max_length=LONG)
+    results, took = run(engine, lambda e: failing_all(e, runner, culprit))
     assert_all_unhealthy(results, "a generation step has run for more than --engine_stall_seconds (1 s)")
     assert 0.9 < took < 3
 
@@ -131,7 +132,8 @@ def test_a_sticky_cuda_error_fails_the_engine_instead_of_each_request(runner, mo
     async def go(engine):
         culprit = request(runner, "beams", max_length=20, num_beams=2) if where == "beams" else \
             request(runner, "step", max_length=20)
-        return await asyncio.gather(outcome(engine.run([culprit])), outcome(engine.run([request(runner, "b", max_length=20)])))
+        bystander = request(runner, "b", max_length=20)
+        return await asyncio.gather(outcome(engine.run([culprit])), outcome(engine.run([bystander])))
 
     results = run(engine, go)
     assert_all_unhealthy(results, "an unrecoverable device error")
