@@ -32,7 +32,7 @@ def wait_ready(base: str, model: str, timeout: float) -> None:
         time.sleep(5)
 
 
-def first_key(path: str) -> str | None:
+def first_key(path: str) -> "str | None":  # a string: any python3 (tests.image) reads it
     if not path:
         return None
     with open(path, encoding="utf-8") as keys_file:
