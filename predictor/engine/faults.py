@@ -65,23 +65,46 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError)
 
 
+#: cudaGetErrorString's texts for the "sticky" errors, after which the CUDA context is corrupt: "any
+#: further CUDA work will return the same error. To continue using CUDA, the process must be terminated
+#: and relaunched" (cudaErrorIllegalAddress, cudaErrorAssert, cudaErrorLaunchFailure, ... in
+#: https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html).
+_STICKY = ("an illegal memory access", "device-side assert triggered", "unspecified launch failure",
+           "an illegal instruction", "misaligned address", "invalid program counter", "hardware stack error",
+           "uncorrectable ECC error", "the launch timed out", "operation not supported on global/shared address space")
+
+
 def is_unrecoverable(exc: BaseException) -> bool:
     """A device error that every later step would hit too, so only a new process recovers.
 
-    After an illegal memory access or a device-side assert the CUDA context is corrupt: "any further
-    CUDA work will return the same error. To continue using CUDA, the process must be terminated and
-    relaunched" (cudaErrorIllegalAddress, https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html).
-    PyTorch raises these as torch.AcceleratorError ("CUDA error: ..."; older releases a RuntimeError
-    with that text, c10/cuda/CUDAException.h). Out of memory is raised apart and stays recoverable.
+    PyTorch raises CUDA errors as torch.AcceleratorError with the text "CUDA error: <cudaGetErrorString>"
+    (older releases a RuntimeError; c10/cuda/CUDAException.cpp). A sticky one is unrecoverable; any
+    other CUDA error (a bad launch configuration for one request's shapes, say) is, if the device still
+    runs a tiny operation afterwards. Out of memory is raised apart and stays recoverable.
     """
     seen: BaseException | None = exc
     for _ in range(8):  # the error may come wrapped (raise ... from)
         if seen is None or isinstance(seen, torch.OutOfMemoryError):
             return False
-        if isinstance(seen, torch.AcceleratorError) or "CUDA error:" in str(seen):
-            return "out of memory" not in str(seen)
+        text = str(seen)
+        if isinstance(seen, torch.AcceleratorError) or "CUDA error:" in text:
+            if "out of memory" in text:
+                return False
+            return any(sticky in text for sticky in _STICKY) or not device_works()
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def device_works() -> bool:
+    """Whether a tiny CUDA operation still succeeds (True without CUDA: nothing to lose)."""
+    if not torch.cuda.is_available():
+        return True
+    try:
+        torch.ones(1, device="cuda").add_(1)
+        torch.cuda.synchronize()
+    except Exception:  # any failure here means the device is gone
+        return False
+    return True
 
 
 def free_cached_memory() -> None:

@@ -161,6 +161,8 @@ def test_out_of_memory_stays_recoverable(runner):
     (torch.AcceleratorError("CUDA error: an illegal memory access was encountered"), True),
     (RuntimeError("CUDA error: device-side assert triggered"), True),
     (RuntimeError("CUDA error: misaligned address"), True),
+    (torch.AcceleratorError("CUDA error: unspecified launch failure"), True),
+    (torch.AcceleratorError("CUDA error: invalid configuration argument"), False),  # the device still works
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),
     (RuntimeError("CUDA error: out of memory"), False),
     (RuntimeError("The size of tensor a (3) must match the size of tensor b (4)"), False),
@@ -168,6 +170,14 @@ def test_out_of_memory_stays_recoverable(runner):
 ])
 def test_which_errors_are_unrecoverable(exc, unrecoverable):
     assert faults.is_unrecoverable(exc) is unrecoverable
+
+
+def test_another_cuda_error_is_unrecoverable_when_the_device_no_longer_works(monkeypatch):
+    error = torch.AcceleratorError("CUDA error: invalid argument")
+    monkeypatch.setattr(faults, "device_works", lambda: False)
+    assert faults.is_unrecoverable(error)
+    monkeypatch.setattr(faults, "device_works", lambda: True)
+    assert not faults.is_unrecoverable(error)
 
 
 def test_a_wrapped_device_error_is_still_unrecoverable():
