@@ -29,10 +29,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kserve.model_server import app
 
     from predictor.edge import routes, web
+    from predictor.edge.auth import ApiKeys
     from predictor.edge.lifecycle import Lifecycle
     from predictor.edge.model import GPTJModel
     from predictor.telemetry.metrics import Metrics
 
+    keys = None
+    if settings.operations.api_keys_file is not None:
+        try:
+            keys = ApiKeys(settings.operations.api_keys_file).load()
+        except ValueError as exc:  # a server that was meant to be private must not start open
+            log.error("%s", exc)
+            return 1
     metrics = Metrics()
     if _cuda():
         metrics.watch_gpu_memory()
@@ -40,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Our drain (lifecycle.py) already waited for in-flight requests: uvicorn's own wait after it only
     # closes connections, so keep it short and SIGTERM-to-exit stays within drain timeout + 2 s.
     server = ModelServer(grace_period=2, **{name: getattr(settings.server, name) for name in _SERVER_ARGS})
-    web.install(app, settings, metrics, Lifecycle(model, settings.operations.drain_timeout_s))
+    web.install(app, settings, metrics, Lifecycle(model, settings.operations.drain_timeout_s), keys)
     routes.register(app, model)  # before ModelServer.start() adds KServe's routes: ours match first
     # ModelServer.start() registers only models that are already ready; register first, load in
     # the background, and let /v2/models/<name>/ready answer 503 until load() sets `ready`.

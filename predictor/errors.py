@@ -38,6 +38,18 @@ class BadRequest(PredictorError):
     status = HTTPStatus.BAD_REQUEST
 
 
+class Unauthorized(PredictorError):
+    """No API key, or one that is not accepted (only when --api_keys_file is set)."""
+
+    status = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, message: str, *, invalid: bool) -> None:
+        # RFC 6750 section 3.1: a request without credentials gets the bare challenge; one with a
+        # wrong token gets error="invalid_token" too.
+        challenge = 'Bearer error="invalid_token"' if invalid else "Bearer"
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
 class NotFound(PredictorError):
     """No model of that name here."""
 
@@ -65,6 +77,20 @@ class NotReady(PredictorError):
     """The model is not loaded yet, or the server is draining."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class EngineUnhealthy(PredictorError):
+    """The engine failed for good (its thread died, a step stalled, the GPU is in an error state).
+
+    Liveness answers 503 too, so Kubernetes restarts the pod; another replica can take the retry.
+    """
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    @classmethod
+    def because(cls, reason: str) -> EngineUnhealthy:
+        return cls(f"the model engine failed: {reason}; this replica is restarting, retry (another replica "
+                   "will answer)")
 
 
 class ResourceExhausted(_RetryLater):
@@ -103,7 +129,7 @@ def body(failure: Failure, path: str) -> dict[str, Any]:
     """
     if path.startswith("/openai/"):
         return {"error": {"message": failure.message, "type": _openai_type(failure.status),
-                          "param": _field(failure.message), "code": failure.status}}
+                          "param": _field(failure.message), "code": _openai_code(failure.status)}}
     if path.startswith("/v2/"):
         return {"error": failure.message}
     return failed(failure.message)
@@ -113,6 +139,12 @@ def _openai_type(status: int) -> str:
     if status == HTTPStatus.TOO_MANY_REQUESTS:
         return "rate_limit_error"
     return "invalid_request_error" if status < 500 else "server_error"
+
+
+def _openai_code(status: int) -> int | str:
+    # OpenAI answers a bad key with code "invalid_api_key" (its clients raise AuthenticationError on
+    # the 401 whatever the code; scripts that log the body can tell this case by it).
+    return "invalid_api_key" if status == HTTPStatus.UNAUTHORIZED else status
 
 
 def _field(message: str) -> str | None:

@@ -65,7 +65,13 @@ class Operations:
     request_timeout_s: float | None = 300.0  # arrival to answer; None: no limit
     drain_timeout_s: float = 30.0  # SIGTERM: longest wait for in-flight requests before exiting
     log_prompts: bool = False  # prompts and outputs in the per-request log line
-    fault_injection: bool = False  # [[fault:oom]] / [[fault:error]] in a prompt inject failures (faults.py)
+    fault_injection: bool = False  # [[fault:...]] markers in a prompt inject failures (faults.py)
+    # A step (a prefill, a decode step, a beam-search token) running longer than this means the engine
+    # is stuck: liveness turns 503. The longest legitimate step is a prefill of a full batch, well under
+    # 10 s on a GPU (CUDA graphs are captured while loading, before the engine starts); 120 s leaves
+    # room for slow GPUs and the first steps' lazy initialisation. Raise it for a large model on a CPU.
+    engine_stall_s: float = 120.0
+    api_keys_file: Path | None = None  # accepted API keys, one per line (edge/auth.py); None: no auth
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,13 @@ def _seconds(value: str) -> float:
     number = float(value)
     if not 0 <= number <= 86_400:
         raise ValueError(f"must be between 0 and 86400 seconds (got {value})")
+    return number
+
+
+def _stall_seconds(value: str) -> float:
+    number = float(value)
+    if not 1 <= number <= 86_400:
+        raise ValueError(f"must be between 1 and 86400 seconds (got {value})")
     return number
 
 
@@ -181,7 +194,13 @@ _OPTIONS: tuple[_Option, ...] = (
     ("log_prompts", "GPTJ_LOG_PROMPTS", _bool, Operations.log_prompts,
      "put prompts and outputs in the per-request log line"),
     ("fault_injection", "GPTJ_FAULT_INJECTION", _bool, Operations.fault_injection,
-     "for failure testing: [[fault:oom]] or [[fault:error]] in a prompt injects that failure"),
+     ("for failure testing: [[fault:oom]], [[fault:error]], [[fault:fatal]], [[fault:stall]] or "
+      "[[fault:device]] in a prompt injects that failure")),
+    ("engine_stall_seconds", "GPTJ_ENGINE_STALL_SECONDS", _stall_seconds, Operations.engine_stall_s,
+     "a generation step running longer than this marks the engine failed: liveness answers 503"),
+    ("api_keys_file", "GPTJ_API_KEYS_FILE", str, "",
+     ("file of accepted API keys, one per line (clients send Authorization: Bearer <key>); "
+      "re-read when it changes; empty: no authentication")),
     ("decode_path", "GPTJ_DECODE_PATH", _choice("auto", "static", "dynamic"), Speed.decode_path,
      "auto: a preallocated KV cache (static) on one GPU, a growing one (dynamic) elsewhere"),
     ("cuda_graphs", "GPTJ_CUDA_GRAPHS", _bool, Speed.cuda_graphs,
@@ -250,7 +269,8 @@ def parse_settings(argv: Sequence[str] | None = None,
     operations = Operations(max_queued_requests=args.max_queued_requests,
                             request_timeout_s=args.request_timeout_seconds or None,
                             drain_timeout_s=args.drain_timeout_seconds, log_prompts=args.log_prompts,
-                            fault_injection=args.fault_injection)
+                            fault_injection=args.fault_injection, engine_stall_s=args.engine_stall_seconds,
+                            api_keys_file=Path(args.api_keys_file) if args.api_keys_file else None)
     speed = Speed(decode_path=args.decode_path, cuda_graphs=args.cuda_graphs,
                   kv_cache_memory_fraction=args.kv_cache_memory_fraction,
                   attn_implementation=args.attn_implementation)

@@ -31,6 +31,10 @@ class Lifecycle:
         self.draining = False
         self.active = 0  # inference requests in flight (web.Tracker counts them)
 
+    def engine_failure(self) -> str | None:
+        """Why the model's engine failed for good, or None (the Tracker answers 503 at once then)."""
+        return self.model.engine_failure()
+
     def lifespan(self, original: Callable) -> Callable:
         """Wrap the app's lifespan so that start-up installs the SIGTERM handler."""
         @contextlib.asynccontextmanager

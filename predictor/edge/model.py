@@ -55,7 +55,8 @@ class GPTJModel(Model):
                 decoder, policy = paths.decoder_for(loaded, self.settings)
                 operations = self.settings.operations
                 engine = Engine(Runner(loaded, decoder), policy, self.metrics,
-                                max_queued=operations.max_queued_requests, faults=Faults(operations.fault_injection))
+                                max_queued=operations.max_queued_requests, faults=Faults(operations.fault_injection),
+                                stall_s=operations.engine_stall_s)
                 engine.start()
                 self.loaded, self._engine, self.created = loaded, engine, int(time.time())
                 if self.metrics is not None:
@@ -65,6 +66,14 @@ class GPTJModel(Model):
         finally:
             self._load_lock.release()
         return self.ready
+
+    async def healthy(self) -> bool:
+        """Readiness (KServe's model-ready routes ask this): loaded, and the engine has not failed."""
+        return self.ready and self.engine_failure() is None
+
+    def engine_failure(self) -> str | None:
+        """Why the engine failed for good (liveness and readiness answer 503), or None."""
+        return None if self._engine is None else self._engine.failure
 
     def stop(self) -> None:
         """Called by KServe when the server stops: finish queued work, end the engine thread."""

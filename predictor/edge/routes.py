@@ -2,6 +2,10 @@
 
 - ``POST /v1/models/{name}:stream``: the seed API as server-sent events (sse.py)
 - ``GET /openai/v1/models``, ``GET /openai/v1/models/{id}``, ``POST /openai/v1/completions`` (openai_routes.py)
+- ``GET /v2/health/live``, ``GET /`` (liveness) and ``GET /v2/health/ready``: KServe's answer 200
+  whatever the engine's state (DataPlane.live, kserve/protocol/dataplane.py); ours answer 503 once
+  the engine failed, so Kubernetes restarts the pod. Per-model readiness needs no route of ours:
+  KServe asks GPTJModel.healthy().
 
 The v2 inference protocol needs no route of ours: KServe's ``/v2/models/{name}/infer`` calls the
 model's preprocess/predict/postprocess with an InferRequest (model.py, v2.py).
@@ -12,7 +16,14 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 
 from predictor.edge import openai_routes
+from predictor.errors import EngineUnhealthy
 from predictor.protocols import sse
+
+
+def _alive(model) -> None:
+    failure = model.engine_failure()
+    if failure is not None:
+        raise EngineUnhealthy.because(failure)
 
 
 def register(app: FastAPI, model) -> None:
@@ -30,6 +41,21 @@ def register(app: FastAPI, model) -> None:
     async def openai_completions(request: Request):
         return await openai_routes.completions(model, request)
 
+    async def live():  # the bodies KServe's routes answer (ServerLiveResponse, DataPlane.live)
+        _alive(model)
+        return {"live": True}
+
+    async def root_live():
+        _alive(model)
+        return {"status": "alive"}
+
+    async def server_ready():
+        _alive(model)
+        return {"ready": True}
+
+    app.add_api_route("/v2/health/live", live, methods=["GET"], tags=["V2"])
+    app.add_api_route("/", root_live, methods=["GET"])
+    app.add_api_route("/v2/health/ready", server_ready, methods=["GET"], tags=["V2"])
     app.add_api_route("/v1/models/{model_name}:stream", seed_stream, methods=["POST"], tags=["V1"])
     app.add_api_route("/openai/v1/models", openai_models, methods=["GET"], tags=["OpenAI"])
     app.add_api_route("/openai/v1/models/{model_id}", openai_model, methods=["GET"], tags=["OpenAI"])

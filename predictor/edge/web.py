@@ -1,6 +1,6 @@
 """HTTP wiring on KServe's FastAPI app: one error table for every error (each protocol's body, see
-errors.body), a body limit, no exception ever reaching uvicorn, and for inference requests an id, a
-record, disconnect handling and draining.
+errors.body), a body limit, no exception ever reaching uvicorn, API keys when configured, and for
+inference requests an id, a record, disconnect handling, draining and a failed engine's 503.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from predictor import errors
+from predictor.edge.auth import ApiKeys, is_open
 from predictor.edge.lifecycle import Lifecycle
 from predictor.settings import Settings
 from predictor.telemetry import records
@@ -108,6 +109,35 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+class Auth:
+    """With --api_keys_file: every route but probes and /metrics needs ``Authorization: Bearer <key>``.
+
+    It sits inside the Tracker, so a refused inference request is counted (outcome ``unauthorized``)
+    and logged like any other, with the matched key's slot when it is let in. Refusals on other
+    routes (model metadata) have no record: they are counted here.
+    """
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys, metrics: Metrics | None) -> None:
+        self.app, self.keys, self.metrics = app, keys, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_open(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        authorization = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"authorization"), None)
+        record = records.current()
+        try:
+            slot = self.keys.slot(authorization)
+        except errors.Unauthorized as exc:
+            if record is None and self.metrics is not None:
+                self.metrics.requests.labels("unauthorized").inc()
+            await error_response(exc, scope["path"])(scope, receive, send)
+            return
+        if record is not None:
+            record.key_slot = slot
+        await self.app(scope, receive, send)
+
+
 def is_inference(scope: Scope) -> bool:
     """Requests that generate (or try to): what the request metrics and logs count."""
     path = scope.get("path", "")
@@ -154,6 +184,10 @@ class Tracker:
             draining = errors.NotReady("the server is shutting down; retry (another replica will answer)")
             await error_response(draining, scope["path"])(scope, receive, send)
             return
+        failure = self.lifecycle.engine_failure()
+        if failure is not None:  # at once, rather than after the request's deadline
+            await error_response(errors.EngineUnhealthy.because(failure), scope["path"])(scope, receive, send)
+            return
         body_read, gone, answered = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def app_receive() -> Message:
@@ -191,10 +225,12 @@ class Tracker:
 
 
 def install(app: FastAPI, settings: Settings, metrics: Metrics | None = None,
-            lifecycle: Lifecycle | None = None) -> None:
-    """Apply our error handling, limits and request tracking to KServe's app (before it starts)."""
+            lifecycle: Lifecycle | None = None, keys: ApiKeys | None = None) -> None:
+    """Apply our error handling, limits, API keys and request tracking to KServe's app (before it starts)."""
     pinned = {cls: _handle for cls in (*errors.HANDLED, Exception)}
     app.exception_handlers = _PinnedHandlers(app.exception_handlers, pinned)
+    if keys is not None:  # added first: innermost, inside the Guard's last catch and the Tracker's record
+        app.add_middleware(Auth, keys=keys, metrics=metrics)
     app.add_middleware(Guard, max_body_bytes=settings.limits.max_body_bytes)
     if lifecycle is not None:  # added last: outermost, so it sees every answer, the Guard's too
         app.add_middleware(Tracker, lifecycle=lifecycle, metrics=metrics,

@@ -3,6 +3,8 @@
 Each pass of its loop takes the arrivals, forgets cancelled jobs, runs pending beam searches, lets
 waiting requests join the continuous batch, and advances the batch one token. Failures are narrowed
 down to the requests that cause them; an out-of-memory step fails its requests and frees cached memory.
+An unrecoverable device error, or anything that escapes the loop, ends the thread with the failure
+latched in its Health (health.py): the engine then fails every request with 503.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Callable, Protocol, Sequence
 
 from predictor.core import Completion, GenerationRequest
 from predictor.engine import faults as fault
+from predictor.engine.health import Health
 from predictor.engine.jobs import Job
 from predictor.engine.scheduling import admit, continuous, rows, select_beams
 from predictor.errors import GenerationFailed, ResourceExhausted
@@ -41,22 +44,34 @@ class Worker:
     """Runs on the engine thread only; ``release(n)`` tells the engine n queued prompts left the queue."""
 
     def __init__(self, backend: Backend, policy: BatchPolicy, metrics: Metrics | None, faults: fault.Faults,
-                 jobs: queue.Queue, release: Callable[[int], None]) -> None:
+                 jobs: queue.Queue, release: Callable[[int], None], health: Health) -> None:
         self._backend, self._policy, self._metrics, self._faults = backend, policy, metrics, faults
-        self._queue, self._release = jobs, release
+        self._queue, self._release, self._health = jobs, release, health
         self.batch = backend.continuous()
         self.running: dict[Job, int] = {}  # job -> sequences still generating
 
     def work(self) -> None:
-        """The thread's loop: until stop() and every request is answered."""
+        """The thread's body: the loop, and the engine's failure if anything ends it early."""
+        try:
+            self._loop()
+        except BaseException as exc:  # whatever it is, the engine must say it failed
+            reason = "an unrecoverable device error" if fault.is_unrecoverable(exc) else "the engine thread died"
+            log.critical("engine failed: %s", reason, exc_info=exc)
+            self._health.fail(reason)
+
+    def _loop(self) -> None:
+        """Until stop() and every request is answered, or the engine failed."""
         waiting: list[Job] = []  # for the continuous batch
         beams: list[Job] = []
         closing = False
-        while True:
+        while not self._health.failed:
             idle = not (waiting or beams or self.running)
             if idle and closing:
                 return
+            if idle:
+                self._health.idle()
             closing = self._collect(waiting, beams, wait=idle) or closing
+            self._health.beat()
             self._forget_cancelled(waiting, beams)
             if beams:
                 self._run_beams(beams)
@@ -117,6 +132,8 @@ class Worker:
         try:
             done = self.batch.join([(job, job.request) for job in joining])
         except Exception as exc:  # the running rows are untouched: join changes nothing until it succeeds
+            if fault.is_unrecoverable(exc):
+                raise
             if len(joining) == 1:
                 self._fail(joining[0], exc)
             else:
@@ -141,6 +158,8 @@ class Worker:
             self._faults.check(job.request for job in self.running)
             done = self.batch.advance()
         except Exception as exc:
+            if fault.is_unrecoverable(exc):  # every later step would fail too: the engine failed
+                raise
             if fault.is_out_of_memory(exc):  # the step as a whole did not fit: its requests fail
                 self._out_of_memory(exc)
                 return
@@ -210,16 +229,23 @@ class Worker:
         self._running_changed()
 
     def _beam_results(self, batch: list[Job]) -> list:
-        stop = lambda: all(job.cancelled for job in batch)  # noqa: E731 - stop a search nobody awaits
+        def stop() -> bool:  # called at each token: stop a search nobody awaits; a search in progress is no stall
+            self._health.beat()
+            return all(job.cancelled for job in batch)
+
         try:
             self._faults.check(job.request for job in batch)
             return self._backend.run_batch([job.request for job in batch], stop)
         except Exception as exc:  # injected faults: narrow down like run_batch does
+            if fault.is_unrecoverable(exc):
+                raise
             if len(batch) == 1:
                 return [exc]
             return [self._beam_results([job])[0] for job in batch]
 
     def _fail(self, job: Job, exc: BaseException) -> None:
+        if fault.is_unrecoverable(exc):  # e.g. from run_batch, which narrows failures down itself
+            raise exc
         if fault.is_out_of_memory(exc):
             log.error("out of GPU memory; the batch's requests get 503 (%s)", exc)
             job.settle(exception=ResourceExhausted("the server ran out of GPU memory for this batch; retry later"))

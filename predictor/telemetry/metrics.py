@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-OUTCOMES = ("success", "invalid", "overloaded", "timeout", "cancelled", "error")
+OUTCOMES = ("success", "invalid", "unauthorized", "overloaded", "timeout", "cancelled", "error")
 
 # LLM latencies span milliseconds (a token) to minutes (a long generation under load).
 _REQUEST = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
@@ -44,6 +44,10 @@ class Metrics:
                                       registry=registry)
         self.batch_size = Histogram("gptj_batch_size", "Sequences in each decode step or beam-search call.",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry)
+        self.engine_healthy = Gauge("gptj_engine_healthy", "0 once the engine failed (thread died, step stalled, "
+                                    "device error): liveness answers 503 until the pod restarts; else 1.",
+                                    registry=registry)
+        self.engine_healthy.set(1)  # loading is readiness's business, not a failure
         self.model_load = Gauge("gptj_model_load_seconds", "Seconds the model took to load and warm up.",
                                 registry=registry)
 

@@ -38,16 +38,19 @@ class RequestRecord:
     generated_tokens: int = 0
     queue_seconds: float | None = None  # the longest wait of its prompts
     first_token_seconds: float | None = None  # the earliest first token of its prompts
+    key_slot: int | None = None  # with --api_keys_file: which key (0 = the file's first) it carried
     texts: dict[str, Any] = field(default_factory=dict)  # prompts and outputs, logged with --log_prompts
 
     @property
     def outcome(self) -> str:
-        """success, invalid, overloaded, timeout, cancelled or error."""
+        """success, invalid, unauthorized, overloaded, timeout, cancelled or error."""
         if self.disconnected:
             return "cancelled"
         status = self.status or 500
         if status < 400:
             return "success"
+        if status == 401:
+            return "unauthorized"
         if status == 429:
             return "overloaded"
         if status == 504:
@@ -93,6 +96,8 @@ def close_record(record: RequestRecord, metrics: Metrics | None, log_prompts: bo
         "duration_ms": round(duration * 1000, 1), "queue_ms": _ms(record.queue_seconds),
         "time_to_first_token_ms": _ms(record.first_token_seconds),
     }
+    if record.key_slot is not None:  # the slot, never the key
+        line["key_slot"] = record.key_slot
     if log_prompts and record.texts:
         line.update(record.texts)
     log.info(json.dumps(line, ensure_ascii=False))

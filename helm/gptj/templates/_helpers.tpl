@@ -154,6 +154,12 @@ serving.kserve.io/inferenceservice: {{ include "gptj.fullname" . }}
   value: {{ .Values.serving.cudaGraphs | quote }}
 - name: GPTJ_KV_CACHE_MEMORY_FRACTION
   value: {{ .Values.serving.kvCacheMemoryFraction | quote }}
+- name: GPTJ_ENGINE_STALL_SECONDS
+  value: {{ int .Values.serving.engineStallSeconds | quote }}
+{{- if .Values.auth.existingSecret }}
+- name: GPTJ_API_KEYS_FILE
+  value: /etc/gptj/auth/keys
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -214,6 +220,12 @@ volumeMounts:
     mountPath: /tmp
   - name: dshm
     mountPath: /dev/shm
+{{- if .Values.auth.existingSecret }}
+  # The whole volume, not a subPath: the kubelet then swaps in a rotated Secret's new keys.
+  - name: api-keys
+    mountPath: /etc/gptj/auth
+    readOnly: true
+{{- end }}
 {{- end }}
 
 {{- define "gptj.volumes" -}}
@@ -227,6 +239,15 @@ volumeMounts:
   emptyDir:
     medium: Memory
     sizeLimit: {{ .Values.shmSizeLimit }}
+{{- if .Values.auth.existingSecret }}
+- name: api-keys
+  secret:
+    secretName: {{ .Values.auth.existingSecret }}
+    items:
+      - key: {{ .Values.auth.existingSecretKey }}
+        path: keys
+    defaultMode: 288  # 0440: the owner and the pod's fsGroup may read it
+{{- end }}
 {{- end }}
 
 {{/* Pod-level fields of the predictor. */}}
