@@ -23,10 +23,13 @@ its answers, so this module follows that version step for step:
   running beams as hypotheses; a prompt's answers are the best of all its groups' hypotheses (ties:
   the later one first, as 4.x's sort-then-pop returns them).
 
-transformers 5 still has the processors (reused here), but not ``BeamHypotheses``: its vectorized beam
-search ranks finished beams differently (its stop test uses the best running beam, not the best
-candidate of the step), so the hypothesis bookkeeping below is ours. Scores are float32 tensors turned
-into Python floats exactly where 4.x called ``.item()``, so ties and rounding come out the same.
+With one group this is 4.x's plain beam search (``_beam_search`` used the same scorer), and the runner
+sends every beam search without sampling here: transformers 5 still has the processors (reused here),
+but not ``BeamHypotheses``. Its vectorized beam search decides when a prompt is done by the best
+*running* beam, where 4.x took the best candidate of the step, EOS included, so 5.x can stop before
+4.x would have found its best hypothesis (one of the 18 plain beam searches of tests/fixtures/golden.json
+differs). Scores are float32 tensors turned into Python floats exactly where 4.x called ``.item()``, so
+ties and rounding come out the same.
 """
 
 from __future__ import annotations
@@ -260,5 +263,5 @@ def _best(search: _Search, ids: torch.Tensor) -> list[list[list[int]]]:
                     search.hyps[b][group].add(new_tokens[row], scores[row], length)
         candidates = [beam for group in search.hyps[b] for beam in group.beams]
         ranked = sorted(candidates, key=lambda beam: beam[0])[::-1]  # ties: the later candidate first
-        answers.append([tokens for _, tokens in ranked[: search.config.num_return_sequences]])
+        answers.append([tokens for _, tokens in ranked[: search.config.num_return_sequences or 1]])
     return answers

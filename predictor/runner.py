@@ -1,4 +1,7 @@
-"""Beam search on the loaded model, as left-padded ``generate`` calls; and turning tokens into text.
+"""Beam search on the loaded model, left-padded; and turning tokens into text.
+
+Deterministic beam search (diverse or not) is diverse.py's, which computes what transformers 4.x did;
+beam sampling is transformers' ``generate``.
 
 Beam batches share every setting and length bound (batching.beam_key), so one GenerationConfig fits
 all rows. Engine thread only.
@@ -82,7 +85,7 @@ class Runner:
         (most, least), = {new_tokens(r) for r in requests}  # equal by batching.beam_key
         config = generation_config(replace(first, max_length=width + most, min_length=width + least), eos)
         n = first.num_return_sequences
-        if first.num_beam_groups > 1:
+        if first.num_beams > 1 and not first.do_sample:  # deterministic beams, diverse or not: see diverse.py
             with torch.inference_mode():
                 found = diverse.generate(model, input_ids, attention_mask.long(), config, first.num_beam_groups,
                                          first.diversity_penalty or 0.0, stop)

@@ -9,7 +9,6 @@ reference ran, so we build it (predictor/tiny.py) and the reference only loads i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
@@ -21,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from predictor import tiny  # noqa: E402
-
-FIXTURE = ROOT / "tests" / "fixtures" / "golden.json"
+from tests.golden import FIXTURE, weights_digest  # noqa: E402
 
 # The tiny GPT-J with EOS allowed and biased to be about as likely as the best few tokens: beams end at
 # different steps, so finished hypotheses, early stopping, length penalty and min_length all matter.
@@ -43,7 +41,7 @@ _DIVERSE = (
     (4, 4, 0.5, 4, {}), (4, 4, 1.5, 2, {}), (4, 4, 0.25, 3, {"repetition_penalty": 1.5}),
     (4, 4, 1.0, 4, {"early_stopping": True, "length_penalty": 0.5}),
     (6, 2, 0.5, 6, {}), (6, 2, 1.5, 3, {"length_penalty": 0.0}), (6, 2, 1.0, 4, {"repetition_penalty": 1.3}),
-    (6, 3, 0.5, 6, {}), (6, 3, 1.5, 2, {"early_stopping": True}), (6, 3, 3.0, 5, {"min_length": 25}),
+    (6, 3, 0.5, 6, {}), (6, 3, 1.5, 2, {"early_stopping": True}), (6, 3, 3.0, 5, {"min_length": 20}),
     (6, 3, 0.75, 6, {"length_penalty": 2.0, "early_stopping": True}),
     (8, 2, 0.5, 8, {}), (8, 2, 1.5, 4, {"early_stopping": True}), (8, 2, 1.0, 2, {"length_penalty": -2.0}),
     (8, 4, 0.5, 8, {}), (8, 4, 1.5, 3, {}), (8, 4, 2.5, 8, {"repetition_penalty": 2.0}),
@@ -93,18 +91,6 @@ def cases(tokens: Callable[[str], int]) -> list[dict]:
             out.append({"name": f"{kind}-{i:02d}-twin",
                         "request": {"prompt": twin, **params, "max_length": max_length + shift, **lengths}})
     return out
-
-
-def weights_digest(model_dir: Path) -> str:
-    """sha256 of the weights' names, shapes and bytes (not of the file, whose header may change)."""
-    import torch
-    from safetensors.torch import load_file
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(load_file(model_dir / "model.safetensors").items()):
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def prepare(work: Path) -> None:
