@@ -29,8 +29,10 @@ def model(cache_dir):
 def search(model, cases: list[dict]) -> list[list[list[int]]]:
     """One diverse search over the cases' prompts, left-padded; lengths count the padding, as in generate."""
     eos, width = model.config.eos_token_id, max(len(case["prompt_ids"]) for case in cases)
-    ids = torch.tensor([[eos] * (width - len(case["prompt_ids"])) + case["prompt_ids"] for case in cases])
-    mask = torch.tensor([[0] * (width - len(case["prompt_ids"])) + [1] * len(case["prompt_ids"]) for case in cases])
+    ids = torch.tensor([[eos] * (width - len(case["prompt_ids"])) + case["prompt_ids"] for case in cases],
+                       device=model.device)
+    mask = torch.tensor([[0] * (width - len(case["prompt_ids"])) + [1] * len(case["prompt_ids"]) for case in cases],
+                        device=model.device)
     first, prompt = cases[0]["request"], len(cases[0]["prompt_ids"])
     params = {k: v for k, v in first.items()
               if k not in ("prompt", "max_length", "min_length", "num_beam_groups", "diversity_penalty")}
