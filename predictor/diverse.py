@@ -118,7 +118,7 @@ class _Search:
 def generate(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
              config: GenerationConfig, num_beam_groups: int, diversity_penalty: float,
              stop: Callable[[], bool] | None = None) -> list[list[list[int]]]:
-    """Diverse beam search for a batch of left-padded prompts.
+    """Diverse beam search (plain beam search with one group) for a batch of left-padded prompts.
 
     ``config`` holds lengths counted on the padded rows, as ``generate`` would. Returns, per prompt,
     ``config.num_return_sequences`` lists of new token ids, best first; a hypothesis that ended with
@@ -204,7 +204,7 @@ def _step(search: _Search, ids: torch.Tensor, logits: torch.Tensor) -> tuple[tor
         scores = search.processors(group_ids, _hamming(search, scores, chosen, group))
         total = (scores + search.scores[rows, None]).view(search.batch, search.size * vocab)
         top, index = torch.topk(total, 2 * search.size, dim=1, largest=True, sorted=True)
-        new_scores, tokens, sources = _choose(search, group, group_ids, top, index // vocab, index % vocab)
+        new_scores, tokens, sources = _choose(search, group, group_ids, top.tolist(), index.tolist(), vocab)
         sources = torch.tensor(sources, dtype=torch.long, device=device)
         search.scores[rows] = torch.tensor(new_scores, dtype=search.scores.dtype, device=device)
         chosen[rows] = torch.tensor(tokens, dtype=torch.long, device=device)
@@ -213,22 +213,23 @@ def _step(search: _Search, ids: torch.Tensor, logits: torch.Tensor) -> tuple[tor
     return torch.cat([ids, chosen[:, None]], dim=1), order
 
 
-def _choose(search: _Search, group: int, group_ids: torch.Tensor, top: torch.Tensor, beam: torch.Tensor,
-            token: torch.Tensor) -> tuple[list[float], list[int], list[int]]:
+def _choose(search: _Search, group: int, group_ids: torch.Tensor, top: list[list[float]], index: list[list[int]],
+            vocab: int) -> tuple[list[float], list[int], list[int]]:
     """BeamSearchScorer.process for one group: finished hypotheses, then the beams that go on.
 
-    Returns the group's next scores, tokens and source rows (indices into the group's rows)."""
+    ``top`` and ``index``: each prompt's best candidates (beam * vocab + token), best first. Returns the
+    group's next scores, tokens and source rows (indices into the group's rows)."""
     eos, pad, size = search.config.eos_token_id, search.config.pad_token_id, search.size
     length = group_ids.shape[1] + 1 - search.prompt_len  # new tokens once this step's token is in
     scores, tokens, sources = [], [], []
-    for b, (row_top, row_beam, row_token) in enumerate(zip(top.tolist(), beam.tolist(), token.tolist())):
+    for b, (row_top, row_index) in enumerate(zip(top, index)):
         if search.done[b][group]:  # finished groups mark time with padding
             scores += [0.0] * size
             tokens += [pad] * size
             sources += [b * size] * size
             continue
         going = 0
-        for rank, (score, source, tok) in enumerate(zip(row_top, row_beam, row_token)):
+        for rank, (score, (source, tok)) in enumerate(zip(row_top, (divmod(i, vocab) for i in row_index))):
             if tok == eos:
                 if rank < size:
                     hypothesis = group_ids[b * size + source, search.prompt_len:].tolist() + [eos]
