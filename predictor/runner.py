@@ -84,7 +84,6 @@ class Runner:
                           >= torch.tensor([width - len(r.input_ids) for r in requests], device=model.device)[:, None])
         (most, least), = {new_tokens(r) for r in requests}  # equal by batching.beam_key
         config = generation_config(replace(first, max_length=width + most, min_length=width + least), eos)
-        n = first.num_return_sequences
         if first.num_beams > 1 and not first.do_sample:  # deterministic beams, diverse or not: see diverse.py
             with torch.inference_mode():
                 found = diverse.generate(model, input_ids, attention_mask.long(), config, first.num_beam_groups,
@@ -94,6 +93,7 @@ class Runner:
         with torch.inference_mode(), _seeded(first.seed, model.device):
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask.long(), generation_config=config,
                                  stopping_criteria=criteria)
+        n = first.num_return_sequences
         return [self._beams(r, [row[width:].tolist() for row in out[i * n:(i + 1) * n]])
                 for i, r in enumerate(requests)]
 
