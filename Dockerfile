@@ -1,17 +1,32 @@
-# GPT-J predictor image. Default: the GPU image on a pinned CUDA runtime base.
-# The same file builds the CPU smoke-test image:
-#   --build-arg BASE_IMAGE=<a Debian/Ubuntu image> --build-arg TORCH_VARIANT=cpu
+# GPT-J predictor image. Default: the GPU image. The same file builds the CPU smoke-test image:
+#   --build-arg BASE_IMAGE=<a Debian bookworm image> --build-arg TORCH_VARIANT=cpu
 # with the CPU torch wheel in ./wheels (see `make smoke`).
-ARG BASE_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
+#
+# Every Python package comes from a lock, locks/image-${TORCH_VARIANT}.txt (`make lock` writes it): exact
+# versions, each file installed only if its sha256 is the one locked, so two builds a week apart hold the
+# same bytes, and the versions are the ones `make test` ran with (the .venv installs the same pins).
+#
+# The GPU base is CUDA's -base flavour, not -runtime. PyPI's CUDA torch brings CUDA's libraries itself, as
+# nvidia-* wheels (cuBLAS, cuDNN, cuFFT, cuSPARSE, NCCL...: 2.0 GB of the image's 3.2 GB compressed,
+# docs/image.md); -runtime adds the same libraries again as Ubuntu packages, a second copy in every pull
+# (cuBLAS, cuFFT, cuRAND, cuSOLVER, cuSPARSE and NCCL alone: 1.25 GB compressed as wheels), and pull time is
+# most of a cold start on a fresh GPU node. -base carries only what the wheels do not: the settings the
+# NVIDIA container toolkit reads (NVIDIA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES, and
+# NVIDIA_REQUIRE_CUDA, which refuses a node whose driver is too old for CUDA 13.0 with a clear message
+# instead of a CUDA error at load time) and the CUDA runtime; the driver comes from the node. Its CUDA
+# release is the one torch's wheels were built for (nvidia-cuda-runtime 13.0 in the lock; a test checks they
+# match), and Ubuntu 24.04's python3 is 3.12, the Python image-cuda.txt is for.
+ARG BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
 # checkov:skip=CKV_DOCKER_7: FROM is the BASE_IMAGE build arg, whose default above is a pinned version
 # checkov:skip=CKV_DOCKER_2: health checks are the chart's startup/readiness/liveness probes, not HEALTHCHECK
 
 # ---- build stage: a virtual environment with every dependency, then the project ---------------
 FROM ${BASE_IMAGE} AS build
-ARG TORCH_VERSION=2.13.0
-# cu128 for the GPU image, cpu for the smoke-test image (taken from ./wheels when present).
-ARG TORCH_VARIANT=cu128
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}
+# cuda: the GPU image (locks/image-cuda.txt). cpu: the smoke-test image (locks/image-cpu.txt), whose
+# torch==2.13.0+cpu is not on PyPI: taken from ./wheels when it is there, else from PyTorch's CPU index
+# (the same file: the lock's hash decides).
+ARG TORCH_VARIANT=cuda
+ARG CPU_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # The CA bundle pip trusts: the build image's own by default; a build behind a TLS-intercepting proxy
 # mounts its bundle and names it here (make smoke does). Build stage only: not in the final image.
 ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
@@ -28,24 +43,21 @@ RUN python3 -m venv /opt/venv \
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# torch first: the largest layer, and the one that differs between GPU and CPU images.
+# Every dependency, from the lock alone (so source edits do not reinstall them): each file checked against
+# its sha256 (--require-hashes), nothing the lock does not name (--no-deps), wheels only (--only-binary:
+# nothing is compiled). COPY, not a bind mount, so that a new lock always rebuilds this layer. One layer for
+# torch and the rest: the final stage copies the venv as one layer anyway.
+COPY locks/image-${TORCH_VARIANT}.txt /tmp/lock.txt
 RUN --mount=type=bind,source=wheels,target=/wheels \
-    if [ "${TORCH_VARIANT}" = cpu ] && ls /wheels/torch-*.whl >/dev/null 2>&1; then \
-      pip install --find-links /wheels "torch==${TORCH_VERSION}+cpu"; \
-    else \
-      pip install --extra-index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}+${TORCH_VARIANT}"; \
-    fi
-
-# Then the other dependencies, from pyproject.toml alone, so source edits do not reinstall them.
-COPY pyproject.toml ./
-RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-      > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+    if [ "${TORCH_VARIANT}" = cpu ] && ! ls /wheels/torch-*.whl >/dev/null 2>&1; then \
+      set -- --extra-index-url "${CPU_TORCH_INDEX_URL}"; \
+    fi \
+ && pip install --require-hashes --no-deps --only-binary=:all: --find-links /wheels "$@" -r /tmp/lock.txt
 
 # Last, the project itself, into /opt/app rather than the venv: the final stage copies the two as
 # separate layers, so a source change rebuilds and ships a layer of a few hundred KB instead of the whole
 # 1.5 GB venv again (and the venv's layer stays cached and shared between builds).
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY predictor ./predictor
 # pip byte-compiles what it installs: the read-only root filesystem never needs to write .pyc files.
 RUN pip install --no-deps --target /opt/app .

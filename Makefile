@@ -1,16 +1,25 @@
 # The only place that installs anything. `make serve` and `make test` install into .venv on first use;
-# afterwards the stamp file makes them start at once (it is rebuilt when pyproject.toml changes).
+# afterwards the stamp file makes them start at once (it is rebuilt when the lock or pyproject.toml changes).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch first and pinned: on our machines 2.13.0 is a local CPU wheel; an unpinned torch would pull a
-# multi-GB CUDA build. Override for other machines, e.g. `make TORCH=torch==2.13.0+cu128 ...`.
-TORCH ?= torch==2.13.0
+# Where pip finds the CPU torch the lock pins (torch==2.13.0+cpu, which PyPI does not have): on our
+# machines a local wheel in /opt/wheels; elsewhere e.g.
+# `make install TORCH_SOURCE="--extra-index-url https://download.pytorch.org/whl/cpu"`. Hash-checked
+# either way: only the very file the lock names installs.
+TORCH_SOURCE ?= --find-links /opt/wheels
 STAMP := $(VENV)/.installed
 # checkov pins old versions of common packages (packaging 23, which pytest 9 refuses): its own venv.
 CHECKOV_VENV := $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+# uv writes the locks (`make lock`), from its own venv: it resolves for a Python version and platform
+# other than this machine's (the GPU image's Python 3.12), reads hashes from the package index's
+# metadata without downloading the wheels (the CUDA torch set is about 2.8 GB), and keeps existing
+# pins unless asked to upgrade. pip-tools can do none of the first two.
+UV_VERSION := 0.13.8
+UV_VENV := $(VENV)/uv
+UV := $(UV_VENV)/bin/uv
 
 PORT ?= 8080
 MODEL ?= tiny
@@ -18,20 +27,49 @@ ARGS ?=
 PYTEST_ARGS ?=
 DEVICE ?= cpu
 
-.PHONY: install serve test bench device-wheels smoke clean
+.PHONY: install lock serve test bench device-wheels smoke clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The locked versions, hash-checked, exactly as the image installs them (locks/dev.txt is the CPU image's
+# lock, locks/image-cpu.txt, plus the test extra), then the project itself without dependencies.
+$(STAMP): locks/dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check '$(TORCH)'
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps --only-binary=:all: \
+	  $(TORCH_SOURCE) -r locks/dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 $(CHECKOV_STAMP):
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check 'checkov>=3.2,<4'
 	touch $@
+
+# The locks, from pyproject.toml (and locks/torch-*.in, which pick each image's torch build):
+#   locks/dev.txt        .venv: CPython 3.11 on x86_64 Linux (glibc 2.36), CPU torch, runtime + test extra
+#   locks/image-cpu.txt  the CPU image (Debian bookworm: CPython 3.11): dev.txt's versions, no test extra
+#   locks/image-cuda.txt the GPU image (Ubuntu 24.04: CPython 3.12), PyPI's CUDA torch and its nvidia-*
+#                        libraries; every other package at dev.txt's version
+# Existing pins are kept where they still satisfy pyproject.toml; `make lock UPGRADE=transformers`
+# moves one package to its newest allowed version, `make lock UPGRADE=:all` every package.
+# --no-config: no personal uv.toml changes the result; --system-certs: the system's CA bundle, which
+# knows a TLS-intercepting proxy's CA (ours has one).
+UPGRADE ?=
+LOCK_FLAGS = --quiet --no-config --system-certs --generate-hashes --custom-compile-command 'make lock' \
+  $(if $(filter :all,$(UPGRADE)),--upgrade,$(foreach p,$(UPGRADE),--upgrade-package $(p)))
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --extra test $(LOCK_FLAGS) -c locks/torch-cpu.in \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_36 $(TORCH_SOURCE) -o locks/dev.txt
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -c locks/torch-cpu.in -c locks/dev.txt \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_36 $(TORCH_SOURCE) -o locks/image-cpu.txt
+	mkdir -p build && sed -n 's/^\([A-Za-z0-9._-]*==[^ ]*\).*/\1/p' locks/dev.txt | grep -v '^torch==' \
+	  > build/dev-versions-but-torch.txt
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -c locks/torch-cuda.in -c build/dev-versions-but-torch.txt \
+	  --python-version 3.12 --python-platform x86_64-manylinux_2_39 -o locks/image-cuda.txt
+
+$(UV):
+	test -x $(UV_VENV)/bin/python || $(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'
 
 serve: install
 	$(PY) -m predictor --http_port $(PORT) --model $(MODEL) $(ARGS)
@@ -76,4 +114,4 @@ smoke:
 	scripts/smoke-image.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache *.egg-info build

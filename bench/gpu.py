@@ -30,12 +30,13 @@ CHECK_TOKENS = 64  # greedy tokens compared with the eager reference
 def measure(path: Path, workload: Sequence[Prompt], new_tokens: int, top: int, max_len: int,
             device: str = "cuda", copy_gb: float = 4.0) -> dict:
     """Every figure above; ``device`` "cpu" (with a small ``copy_gb``) only to try the code without a GPU."""
-    from predictor import fastpath, loading
+    from predictor.generation import paths
+    from predictor.loading import loader
     from predictor.settings import parse_settings
 
     settings = parse_settings(["--model", str(path), "--max_batch_size", "1", "--max_length_limit", str(max_len),
                                "--decode_path", "static"], {})  # the fast path, also when tried on a CPU
-    loaded = loading.load(settings)
+    loaded = loader.load(settings)
     model, eos = loaded.model, loaded.eos_token_id
     bandwidth, weights = raw.copy_bandwidth(device, copy_gb), raw.weight_bytes(model)
     figures = {"copy_bandwidth_gb_s": bandwidth / 1e9, "weight_gb": weights / 1e9,
@@ -51,7 +52,7 @@ def measure(path: Path, workload: Sequence[Prompt], new_tokens: int, top: int, m
     figures[f"raw_tok_per_s_batch{top}"] = raw.tokens_per_second(model, workload[:top], top, new_tokens, eos, device,
                                                                  repeats=1)
     figures["raw_tok_per_s_batch1"] = 1000 / figures["hf_generate_batch1_ms_per_token"]
-    decoder, _ = fastpath.decoder_for(loaded, settings)
+    decoder, _ = paths.decoder_for(loaded, settings)
     figures["decode_path"] = "static" if decoder is not None else "dynamic"
     figures["cuda_graphs"] = bool(decoder is not None and decoder.graphs)
     ours = _greedy(loaded, decoder, workload[0], CHECK_TOKENS)[0]
@@ -101,8 +102,8 @@ def _agreement(expected: torch.Tensor, ours: torch.Tensor) -> dict:
 
 def _greedy(loaded, decoder, prompt: Prompt, new_tokens: int) -> tuple[list[int], float, list[float]]:
     """Greedy tokens through the server's continuous batch; the first token's and each step's seconds."""
-    from predictor.continuous import ContinuousBatch
-    from predictor.sampling import GenerationRequest, Sampling
+    from predictor.core import GenerationRequest, Sampling
+    from predictor.generation.continuous import ContinuousBatch
 
     request = GenerationRequest(prompt.text, prompt.ids, Sampling(max_length=len(prompt.ids) + new_tokens))
     batch = ContinuousBatch(loaded.model, loaded.eos_token_id, decoder=decoder)

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from predictor import tiny
+from predictor.loading import tiny
 
 # The CPU shape, and GPT-J-6B's own (random fp16 weights run exactly as fast as the real ones).
 SHAPES = {

@@ -19,7 +19,7 @@ _SERVER_ARGS = ("http_port", "grpc_port", "workers", "max_threads", "max_asyncio
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until stopped. Readiness turns 200 once the weights are on their device."""
-    from .settings import parse_settings
+    from predictor.settings import parse_settings
 
     settings = parse_settings(argv)
     _configure_logging(settings.server)
@@ -28,10 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kserve import ModelServer
     from kserve.model_server import app
 
-    from . import routes, web
-    from .lifecycle import Lifecycle
-    from .metrics import Metrics
-    from .model import GPTJModel
+    from predictor.edge import routes, web
+    from predictor.edge.lifecycle import Lifecycle
+    from predictor.edge.model import GPTJModel
+    from predictor.telemetry.metrics import Metrics
 
     metrics = Metrics()
     if _cuda():
@@ -53,11 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_or_exit(model) -> None:
+    from predictor.loading.sources import one_line
+
+    # A pod that can never become ready should restart with the reason in its log, not hang.
     try:
         model.load()
-    except BaseException:
-        # A pod that can never become ready should restart with the reason in its log, not hang.
-        log.exception("loading the model failed; exiting")
+    except BaseException as exc:
+        problem = one_line(model.settings.model, exc)
+        if problem is None:
+            log.exception("loading the model failed; exiting")
+        else:
+            # A mistake in the settings, not a bug: one line that names it and the fix; the traceback
+            # only at debug level (KSERVE_LOGLEVEL=DEBUG).
+            log.error("cannot load the model: %s", problem)
+            log.debug("loading the model failed here", exc_info=True)
         os._exit(1)
 
 

@@ -195,7 +195,9 @@ _OPTIONS: tuple[_Option, ...] = (
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """Our flags on top of KServe's ModelServer flags, with defaults taken from ``environ``."""
-    from kserve.model_server import parser as kserve_parser  # KServe parses argv on import
+    from kserve.model_server import (
+        parser as kserve_parser,  # KServe parses argv on import
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m predictor",

@@ -4,9 +4,9 @@
 #   scripts/golden-fixtures.sh            rewrites tests/fixtures/golden.json (commit it)
 #
 # The original GPT-J service passed each request's parameters straight to transformers 4.x `generate`.
-# This script builds the embedded tiny GPT-J (predictor/tiny.py, with EOS allowed, in our venv), runs
-# transformers 4.46.3 -- the last 4.x line with group beam search in its core -- on it in fp32 on CPU
-# in a throwaway venv, for the table of requests in scripts/golden_cases.py (diverse beam search across
+# This script builds the embedded tiny GPT-J (predictor/loading/tiny.py, with EOS allowed, in our
+# venv), runs transformers 4.46.3 -- the last 4.x line with group beam search in its core -- on it in
+# fp32 on CPU in a throwaway venv, for the table of requests in scripts/golden_cases.py (diverse beam search across
 # 2-8 beams and 2-4 groups, greedy, beams, penalties, min_length), and writes each request with the
 # token ids and texts the reference returned. `make test` (tests/integration/test_golden_http.py and
 # tests/unit/test_golden_diverse.py) checks that our server returns exactly those, alone and batched.

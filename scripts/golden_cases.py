@@ -4,7 +4,7 @@
   python scripts/golden_cases.py write WORK     merge WORK/reference.json into tests/fixtures/golden.json
 
 Runs in the project's venv (transformers 5): the model the tests build must be the very model the
-reference ran, so we build it (predictor/tiny.py) and the reference only loads it.
+reference ran, so we build it (predictor/loading/tiny.py) and the reference only loads it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from predictor import tiny  # noqa: E402
+from predictor.loading import tiny  # noqa: E402
 from tests.golden import FIXTURE, weights_digest  # noqa: E402
 
 # The tiny GPT-J with EOS allowed and biased to be about as likely as the best few tokens: beams end at

@@ -21,7 +21,7 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dir(cache_dir) -> Path:
     """The quick-start model: random weights, never emits EOS or unprintable tokens."""
-    from predictor import tiny
+    from predictor.loading import tiny
 
     return tiny.ensure(cache_dir)
 
@@ -29,7 +29,7 @@ def tiny_dir(cache_dir) -> Path:
 @pytest.fixture(scope="session")
 def eos_dir(cache_dir) -> Path:
     """A tiny model for which EOS is the most likely token at every step."""
-    from predictor import tiny
+    from predictor.loading import tiny
 
     return tiny.ensure(cache_dir, tiny.TinySpec(printable_only=False, eos_bias=30.0))
 

@@ -30,7 +30,7 @@ def weights_digest(model_dir: Path) -> str:
 
 def model_dir(cache_dir: Path) -> Path:
     """The fixture's tiny model, built here from its spec; the very weights the reference ran."""
-    from predictor import tiny
+    from predictor.loading import tiny
 
     fixture = load()
     path = tiny.ensure(cache_dir, tiny.TinySpec(**fixture["model"]["spec"]))

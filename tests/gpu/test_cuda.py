@@ -12,7 +12,7 @@ pytestmark = [
 
 
 def test_auto_dtype_is_fp16_on_the_gpu(tiny_dir):
-    from predictor.loading import load
+    from predictor.loading.loader import load
     from predictor.settings import parse_settings
 
     loaded = load(parse_settings(["--model", str(tiny_dir)], {}))
@@ -22,10 +22,11 @@ def test_auto_dtype_is_fp16_on_the_gpu(tiny_dir):
 
 
 def test_generation_on_the_gpu_matches_the_contract(tiny_dir):
-    from predictor.api import PromptRequest
-    from predictor.loading import load
-    from predictor.runner import Runner
-    from predictor.sampling import GenerationRequest, plan
+    from predictor.core import GenerationRequest
+    from predictor.generation.beams import Runner
+    from predictor.loading.loader import load
+    from predictor.protocols.plan import plan
+    from predictor.protocols.seed import PromptRequest
     from predictor.settings import Limits, parse_settings
 
     runner = Runner(load(parse_settings(["--model", str(tiny_dir)], {})))
@@ -38,8 +39,8 @@ def test_generation_on_the_gpu_matches_the_contract(tiny_dir):
 
 
 def _tokens(loaded, decoder, prompts, new_tokens=40) -> list[list[int]]:
-    from predictor.continuous import ContinuousBatch
-    from predictor.sampling import GenerationRequest, Sampling
+    from predictor.core import GenerationRequest, Sampling
+    from predictor.generation.continuous import ContinuousBatch
 
     batch, results = ContinuousBatch(loaded.model, loaded.eos_token_id, decoder=decoder), {}
     entries = []
@@ -63,8 +64,8 @@ PROMPTS = ["If I was a billionaire, I would", "The weather", "Kubernetes runs co
 
 
 def test_the_fast_path_is_the_default_and_replays_graphs(tiny_dir):
-    from predictor.fastpath import decoder_for
-    from predictor.loading import load
+    from predictor.generation.paths import decoder_for
+    from predictor.loading.loader import load
     from predictor.settings import parse_settings
 
     settings = parse_settings(["--model", str(tiny_dir), "--max_batch_size", "8"], {})
@@ -78,8 +79,8 @@ def test_the_fast_path_is_the_default_and_replays_graphs(tiny_dir):
 
 
 def test_the_fast_path_matches_the_dynamic_path_in_float32(tiny_dir):
-    from predictor.fastpath import decoder_for
-    from predictor.loading import load
+    from predictor.generation.paths import decoder_for
+    from predictor.loading.loader import load
     from predictor.settings import parse_settings
 
     settings = parse_settings(["--model", str(tiny_dir), "--dtype", "float32", "--max_batch_size", "8"], {})

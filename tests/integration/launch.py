@@ -11,24 +11,25 @@ import os
 import sys
 import time
 
-from predictor import continuous, loading, runner
 from predictor.__main__ import main
+from predictor.generation import beams, continuous
+from predictor.loading import loader
 
 _gate = os.environ.get("GPTJ_TEST_LOAD_GATE")
 _fail = os.environ.get("GPTJ_TEST_FAIL_PROMPT")
 
 if _gate:
-    _load = loading.load
+    _load = loader.load
 
     def _gated_load(settings):
         while not os.path.exists(_gate):
             time.sleep(0.05)
         return _load(settings)
 
-    loading.load = _gated_load
+    loader.load = _gated_load
 
 if _fail:
-    _join, _generate = continuous.ContinuousBatch.join, runner.Runner._generate
+    _join, _generate = continuous.ContinuousBatch.join, beams.Runner._generate
 
     def _check(requests):
         if any(_fail in request.prompt for request in requests):
@@ -43,7 +44,7 @@ if _fail:
         return _generate(self, requests)
 
     continuous.ContinuousBatch.join = _failing_join
-    runner.Runner._generate = _failing_generate
+    beams.Runner._generate = _failing_generate
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,7 +14,7 @@ from .server import ROOT
 
 def test_runs_python_with_the_repository_importable_when_kserve_is_there():
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    out = subprocess.run([str(ROOT / "scripts" / "device-python.sh"), "-c", "import predictor.engine; print('ok')"],
+    out = subprocess.run([str(ROOT / "scripts" / "device-python.sh"), "-c", "import predictor.engine.engine; print('ok')"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 

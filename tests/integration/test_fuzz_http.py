@@ -7,7 +7,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from predictor.api import FIELDS
+from predictor.protocols.seed import FIELDS
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 90), st.sampled_from([0, 1, 511, 512, 513, 10**12]),
                     st.floats(-2, 2, allow_nan=False), st.sampled_from([1e-300, 1e300, -0.0]),

@@ -33,7 +33,14 @@ CUSTOM_KINDS = {
     ("serving.kserve.io/v1alpha1", "LocalModelCache"): "serving.kserve.io_localmodelcaches.yaml",
     ("monitoring.coreos.com/v1", "PodMonitor"): "monitoring.coreos.com_podmonitors.yaml",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
 }
+# ../shared/crds has no ClusterStorageContainer CRD (kserve/kserve v0.20.0
+# config/crd/full/clusterstoragecontainer/serving.kserve.io_clusterstoragecontainers.yaml). When it is
+# there it is used; otherwise `validate` checks spec.container as a core Container (what the CRD embeds)
+# and the rest against the Go type (pkg/apis/serving/v1alpha1/storage_container_types.go L27-69).
+STORAGE_CONTAINER = ("serving.kserve.io/v1alpha1", "ClusterStorageContainer")
+STORAGE_CONTAINER_CRD = "serving.kserve.io_clusterstoragecontainers.yaml"
 
 
 def values_for(env: str) -> dict[str, Any]:
@@ -74,6 +81,10 @@ def strict(schema: Any) -> Any:
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
+            # Go's RE2 accepts a flag group after "^" (PrometheusRule's "^(?i)(abort|warn)?$"); Python's re
+            # wants global flags first. Same language, moved.
+            if isinstance(node.get("pattern"), str) and node["pattern"].startswith("^(?i)"):
+                node["pattern"] = "(?i)^" + node["pattern"][5:]
             if ("properties" in node and "additionalProperties" not in node
                     and not node.get("x-kubernetes-preserve-unknown-fields")):
                 node["additionalProperties"] = False
@@ -96,20 +107,40 @@ def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
     return strict(entry["schema"]["openAPIV3Schema"])
 
 
-# ../shared/crds has no PrometheusRule CRD: this schema is ours, written from prometheus-operator's API
-# reference, and strict in the same way.
-OUR_SCHEMAS = {("monitoring.coreos.com/v1", "PrometheusRule"): Path(__file__).with_name("prometheusrule.schema.json")}
+def _validate_storage_container(obj: dict[str, Any]) -> None:
+    """A ClusterStorageContainer without its CRD: the embedded Container strictly, the rest by its Go type."""
+    if (CRDS / STORAGE_CONTAINER_CRD).exists():
+        CUSTOM_KINDS.setdefault(STORAGE_CONTAINER, STORAGE_CONTAINER_CRD)
+        return validate(obj)
+    spec_fields = {"container", "supportedUriFormats", "workloadType", "supportsMultiModelDownload"}
+    schema = {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+        "properties": {
+            "apiVersion": {}, "kind": {}, "metadata": {}, "disabled": {"type": "boolean"},
+            "spec": {
+                "type": "object", "required": ["container", "supportedUriFormats"], "additionalProperties": False,
+                "properties": {
+                    **{name: {} for name in spec_fields},
+                    "supportedUriFormats": {"type": "array", "minItems": 1, "items": {
+                        "type": "object", "additionalProperties": False,
+                        "properties": {"prefix": {"type": "string"}, "regex": {"type": "string"}}}},
+                    "workloadType": {"enum": ["initContainer", "localModelDownloadJob"]},
+                    "supportsMultiModelDownload": {"type": "boolean"},
+                },
+            },
+        },
+    }
+    jsonschema.validate(obj, schema, cls=jsonschema.Draft7Validator)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": obj["metadata"],
+           "spec": {"containers": [obj["spec"]["container"]]}}
+    kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
 
 
 def validate(obj: dict[str, Any]) -> None:
     """Raise if the object would be refused by an API server with the official schemas."""
     key = (obj.get("apiVersion"), obj.get("kind"))
-    if key in OUR_SCHEMAS:
-        import json
-
-        jsonschema.validate(obj, json.loads(OUR_SCHEMAS[key].read_text()), cls=jsonschema.Draft7Validator)
-        kubernetes_validate.validate({"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]},
-                                     KUBE_VERSION, strict=True)
+    if key == STORAGE_CONTAINER and key not in CUSTOM_KINDS:
+        _validate_storage_container(obj)
     elif key in CUSTOM_KINDS:
         jsonschema.validate(obj, crd_schema(*key), cls=jsonschema.Draft7Validator)
         # A CRD's metadata is just "type: object": check it as the API server does, as ObjectMeta.
@@ -132,26 +163,17 @@ def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objs if o["kind"] == kind]
 
 
-# Fields of spec.predictor that configure KServe itself rather than the pod.
-_KSERVE_ONLY = {"minReplicas", "maxReplicas", "scaleMetric", "scaleMetricType", "scaleTarget", "autoScaling",
-                "canaryTrafficPercent", "timeout", "containerConcurrency", "batcher", "logger", "labels",
-                "annotations", "model", "workerSpec", "deploymentStrategy", "storageUris", "storageContainerName"}
-
-
 def predictor_deployment(isvc: dict[str, Any], runtime: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Deployment KServe (Standard mode) would make of an InferenceService's predictor.
 
-    checkov skips InferenceService, so its security checks run on this instead; the runtime form's
-    container comes from the ServingRuntime, with the model's resources and env merged in.
+    checkov skips InferenceService, so its security checks run on this instead; the pod spec is the
+    one KServe builds (kserve_rules.pod_spec: in the model form, the runtime's container with the
+    model's container fields merged over it).
     """
+    from .kserve_rules import pod_spec
+
     predictor = isvc["spec"]["predictor"]
-    pod = {k: copy.deepcopy(v) for k, v in predictor.items() if k not in _KSERVE_ONLY}
-    if runtime is not None:
-        container = copy.deepcopy(runtime["spec"]["containers"][0])
-        container["resources"] = predictor["model"].get("resources", {})
-        container["env"] = predictor["model"].get("env", []) + container.get("env", [])
-        pod["containers"] = [container]
-        pod.setdefault("volumes", copy.deepcopy(runtime["spec"].get("volumes", [])))
+    pod = pod_spec(isvc, runtime)
     name = isvc["metadata"]["name"] + "-predictor"
     labels = {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
     return {

@@ -11,8 +11,17 @@ import pytest
 
 from predictor.settings import parse_settings
 
-from .kube import (CHART, ENVIRONMENTS, by_kind, env_of, objects, predictor_containers, render, validate,
-                   values_for)
+from .kube import (
+    CHART,
+    ENVIRONMENTS,
+    by_kind,
+    env_of,
+    objects,
+    predictor_containers,
+    render,
+    validate,
+    values_for,
+)
 
 
 @pytest.fixture(scope="module", params=ENVIRONMENTS)
@@ -66,8 +75,15 @@ def test_gpu_where_it_belongs(env, rendered):
     else:
         assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "1"
         predictor = isvc_of(rendered)["spec"]["predictor"]
-        assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        # The GPU request places the pod; nvidia.com/gpu.present exists only with GPU Feature Discovery.
+        assert "nodeSelector" not in predictor
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor["tolerations"]
+
+
+def test_a_gpu_node_selector_is_there_when_asked_for():
+    selector = {"nvidia.com/gpu.present": "true"}
+    predictor = isvc_of(objects(render({"gpu": {"nodeSelector": selector}})))["spec"]["predictor"]
+    assert predictor["nodeSelector"] == selector
 
 
 def test_probes_and_startup_budget(rendered):
@@ -146,7 +162,9 @@ def test_replicas_autoscaling_and_canary(env, rendered):
 
 def test_scrape_annotations(rendered):
     annotations = isvc_of(rendered)["metadata"]["annotations"]
-    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    # "true" would make KServe's pod mutator rewrite the port to the queue-proxy's (test_admission.py).
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "false"
+    assert annotations["prometheus.io/scrape"] == "true"
     assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == ("8080", "/metrics")
 
 
@@ -154,7 +172,13 @@ def test_labels_and_selectors(env, rendered):
     for obj in rendered:
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "gptj" and labels["app.kubernetes.io/instance"] == "gptj"
-        assert labels["app.kubernetes.io/managed-by"] == "Helm" and labels["helm.sh/chart"] == "gptj-0.1.0"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        # KServe copies the InferenceService's labels onto the pods: nothing that changes per chart version.
+        if obj["kind"] == "InferenceService":
+            assert "helm.sh/chart" not in labels and "app.kubernetes.io/version" not in labels
+            assert obj["spec"]["predictor"]["labels"] == labels
+        else:
+            assert labels["helm.sh/chart"] == "gptj-0.1.0"
     # KServe labels predictor pods with serving.kserve.io/inferenceservice=<name>: selectors use that.
     pod_label = {"serving.kserve.io/inferenceservice": isvc_of(rendered)["metadata"]["name"]}
     for policy in by_kind(rendered, "NetworkPolicy"):
@@ -170,6 +194,8 @@ def test_labels_and_selectors(env, rendered):
 def test_helm_test_hook_posts_the_seed_to_the_predictor_service(rendered):
     (pod,) = by_kind(rendered, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    # An Istio sidecar never exits: the test pod would never complete in an injected namespace.
+    assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
     command = pod["spec"]["containers"][0]["command"]
     assert command[:2] == ["python3", "-c"] and "If I was a billionaire, I would" in command[2]
     assert command[3] == "http://gptj-predictor.ml.svc.cluster.local" and command[4] == "gptj"
@@ -198,6 +224,36 @@ def test_service_monitor_and_digest_pinning():
     (monitor,) = by_kind(objs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["targetPort"] == 8080
     assert container_of(objs)["image"] == "registry.example.com/ml/gptj-predictor@sha256:" + "a" * 64
+
+
+def test_the_test_pod_may_use_a_small_image():
+    (pod,) = by_kind(objects(render({"tests": {"image": "python:3.12-slim"}})), "Pod")
+    assert pod["spec"]["containers"][0]["image"] == "python:3.12-slim"
+
+
+def test_notes_give_helm_test_a_timeout_longer_than_its_wait():
+    notes = render({})["gptj/templates/NOTES.txt"]
+    assert "helm test gptj -n ml --timeout 1800s" in notes  # 1200 s wait + 600 s for the request
+
+
+def test_standard_rollouts_need_no_spare_gpu():
+    predictor = isvc_of(objects(render({})))["spec"]["predictor"]
+    assert predictor["deploymentStrategy"] == {"type": "RollingUpdate",
+                                               "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    surge = isvc_of(objects(render({"rollout": {"maxSurge": 1, "maxUnavailable": 0}})))["spec"]["predictor"]
+    assert surge["deploymentStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    # Knative refuses a deploymentStrategy (KServe's KPA validation): none in Knative mode.
+    assert "deploymentStrategy" not in isvc_of(objects(render(values_for("prod"))))["spec"]["predictor"]
+
+
+def test_the_storage_container_is_created_and_used_when_asked_for():
+    objs = objects(render({"storageContainer": {"name": "gptj-hf", "create": True}}))
+    (storage,) = by_kind(objs, "ClusterStorageContainer")
+    validate(storage)
+    assert storage["metadata"]["name"] == isvc_of(objs)["spec"]["predictor"]["storageContainerName"] == "gptj-hf"
+    assert "namespace" not in storage["metadata"]  # cluster-scoped
+    assert storage["spec"]["container"]["resources"]["limits"]["memory"] == "8Gi"
+    assert not by_kind(objects(render({})), "ClusterStorageContainer")
 
 
 def test_long_release_names_stay_within_kserve_limits():
@@ -267,6 +323,14 @@ def test_core_kind_typos_unknown_kinds_and_removed_apis_fail():
     ({"serving": {"decodePath": "paged"}}, "/serving/decodePath"),
     ({"serving": {"kvCacheMemoryFraction": 1.5}}, "/serving/kvCacheMemoryFraction"),
     ({"serving": {"cudaGraphs": "on"}}, "/serving/cudaGraphs"),
+    ({"autoscaling": {"keda": {"serverAddress": "prometheus:9090"}}}, "/autoscaling/keda/serverAddress"),
+    ({"autoscaling": {"keda": {"target": 0}}}, "/autoscaling/keda/target"),
+    ({"autoscaling": {"keda": {"threshold": 3}}}, "additional properties 'threshold' not allowed"),
+    ({"rollout": {"maxSurge": -1}}, "/rollout/maxSurge"),
+    ({"rollout": {"maxUnavailable": "half"}}, "/rollout/maxUnavailable"),
+    ({"podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001}}, "/podSecurityContext"),
+    ({"storageContainer": {"name": "GPTJ_HF"}}, "/storageContainer/name"),
+    ({"tests": {"image": 3}}, "/tests/image"),
 ])
 def test_schema_rejects_bad_values(values, message):
     with pytest.raises(helm_python.HelmValuesError) as caught:
@@ -281,6 +345,11 @@ def test_schema_rejects_bad_values(values, message):
     ({"deploymentMode": "Knative", "autoscaling": {"metric": "cpu"}}, "Knative scales on concurrency or rps"),
     ({"autoscaling": {"standardClass": "hpa", "metric": "concurrency"}}, "hpa scales on cpu or memory"),
     ({"servingRuntime": {"create": True}}, "servingRuntime.create needs predictorForm: runtime"),
+    ({"deploymentMode": "Knative", "autoscaling": {"standardClass": "keda"}}, "applies to deploymentMode Standard only"),
+    ({"deploymentMode": "Knative", "timeoutSeconds": 60, "serving": {"requestTimeoutSeconds": 50}},
+     "timeoutSeconds (60) is the pod's grace period and must be at least 30 (queue-proxy's drain)"),
+    ({"deploymentMode": "Knative", "timeoutSeconds": 900}, "timeoutSeconds above 600"),
+    ({"storageContainer": {"create": True}}, "storageContainer.create needs storageContainer.name"),
 ])
 def test_chart_refuses_inconsistent_values(values, message):
     with pytest.raises(helm_python.HelmRenderError) as caught:

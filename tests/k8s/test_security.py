@@ -15,13 +15,26 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from .kube import (CHART, ENVIRONMENTS, MANIFESTS, ROOT, by_kind, manifest_objects, objects, predictor_deployment,
-                   render, validate, values_for)
+from .kube import (
+    CHART,
+    ENVIRONMENTS,
+    MANIFESTS,
+    ROOT,
+    by_kind,
+    manifest_objects,
+    objects,
+    predictor_deployment,
+    render,
+    validate,
+    values_for,
+)
 
 # Chart variants scanned besides the environment files: the runtime form and the ServiceMonitor.
 VARIANTS = {f"env-{env}": values_for(env) for env in ENVIRONMENTS} | {
     "runtime-form": {"predictorForm": "runtime", "servingRuntime": {"create": True}},
     "servicemonitor": {"metrics": {"serviceMonitor": {"enabled": True}}},
+    "keda": {"autoscaling": {"standardClass": "keda"}, "replicas": {"min": 1, "max": 4},
+             "storageContainer": {"name": "gptj-hf", "create": True}},
 }
 # KServe's namespace for the manifests is `kubectl apply -n ...`: they name none themselves.
 MANIFEST_NAMESPACE = "model-serving"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from predictor.continuous import ContinuousBatch
+from predictor.generation.continuous import ContinuousBatch
 
 
 def run(loaded, schedule: dict, decoder=None, fail_at: int | None = None) -> dict[int, list[list[int]]]:

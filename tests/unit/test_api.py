@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from predictor import api
 from predictor.errors import BadRequest
+from predictor.protocols import seed
 
 MAX_PROMPTS = 4
 
@@ -22,7 +22,7 @@ MAX_PROMPTS = 4
     (b'[{"prompt": "a"}, {"prompt": "b"}]', None, [{"prompt": "a"}, {"prompt": "b"}]),
 ])
 def test_decode_body_accepts(body, content_type, expected):
-    assert api.decode_body(body, content_type) == expected
+    assert seed.decode_body(body, content_type) == expected
 
 
 @pytest.mark.parametrize("body, content_type, message", [
@@ -37,7 +37,7 @@ def test_decode_body_accepts(body, content_type, expected):
 ])
 def test_decode_body_rejects(body, content_type, message):
     with pytest.raises(BadRequest) as caught:
-        api.decode_body(body, content_type)
+        seed.decode_body(body, content_type)
     assert message in caught.value.message
 
 
@@ -50,7 +50,7 @@ def test_decode_body_rejects(body, content_type, message):
     ([{"prompt": "a", "max_length": None}], ["a"]),  # null means "not given"
 ])
 def test_parse_body_forms(body, prompts):
-    assert [r.prompt for r in api.parse(body, MAX_PROMPTS)] == prompts
+    assert [r.prompt for r in seed.parse(body, MAX_PROMPTS)] == prompts
 
 
 @pytest.mark.parametrize("body, message", [
@@ -67,7 +67,7 @@ def test_parse_body_forms(body, prompts):
 ])
 def test_parse_rejects_bad_shapes(body, message):
     with pytest.raises(BadRequest) as caught:
-        api.parse(body, MAX_PROMPTS)
+        seed.parse(body, MAX_PROMPTS)
     assert message in caught.value.message
 
 
@@ -121,19 +121,19 @@ def test_parse_rejects_bad_shapes(body, message):
 ])
 def test_parse_rejects_each_field(fields, message):
     with pytest.raises(BadRequest) as caught:
-        api.parse(fields, MAX_PROMPTS)
+        seed.parse(fields, MAX_PROMPTS)
     assert message in caught.value.message
 
 
 def test_parse_names_the_request_index_when_there_are_several():
     with pytest.raises(BadRequest) as caught:
-        api.parse([{"prompt": "a"}, {"prompt": "b", "top_k": -1}], MAX_PROMPTS)
+        seed.parse([{"prompt": "a"}, {"prompt": "b", "top_k": -1}], MAX_PROMPTS)
     assert caught.value.message.startswith("[1].top_k: must be >= 0")
 
 
 def test_parse_lists_every_problem_but_bounded():
     with pytest.raises(BadRequest) as caught:
-        api.parse({"prompt": 1, "max_length": 0, "min_length": -1, "num_beams": 0, "top_k": -1,
+        seed.parse({"prompt": 1, "max_length": 0, "min_length": -1, "num_beams": 0, "top_k": -1,
                    "top_p": 2, "nonsense": 1}, MAX_PROMPTS)
     assert caught.value.message.count(";") == 4  # five shown ...
     assert "(and 2 more)" in caught.value.message  # ... and the rest counted
@@ -145,13 +145,13 @@ def test_parse_accepts_every_parameter():
              "length_penalty": -0.5, "encoder_no_repeat_ngram_size": 2, "num_return_sequences": 2,
              "max_time": 1.5, "num_beam_groups": 1, "diversity_penalty": 0.0, "remove_invalid_values": True,
              "max_new_tokens": 10, "stop": ["\n", "END"], "seed": 42, "details": True}
-    (parsed,) = api.parse(every, MAX_PROMPTS)
+    (parsed,) = seed.parse(every, MAX_PROMPTS)
     assert parsed.model_dump() == every
-    assert set(every) == set(api.FIELDS)  # the contract's 16 parameters, the prompt, and 4 extensions
+    assert set(every) == set(seed.FIELDS)  # the contract's 16 parameters, the prompt, and 4 extensions
 
 
 def test_integer_accepted_where_a_float_is_expected():
-    (parsed,) = api.parse({"prompt": "a", "temperature": 1, "max_time": 2}, MAX_PROMPTS)
+    (parsed,) = seed.parse({"prompt": "a", "temperature": 1, "max_time": 2}, MAX_PROMPTS)
     assert parsed.temperature == 1.0 and parsed.max_time == 2.0
 
 
@@ -165,4 +165,4 @@ def test_integer_accepted_where_a_float_is_expected():
     ([["a1", "a2"], ["b"]], [True, False], [["a1", "a2"], "b"]),
 ])
 def test_shape(texts, wants_list, data):
-    assert api.shape(texts, wants_list) == data
+    assert seed.shape(texts, wants_list) == data

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from predictor.batching import admit, beam_key, continuous, new_tokens, rows, select_beams
-from predictor.sampling import GenerationRequest, Sampling
+from predictor.core import GenerationRequest, Sampling, new_tokens
+from predictor.engine.scheduling import admit, beam_key, continuous, rows, select_beams
 from predictor.settings import BatchPolicy
 
 

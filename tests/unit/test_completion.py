@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from predictor.completion import Completion, TextStream, cut_at_stop, envelope_data
-from predictor.sampling import GenerationRequest, Sampling
+from predictor.core import Completion, GenerationRequest, Sampling
+from predictor.generation.text import TextStream, cut_at_stop
+from predictor.protocols.seed import envelope_data
 
 
 @pytest.mark.parametrize("text, stops, expected", [

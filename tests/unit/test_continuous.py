@@ -7,10 +7,11 @@ import time
 import pytest
 import torch
 
-from predictor.api import PromptRequest
-from predictor.continuous import ContinuousBatch
-from predictor.loading import load
-from predictor.sampling import GenerationRequest, plan
+from predictor.core import GenerationRequest
+from predictor.generation.continuous import ContinuousBatch
+from predictor.loading.loader import load
+from predictor.protocols.plan import plan
+from predictor.protocols.seed import PromptRequest
 from predictor.settings import Limits, parse_settings
 
 from .schedule import run
@@ -38,7 +39,7 @@ def request(loaded, prompt, **fields) -> GenerationRequest:
 
 def generate(loaded, req: GenerationRequest, **extra) -> list[list[int]]:
     """Plain transformers generate for one request, new tokens without EOS and padding."""
-    from predictor.sampling import generation_config
+    from predictor.generation.beams import generation_config
 
     ids = torch.tensor([req.input_ids])
     with torch.inference_mode():

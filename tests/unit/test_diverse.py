@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from predictor import diverse
-from predictor.diverse import _Hypotheses
+from predictor.generation import diverse
+from predictor.generation.diverse import _Hypotheses
 
 EOS = 0
 

@@ -9,15 +9,22 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from predictor.api import PromptRequest
-from predictor.engine import Engine
-from predictor.errors import DeadlineExceeded, GenerationFailed, NotReady, Overloaded, ResourceExhausted
-from predictor.faults import Faults
-from predictor.loading import load
-from predictor.metrics import Metrics
-from predictor.runner import Runner
-from predictor.sampling import GenerationRequest, plan
+from predictor.core import GenerationRequest
+from predictor.engine.engine import Engine
+from predictor.engine.faults import Faults
+from predictor.errors import (
+    DeadlineExceeded,
+    GenerationFailed,
+    NotReady,
+    Overloaded,
+    ResourceExhausted,
+)
+from predictor.generation.beams import Runner
+from predictor.loading.loader import load
+from predictor.protocols.plan import plan
+from predictor.protocols.seed import PromptRequest
 from predictor.settings import BatchPolicy, Limits, parse_settings
+from predictor.telemetry.metrics import Metrics
 
 
 @pytest.fixture(scope="module")

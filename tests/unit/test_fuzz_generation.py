@@ -8,12 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from predictor import api
-from predictor.batching import continuous
+from predictor.core import GenerationRequest
+from predictor.engine.scheduling import continuous
 from predictor.errors import BadRequest
-from predictor.loading import load
-from predictor.runner import Runner
-from predictor.sampling import GenerationRequest, plan
+from predictor.generation.beams import Runner
+from predictor.loading.loader import load
+from predictor.protocols import seed
+from predictor.protocols.plan import plan
 from predictor.settings import Limits, parse_settings
 
 LIMITS = Limits(max_length=48, min_length=24)  # short generations keep the search fast
@@ -67,14 +68,14 @@ def serve(runner: Runner, request: GenerationRequest) -> list[str]:
 @given(body=requests)
 def test_validated_requests_always_generate(runner, body):
     try:
-        (parsed,) = api.parse(body, 1)
+        (parsed,) = seed.parse(body, 1)
         ids = tuple(runner.loaded.tokenizer.backend_tokenizer.encode(parsed.prompt).ids)
         if not ids:
             return
         sampling, _ = plan(parsed, len(ids), LIMITS)
     except BadRequest as exc:
         field = exc.message.split(":")[0]
-        assert field in (*api.FIELDS, "body"), exc.message  # names what is wrong
+        assert field in (*seed.FIELDS, "body"), exc.message  # names what is wrong
         return
     texts = serve(runner, GenerationRequest(parsed.prompt, ids, sampling))
     assert len(texts) == sampling.num_return_sequences

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from predictor import diverse
+from predictor.generation import diverse
 from tests import golden
 
 CASES = {case["name"]: case for case in golden.load()["cases"] if "num_beam_groups" in case["request"]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from predictor.loading import load, pick_dtype
+from predictor.loading.loader import load, pick_dtype
 from predictor.settings import parse_settings
 
 
@@ -30,9 +30,10 @@ def test_a_checkpoints_generation_config_does_not_change_requests(tiny_dir, tmp_
     import json
     import shutil
 
-    from predictor.api import PromptRequest
-    from predictor.runner import Runner
-    from predictor.sampling import GenerationRequest, plan
+    from predictor.core import GenerationRequest
+    from predictor.generation.beams import Runner
+    from predictor.protocols.plan import plan
+    from predictor.protocols.seed import PromptRequest
     from predictor.settings import Limits
 
     opinionated = tmp_path / "model"
@@ -57,7 +58,7 @@ def test_dtype_flag_is_honoured(tiny_dir):
 
 
 def test_a_limit_beyond_the_context_window_is_refused(tmp_path):
-    from predictor import tiny
+    from predictor.loading import tiny
 
     small = tiny.ensure(tmp_path, tiny.TinySpec(n_layer=1, n_positions=256))
     with pytest.raises(ValueError, match="--max_length_limit 512 exceeds the model's context window of 256"):

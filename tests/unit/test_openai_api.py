@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from predictor import openai_api as oa
-from predictor.completion import Completion
+from predictor.core import Completion, GenerationRequest, Sampling
 from predictor.errors import BadRequest
-from predictor.sampling import GenerationRequest, Sampling
+from predictor.protocols import openai as oa
 from predictor.settings import Limits
 
 BASE = {"model": "gptj", "prompt": "Hello"}

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from predictor import diverse
-from predictor.api import PromptRequest
-from predictor.loading import load
-from predictor.runner import Runner
-from predictor.sampling import GenerationRequest, plan
+from predictor.core import GenerationRequest
+from predictor.generation import diverse
+from predictor.generation.beams import Runner
+from predictor.loading.loader import load
+from predictor.protocols.plan import plan
+from predictor.protocols.seed import PromptRequest
 from predictor.settings import Limits, parse_settings
 
 PROMPT = "If I was a billionaire, I would"

@@ -6,11 +6,12 @@ from dataclasses import replace
 
 import torch
 
-from predictor.api import PromptRequest
-from predictor.continuous import ContinuousBatch
-from predictor.loading import load
-from predictor.sampler import PresenceFrequencyPenalty
-from predictor.sampling import GenerationRequest, plan
+from predictor.core import GenerationRequest
+from predictor.generation.continuous import ContinuousBatch
+from predictor.generation.logits import PresenceFrequencyPenalty
+from predictor.loading.loader import load
+from predictor.protocols.plan import plan
+from predictor.protocols.seed import PromptRequest
 from predictor.settings import Limits, parse_settings
 
 

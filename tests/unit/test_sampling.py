@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from predictor.api import PromptRequest
+from predictor.core import Sampling
 from predictor.errors import BadRequest
-from predictor.sampling import Sampling, generation_config, plan
+from predictor.generation.beams import generation_config
+from predictor.protocols.plan import plan
+from predictor.protocols.seed import PromptRequest
 from predictor.settings import Limits
 
 LIMITS = Limits()  # max_length 512, min_length 64, 50 new tokens by default, 8 beams, 8 sequences

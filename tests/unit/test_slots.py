@@ -5,13 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from predictor.api import PromptRequest
-from predictor.continuous import ContinuousBatch
-from predictor.fastpath import decoder_for
-from predictor.loading import load
-from predictor.sampling import GenerationRequest, plan
+from predictor.core import GenerationRequest
+from predictor.generation.continuous import ContinuousBatch
+from predictor.generation.paths import decoder_for
+from predictor.generation.static import (
+    StaticDecoder,
+    _groups,
+    cache_bytes_per_token,
+    rows_buckets,
+)
+from predictor.loading.loader import load
+from predictor.protocols.plan import plan
+from predictor.protocols.seed import PromptRequest
 from predictor.settings import Limits, parse_settings
-from predictor.slots import StaticDecoder, _groups, cache_bytes_per_token, rows_buckets
 
 from .schedule import run
 
@@ -119,7 +125,7 @@ class _OnAGpu:
 def test_the_cache_is_sized_from_free_gpu_memory(monkeypatch, caplog, free_gib, rows):
     """GPT-J-6B's 448 KiB a token, 512-token rows (224 MiB each), 90% of what is free, less 5.25 GiB
     for prefill and the graphs' logits buffer: 12 GiB free -> (10.8 - 5.26) GiB / 224 MiB = 25 rows."""
-    from predictor import fastpath
+    from predictor.generation import paths
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(free_gib * 2**30), 80 * 2**30))
     settings = parse_settings(["--max_batch_size", "64"], {})
@@ -127,9 +133,9 @@ def test_the_cache_is_sized_from_free_gpu_memory(monkeypatch, caplog, free_gib, 
     if rows is None:
         with pytest.raises(ValueError, match=r"holds a KV cache of only 0 rows of 512 tokens, fewer than "
                                              r"--max_return_sequences 8"):
-            fastpath._rows_that_fit(_OnAGpu(), settings, 64, per_token)
+            paths._rows_that_fit(_OnAGpu(), settings, 64, per_token)
         return
-    assert fastpath._rows_that_fit(_OnAGpu(), settings, 64, per_token) == rows
+    assert paths._rows_that_fit(_OnAGpu(), settings, 64, per_token) == rows
     assert ("fits %d rows of 512 tokens, not --max_batch_size 64" % rows in caplog.text) == (rows < 64)
 
 
@@ -148,7 +154,7 @@ def test_a_failed_graph_capture_leaves_the_static_path_serving(tiny_dir, loaded,
 @pytest.mark.parametrize("path", ["static", "dynamic"])
 def test_a_failed_token_choice_leaves_the_cache_matching_the_rows(loaded, monkeypatch, path):
     """choose() failing after the model ran (a join, then a shared step) must not shift any row's cache."""
-    import predictor.continuous as continuous
+    import predictor.generation.continuous as continuous
 
     real, failures = continuous.choose, []
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from predictor.streaming import event, merge
+from predictor.protocols.sse import event, merge
 
 
 @pytest.mark.parametrize("text", ["plain", "two\nlines", "cr\rlf", "nel\x85", "ls\u2028ps\u2029", "ctl\x0b\x1c"])

@@ -6,7 +6,7 @@ import threading
 
 from transformers import AutoConfig, AutoTokenizer
 
-from predictor import tiny
+from predictor.loading import tiny
 
 
 def test_it_is_a_gptj_with_gptj_context(tiny_dir):

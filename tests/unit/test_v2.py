@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from predictor import v2
-from predictor.completion import Completion
+from predictor.core import Completion
 from predictor.errors import BadRequest
+from predictor.protocols import v2
 
 
 def infer(*inputs: InferInput, parameters=None) -> InferRequest:

@@ -39,6 +39,20 @@ app.kubernetes.io/part-of: gptj
 {{- end }}
 {{- end }}
 
+{{/* Labels on the InferenceService and its pods. KServe copies the InferenceService's labels and
+annotations onto the pod template (pkg/controller/v1beta1/inferenceservice/components/predictor.go
+L498-519 at v0.20.0; Knative's revision template: reconcilers/knative/ksvc_reconciler.go L166-205), so
+nothing here may change with the chart's version: in Knative mode every change is a new revision (in
+prod a canary), in Standard mode a rollout. helm.sh/chart and app.kubernetes.io/version stay off. */}}
+{{- define "gptj.stableLabels" -}}
+{{ include "gptj.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gptj
+{{- with .Values.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* KServe labels every predictor pod with the InferenceService's name: the stable way to select them. */}}
 {{- define "gptj.podSelector" -}}
 serving.kserve.io/inferenceservice: {{ include "gptj.fullname" . }}
@@ -70,9 +84,28 @@ serving.kserve.io/inferenceservice: {{ include "gptj.fullname" . }}
 {{- if and (eq .Values.deploymentMode "Standard") (eq .Values.autoscaling.standardClass "hpa") (has .Values.autoscaling.metric (list "concurrency" "rps")) }}
 {{- fail "autoscaling.standardClass hpa scales on cpu or memory; set autoscaling.metric accordingly" }}
 {{- end }}
+{{- if eq .Values.deploymentMode "Standard" }}
 {{- $stop := add (int .Values.serving.preStopSleepSeconds) (int .Values.serving.drainTimeoutSeconds) 5 }}
 {{- if gt $stop (int .Values.terminationGracePeriodSeconds) }}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be at least serving.preStopSleepSeconds + serving.drainTimeoutSeconds + 5 (%d): the pod would be killed while it drains" (int .Values.terminationGracePeriodSeconds) $stop) }}
+{{- end }}
+{{- else }}
+{{- /* Knative sets the grace period to the revision timeout (knative.dev/serving v0.48.1
+  pkg/reconciler/revision/resources/deploy.go L302) and its preStop waits for queue-proxy's drain,
+  30 s (pkg/queue/sharedmain/main.go L67, L314), before our container gets SIGTERM. */}}
+{{- $stop := add 30 (int .Values.serving.drainTimeoutSeconds) 5 }}
+{{- if gt $stop (int .Values.timeoutSeconds) }}
+{{- fail (printf "Knative mode: timeoutSeconds (%d) is the pod's grace period and must be at least 30 (queue-proxy's drain) + serving.drainTimeoutSeconds + 5 (%d)" (int .Values.timeoutSeconds) $stop) }}
+{{- end }}
+{{- if gt (int .Values.timeoutSeconds) 600 }}
+{{- fail "Knative mode: timeoutSeconds above 600 is refused by Knative unless its config-defaults max-revision-timeout-seconds is raised; the chart allows at most 600" }}
+{{- end }}
+{{- end }}
+{{- if and (ne .Values.deploymentMode "Standard") (ne .Values.autoscaling.standardClass "none") }}
+{{- fail "autoscaling.standardClass applies to deploymentMode Standard only; Knative scales with autoscaling.metric and target" }}
+{{- end }}
+{{- if and .Values.storageContainer.create (not .Values.storageContainer.name) }}
+{{- fail "storageContainer.create needs storageContainer.name" }}
 {{- end }}
 {{- if and .Values.serving.requestTimeoutSeconds (ge (int .Values.serving.requestTimeoutSeconds) (int .Values.timeoutSeconds)) }}
 {{- fail "serving.requestTimeoutSeconds must be below timeoutSeconds, so a slow request gets the predictor's 504 rather than the gateway's" }}
@@ -172,13 +205,6 @@ livenessProbe:
   periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
   failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
   timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
-{{- if .Values.serving.preStopSleepSeconds }}
-lifecycle:
-  # Keep serving while Kubernetes takes the pod out of its endpoints; SIGTERM (and the drain) follow.
-  preStop:
-    exec:
-      command: ["sleep", "{{ int .Values.serving.preStopSleepSeconds }}"]
-{{- end }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 volumeMounts:
@@ -208,7 +234,10 @@ volumeMounts:
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 automountServiceAccountToken: false
+{{- if eq .Values.deploymentMode "Standard" }}
+{{- /* Knative refuses it (knative.dev/serving v0.48.1 pkg/apis/serving/fieldmask.go L289-292). */}}
 terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+{{- end }}
 {{- with .Values.serviceAccount.name }}
 serviceAccountName: {{ . }}
 {{- end }}
@@ -231,5 +260,34 @@ affinity:
 {{- end }}
 {{- with .Values.priorityClassName }}
 priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* KEDA's Prometheus query: the prompts waiting and generating in this release's predictor pods. */}}
+{{- define "gptj.kedaQuery" -}}
+{{- if .Values.autoscaling.keda.query }}
+{{- .Values.autoscaling.keda.query }}
+{{- else }}
+{{- $selector := printf "namespace=\"%s\", pod=~\"%s-predictor-.*\"" .Release.Namespace (include "gptj.fullname" .) }}
+{{- printf "sum(gptj_queue_size{%s}) + sum(gptj_requests_running{%s})" $selector $selector }}
+{{- end }}
+{{- end }}
+
+{{/* Knative: seconds a new revision may take to become ready (startup budget + pull and download). */}}
+{{- define "gptj.progressDeadline" -}}
+{{- $startup := mul .Values.probes.startup.periodSeconds .Values.probes.startup.failureThreshold }}
+{{- printf "%ds" (add $startup .Values.rollout.pullAndDownloadSeconds) }}
+{{- end }}
+
+{{/* Standard mode: keep serving while Kubernetes takes the pod out of its endpoints; SIGTERM (and the
+drain) follow. Not in Knative mode, which refuses lifecycle (knative.dev/serving v0.48.1
+pkg/apis/serving/fieldmask.go L332-334), nor in the ServingRuntime, which Knative-mode
+InferenceServices may share: the InferenceService adds it. */}}
+{{- define "gptj.lifecycle" -}}
+{{- if and .Values.serving.preStopSleepSeconds (eq .Values.deploymentMode "Standard") }}
+lifecycle:
+  preStop:
+    exec:
+      command: ["sleep", "{{ int .Values.serving.preStopSleepSeconds }}"]
 {{- end }}
 {{- end }}

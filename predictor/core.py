@@ -1,0 +1,73 @@
+"""The core types: what the engine is asked to generate, and what it gives back.
+
+A leaf: it imports nothing of ours, and nothing of pydantic, FastAPI or transformers. Every protocol
+(seed contract, OpenAI, v2) builds a ``GenerationRequest``; the engine and generation know only these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Normalized generation settings for one prompt (hashable: the engine can group by it)."""
+
+    max_length: int
+    min_length: int = 0
+    do_sample: bool = False
+    num_beams: int = 1
+    num_return_sequences: int = 1
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    early_stopping: bool | None = None
+    length_penalty: float | None = None
+    encoder_no_repeat_ngram_size: int | None = None
+    max_time: float | None = None
+    num_beam_groups: int = 1
+    diversity_penalty: float | None = None
+    remove_invalid_values: bool | None = None
+    stop: tuple[str, ...] = ()  # the text ends before the first of these
+    seed: int | None = None  # sampling draws from this request's own generator
+    presence_penalty: float | None = None  # OpenAI's, on tokens generated so far (openai.py)
+    frequency_penalty: float | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt ready for the engine: its tokens, its settings, and notes for the client."""
+
+    prompt: str
+    input_ids: tuple[int, ...]
+    sampling: Sampling
+    notes: tuple[str, ...] = ()
+    wants_list: bool = False  # num_return_sequences > 1: data holds a list for this prompt
+    details: bool = False  # data holds objects with finish reason and token counts
+
+
+def new_tokens(request: GenerationRequest) -> tuple[int, int]:
+    """(max, min) new tokens for a request: the contract's lengths count the prompt too."""
+    prompt = len(request.input_ids)
+    return request.sampling.max_length - prompt, max(0, request.sampling.min_length - prompt)
+
+
+#: Why a sequence ended: its max_length (or max_new_tokens), EOS, a stop string, or max_time.
+FINISH_REASONS = ("length", "eos", "stop", "time")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated sequence."""
+
+    text: str  # the prompt as sent, then the continuation: the contract's `data`
+    continuation: str
+    finish_reason: str
+    prompt_tokens: int
+    generated_tokens: int
+
+    def details(self) -> dict:
+        """The seed API's `details: true` form."""
+        return {"text": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
+                "generated_tokens": self.generated_tokens}

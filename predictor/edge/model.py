@@ -1,0 +1,189 @@
+"""``GPTJModel``: the kserve.Model that glues the edge (api, sampling) to the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Sequence
+
+from kserve import Model
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from predictor.core import Completion, GenerationRequest
+from predictor.engine.engine import Engine
+from predictor.engine.faults import Faults
+from predictor.errors import BadRequest, NotReady, succeeded
+from predictor.generation import paths
+from predictor.generation.beams import Runner
+from predictor.loading import loader
+from predictor.protocols import seed, v2
+from predictor.protocols.plan import plan
+from predictor.protocols.seed import envelope_data
+from predictor.protocols.sse import merge
+from predictor.settings import Settings
+from predictor.telemetry import records
+from predictor.telemetry.metrics import Metrics
+
+log = logging.getLogger("predictor")
+
+
+class GPTJModel(Model):
+    """KServe lifecycle: ``__init__`` stores settings, ``load()`` does the heavy work and sets ``ready``."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        super().__init__(settings.model_name)
+        self.settings = settings
+        self.metrics = metrics
+        self.loaded: loader.Loaded | None = None
+        # Not `self.engine`: KServe reads a truthy `engine` attribute as "call start_engine()".
+        self._engine: Engine | None = None
+        self._load_lock = threading.Lock()
+        self.created = int(time.time())  # OpenAI's model object reports when it was created (loaded)
+
+    def load(self) -> bool:
+        """Load weights and start the engine; safe to call again (returns at once while loading)."""
+        # KServe's data plane calls load() itself for a model that is not ready; never block it.
+        if not self._load_lock.acquire(blocking=False):
+            return self.ready
+        try:
+            if not self.ready:
+                started = time.monotonic()
+                loaded = loader.load(self.settings)
+                decoder, policy = paths.decoder_for(loaded, self.settings)
+                operations = self.settings.operations
+                engine = Engine(Runner(loaded, decoder), policy, self.metrics,
+                                max_queued=operations.max_queued_requests, faults=Faults(operations.fault_injection))
+                engine.start()
+                self.loaded, self._engine, self.created = loaded, engine, int(time.time())
+                if self.metrics is not None:
+                    self.metrics.model_load.set(time.monotonic() - started)
+                self.ready = True
+                log.info("model %r is ready (source %s)", self.name, loaded.source)
+        finally:
+            self._load_lock.release()
+        return self.ready
+
+    def stop(self) -> None:
+        """Called by KServe when the server stops: finish queued work, end the engine thread."""
+        self.ready = False
+        if self._engine is not None:
+            self._engine.stop(timeout=5)
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
+        """Body (bytes, dict, list or a v2 InferRequest) -> validated GenerationRequests, or a 400."""
+        infer = payload if isinstance(payload, InferRequest) else None
+        if infer is not None:
+            payload = v2.request_objects(infer)
+        elif isinstance(payload, (bytes, bytearray)):
+            payload = seed.decode_body(bytes(payload), (headers or {}).get("content-type"))
+        requests = seed.parse(payload, self.settings.limits.max_prompts)
+        return Prepared(await self.prepare(requests), infer)
+
+    async def prepare(self, requests: list[seed.PromptRequest]) -> list[GenerationRequest]:
+        """Tokenize and plan validated request objects (off the event loop: long prompts take ms)."""
+        return await asyncio.to_thread(self._prepare, requests)
+
+    def _prepare(self, requests: list[seed.PromptRequest]) -> list[GenerationRequest]:
+        # The Rust tokenizer directly: its encode is safe to call from several threads at once.
+        backend = self._loaded().tokenizer.backend_tokenizer
+        prepared = []
+        for index, req in enumerate(requests):
+            where = f"[{index}]." if len(requests) > 1 else ""
+            ids = backend.encode(req.prompt).ids
+            if not ids:
+                raise BadRequest(f"{where}prompt: must not be empty")
+            try:
+                sampling, notes = plan(req, len(ids), self.settings.limits)
+            except BadRequest as exc:
+                raise BadRequest(where + exc.message) from None
+            prepared.append(GenerationRequest(
+                prompt=req.prompt, input_ids=tuple(ids), sampling=sampling,
+                notes=tuple(f"{where}{note}" for note in notes),
+                wants_list=sampling.num_return_sequences > 1, details=bool(req.details),
+            ))
+        return prepared
+
+    async def predict(self, payload: Prepared, headers: dict[str, str] | None = None) -> Generated:
+        """Generate for every prompt on the engine thread, within the request's deadline."""
+        return Generated(payload, await self.generate(payload))
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        """Completions for every request, in order (the request's record gets counts and texts)."""
+        engine, record = self._running_engine(), self._record(requests)
+        completions = await engine.run(requests, record, self._time_left(record))
+        if record is not None and self.settings.operations.log_prompts:
+            record.texts["outputs"] = [[c.text for c in sequences] for sequences in completions]
+        return completions
+
+    async def stream(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[tuple[int, tuple]]:
+        """(which request, Engine.stream event) as the requests generate side by side, within the deadline."""
+        engine, record = self._running_engine(), self._record(requests)
+        timeout, outputs = self._time_left(record), {}
+        async for index, event in merge([engine.stream(request, record, timeout) for request in requests]):
+            if event[0] == "done":
+                outputs[index] = [c.text for c in event[2]]
+                if record is not None and self.settings.operations.log_prompts and len(outputs) == len(requests):
+                    record.texts["outputs"] = [outputs[i] for i in range(len(requests))]
+            yield index, event
+
+    async def postprocess(self, result: Generated, headers: dict[str, str] | None = None,
+                          response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+        """Results -> the success envelope (or a v2 response); capped or ignored parameters in ``message``."""
+        requests, completions = result.requests, result.completions
+        notes = [note for req in requests for note in req.notes]
+        if requests.infer is not None:
+            return v2.response(self.name, requests.infer.id, completions, any(r.details for r in requests), notes)
+        return succeeded(envelope_data(requests, completions), "; ".join(notes) if notes else None)
+
+    def get_input_types(self) -> list[dict]:
+        return v2.INPUTS
+
+    def get_output_types(self) -> list[dict]:
+        return v2.OUTPUTS
+
+    def _loaded(self) -> loader.Loaded:
+        if self.loaded is None:
+            raise NotReady(f"model {self.name!r} is not loaded yet")
+        return self.loaded
+
+    def _running_engine(self) -> Engine:
+        if self._engine is None:
+            raise NotReady(f"model {self.name!r} is not loaded yet")
+        return self._engine
+
+    def _record(self, requests: Sequence[GenerationRequest]) -> records.RequestRecord | None:
+        record = records.current()
+        if record is not None:
+            record.prompts = len(requests)
+            if self.settings.operations.log_prompts:
+                record.texts["prompts"] = [req.prompt for req in requests]
+        return record
+
+    def _time_left(self, record: records.RequestRecord | None) -> float | None:
+        """Seconds until the request's deadline (--request_timeout_seconds from its arrival)."""
+        limit = self.settings.operations.request_timeout_s
+        if limit is None:
+            return None
+        started = record.started if record is not None else time.monotonic()
+        return limit - (time.monotonic() - started)
+
+
+class Prepared(list):
+    """The GenerationRequests of one request, and the v2 request they came from, if any.
+
+    A list, because KServe's Model.validate() looks into the payload with ``in``.
+    """
+
+    def __init__(self, requests: Sequence[GenerationRequest], infer: InferRequest | None = None) -> None:
+        super().__init__(requests)
+        self.infer = infer
+
+
+@dataclass(frozen=True)
+class Generated:
+    requests: Prepared
+    completions: list[list[Completion]]
+

@@ -1,0 +1,97 @@
+"""OpenAI-compatible routes under KServe's ``/openai/v1`` prefix, on the one engine.
+
+KServe's own OpenAI routes need vLLM, which this image does not ship. Errors come in OpenAI's
+error format (errors.body picks it by path). A stream starts with the first generated piece, so
+errors before it are ordinary error responses; one after it is a last ``data: {"error": ...}``
+event, and every stream ends with ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Sequence
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from predictor import errors
+from predictor.core import Completion, GenerationRequest
+from predictor.errors import BadRequest
+from predictor.protocols import openai as oa
+from predictor.protocols import seed
+from predictor.protocols.sse import HEADERS, event, failure_event, serving, started
+
+
+async def list_models(model) -> JSONResponse:
+    return JSONResponse(oa.models(model.name, model.created))
+
+
+async def get_model(model, model_id: str) -> JSONResponse:
+    return JSONResponse(oa.model(serving(model, model_id).name, model.created))
+
+
+async def completions(model, request: Request) -> JSONResponse | StreamingResponse:
+    """``POST /openai/v1/completions``."""
+    body = seed.decode_body(await request.body(), request.headers.get("content-type"))
+    req = oa.parse(body, model.settings.limits)
+    serving(model, req.model)
+    generations = await _prepare(model, req)
+    if req.stream:
+        return await _stream(model, req, generations)
+    results = await model.generate(generations)
+    return JSONResponse(oa.response(oa.Ids(model.name), req, generations, results))
+
+
+async def _prepare(model, req: oa.CompletionRequest) -> list[GenerationRequest]:
+    try:
+        generations = await model.prepare(oa.prompt_requests(req))
+    except BadRequest as exc:
+        raise oa.renamed(exc) from None
+    return oa.with_penalties(req, generations, model.settings.limits.max_length)
+
+
+async def _stream(model, req: oa.CompletionRequest, generations: Sequence[GenerationRequest]) -> StreamingResponse:
+    ids, width = oa.Ids(model.name), (req.n or 1)
+    include_usage = req.stream_options is not None and req.stream_options.include_usage
+    events = await started(model.stream(generations))
+
+    def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+        extra = {"usage": usage} if include_usage else {}
+        return event({**ids.header(), "choices": choices, **extra})
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            if req.echo:
+                yield chunk([oa.choice(p * width + j, g.prompt, None)
+                             for p, g in enumerate(generations) for j in range(width)])
+            generated = 0
+            async for prompt, (kind, index, value) in events:
+                if kind == "text":
+                    yield chunk([oa.choice(i, value, None) for i in _choices(req, prompt, index)])
+                else:
+                    finals, tokens = _finals(req, prompt, value)
+                    generated += tokens
+                    yield chunk(finals)
+            if include_usage:
+                prompt_tokens = sum(len(g.input_ids) for g in generations)
+                yield event({**ids.header(), "choices": [], "usage": oa.usage(prompt_tokens, generated)})
+        except Exception as exc:
+            yield failure_event(exc, lambda failure: errors.body(failure, "/openai/"))
+        yield event("[DONE]")
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=HEADERS)
+
+
+def _choices(req: oa.CompletionRequest, prompt: int, sequence: int) -> list[int]:
+    """The choice indexes one generated sequence feeds (several when greedy copies it ``n`` times)."""
+    width, copies = req.n or 1, oa.copies(req)
+    return [prompt * width + sequence * copies + copy for copy in range(copies)]
+
+
+def _finals(req: oa.CompletionRequest, prompt: int, completions: list[Completion]) -> tuple[list[dict], int]:
+    """The last chunk's choices for one prompt (empty text, the finish reason), and its tokens."""
+    choices, tokens = [], 0
+    for sequence, completion in enumerate(completions):
+        for index in _choices(req, prompt, sequence):
+            choices.append(oa.choice(index, "", oa.finish_reason(completion)))
+            tokens += completion.generated_tokens
+    return choices, tokens

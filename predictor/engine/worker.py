@@ -1,0 +1,238 @@
+"""The engine's worker thread: it owns the model and runs every step (engine.py hands it jobs).
+
+Each pass of its loop takes the arrivals, forgets cancelled jobs, runs pending beam searches, lets
+waiting requests join the continuous batch, and advances the batch one token. Failures are narrowed
+down to the requests that cause them; an out-of-memory step fails its requests and frees cached memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from typing import Callable, Protocol, Sequence
+
+from predictor.core import Completion, GenerationRequest
+from predictor.engine import faults as fault
+from predictor.engine.jobs import Job
+from predictor.engine.scheduling import admit, continuous, rows, select_beams
+from predictor.errors import GenerationFailed, ResourceExhausted
+from predictor.generation.continuous import Done
+from predictor.generation.text import TextStream
+from predictor.settings import BatchPolicy
+from predictor.telemetry.metrics import Metrics, set_gauge
+
+log = logging.getLogger("predictor")
+
+
+class Backend(Protocol):
+    """What the engine needs from the model side (runner.Runner)."""
+
+    def continuous(self): ...
+
+    def run_batch(self, requests: Sequence[GenerationRequest], stop=None) -> list: ...
+
+    def decode(self, tokens: Sequence[int]) -> str: ...
+
+    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str) -> Completion: ...
+
+
+class Worker:
+    """Runs on the engine thread only; ``release(n)`` tells the engine n queued prompts left the queue."""
+
+    def __init__(self, backend: Backend, policy: BatchPolicy, metrics: Metrics | None, faults: fault.Faults,
+                 jobs: queue.Queue, release: Callable[[int], None]) -> None:
+        self._backend, self._policy, self._metrics, self._faults = backend, policy, metrics, faults
+        self._queue, self._release = jobs, release
+        self.batch = backend.continuous()
+        self.running: dict[Job, int] = {}  # job -> sequences still generating
+
+    def work(self) -> None:
+        """The thread's loop: until stop() and every request is answered."""
+        waiting: list[Job] = []  # for the continuous batch
+        beams: list[Job] = []
+        closing = False
+        while True:
+            idle = not (waiting or beams or self.running)
+            if idle and closing:
+                return
+            closing = self._collect(waiting, beams, wait=idle) or closing
+            self._forget_cancelled(waiting, beams)
+            if beams:
+                self._run_beams(beams)
+            self._join(waiting)
+            if self.running:
+                self._advance()
+
+    def _collect(self, waiting: list[Job], beams: list[Job], wait: bool) -> bool:
+        """Move arrivals into the lists; when idle, wait for a burst to gather. True once stopping."""
+        policy, first, last = self._policy, None, None
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                if not wait:
+                    return False
+                if first is None:
+                    job = self._queue.get()
+                else:
+                    deadline = min(last + policy.batch_wait_s, first + policy.max_batch_wait_s)
+                    try:
+                        job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        return False
+            if job is None:
+                return True
+            (waiting if continuous(job.request) else beams).append(job)
+            first, last = first or job.arrived, job.arrived
+            if wait and sum(rows(j.request) for j in waiting) >= policy.max_batch_size:
+                wait = False
+
+    def _forget_cancelled(self, waiting: list[Job], beams: list[Job]) -> None:
+        """Requests whose client went away or whose deadline passed: never start, or stop, them."""
+        for jobs in (waiting, beams):
+            gone = [job for job in jobs if job.cancelled]
+            jobs[:] = [job for job in jobs if not job.cancelled]
+            self._release(len(gone))
+        gone = {job for job in self.running if job.cancelled}
+        if gone:
+            for job, tokens in self.batch.leave(gone).items():
+                job.generated(tokens, self._metrics, finished=False)
+            for job in gone:
+                del self.running[job]
+            self._running_changed()
+
+    def _join(self, waiting: list[Job]) -> None:
+        count = admit(len(self.batch.rows), self.batch.longest, [job.request for job in waiting], self._policy)
+        if count:
+            joining, waiting[:] = waiting[:count], waiting[count:]
+            self._release(count)
+            for job in joining:
+                job.admitted(self._metrics)
+            self._enter(joining)
+
+    def _enter(self, joining: list[Job]) -> None:
+        """Prefill and add ``joining``; if that fails, each one alone, so only the culprit fails."""
+        before = self.batch.tokens_generated
+        try:
+            done = self.batch.join([(job, job.request) for job in joining])
+        except Exception as exc:  # the running rows are untouched: join changes nothing until it succeeds
+            if len(joining) == 1:
+                self._fail(joining[0], exc)
+            else:
+                log.warning("%d requests failed to join together (%s); joining them one by one", len(joining), exc)
+                for job in joining:
+                    self._enter([job])
+            return
+        for job in joining:
+            self.running[job] = job.request.sampling.num_return_sequences
+            job.results = [None] * self.running[job]
+            job.first_token(self._metrics)
+        self._running_changed()  # before a streaming client hears of its first token
+        self._count_tokens(before)
+        self._stream_pieces()
+        self._finish(done)
+
+    def _advance(self) -> None:
+        if self._metrics is not None:
+            self._metrics.batch_size.observe(len(self.batch.rows))
+        before = self.batch.tokens_generated
+        try:
+            self._faults.check(job.request for job in self.running)
+            done = self.batch.advance()
+        except Exception as exc:
+            if fault.is_out_of_memory(exc):  # the step as a whole did not fit: its requests fail
+                self._out_of_memory(exc)
+                return
+            log.warning("a decode step failed (%s); stepping each request alone", exc)
+            done, failed = self.batch.advance_each(lambda job: self._faults.check([job.request]))
+            for job, error in failed.items():
+                del self.running[job]
+                self._fail(job, error)
+        self._count_tokens(before)
+        self._stream_pieces()
+        self._finish(done)
+
+    def _out_of_memory(self, exc: BaseException) -> None:
+        for job in self.batch.clear():
+            self.running.pop(job, None)
+            self._fail(job, exc)
+        fault.free_cached_memory()
+        self._running_changed()
+
+    def _stream_pieces(self) -> None:
+        """Send streaming clients the text their live rows have grown since the last step."""
+        for row in self.batch.rows:
+            job = row.owner
+            if job.stream is not None:
+                new = row.choice.tokens[row.choice.prompt_length:]
+                job.emit(row.index, self._text_stream(job, row.index).piece(new))
+
+    def _text_stream(self, job: Job, index: int) -> TextStream:
+        if index not in job.pieces:
+            job.pieces[index] = TextStream(self._backend.decode, job.request.sampling.stop)
+        return job.pieces[index]
+
+    def _finish(self, done: list[Done]) -> None:
+        for row in done:
+            job = row.owner
+            job.results[row.index] = (row.tokens, row.reason)
+            if job.stream is not None:
+                job.emit(row.index, self._text_stream(job, row.index).piece(row.tokens, final=True))
+            self.running[job] -= 1
+            if not self.running[job]:
+                del self.running[job]
+                job.generated(sum(len(tokens) for tokens, _ in job.results), self._metrics, finished=True)
+                job.settle(result=[self._backend.completion(job.request, tokens, reason)
+                                   for tokens, reason in job.results])
+        self._running_changed()
+
+    def _run_beams(self, beams: list[Job]) -> None:
+        chosen = set(select_beams([job.request for job in beams], self._policy))
+        batch = [job for i, job in enumerate(beams) if i in chosen]
+        beams[:] = [job for i, job in enumerate(beams) if i not in chosen]
+        self._release(len(batch))
+        for job in batch:
+            job.admitted(self._metrics)
+        if self._metrics is not None:
+            self._metrics.batch_size.observe(sum(rows(job.request) for job in batch))
+        self._gauge("requests_running", len(self.running) + len(batch))
+        results = self._beam_results(batch)
+        for job, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                self._fail(job, result)
+            else:
+                tokens = sum(completion.generated_tokens for completion in result)
+                job.generated(tokens, self._metrics, finished=False)
+                if self._metrics is not None:
+                    self._metrics.generated_tokens.inc(tokens)
+                job.settle(result=result)
+        self._running_changed()
+
+    def _beam_results(self, batch: list[Job]) -> list:
+        stop = lambda: all(job.cancelled for job in batch)  # noqa: E731 - stop a search nobody awaits
+        try:
+            self._faults.check(job.request for job in batch)
+            return self._backend.run_batch([job.request for job in batch], stop)
+        except Exception as exc:  # injected faults: narrow down like run_batch does
+            if len(batch) == 1:
+                return [exc]
+            return [self._beam_results([job])[0] for job in batch]
+
+    def _fail(self, job: Job, exc: BaseException) -> None:
+        if fault.is_out_of_memory(exc):
+            log.error("out of GPU memory; the batch's requests get 503 (%s)", exc)
+            job.settle(exception=ResourceExhausted("the server ran out of GPU memory for this batch; retry later"))
+        else:
+            log.error("generation failed", exc_info=exc)
+            job.settle(exception=GenerationFailed("generation failed; see the server log"))
+
+    def _count_tokens(self, before: int) -> None:
+        if self._metrics is not None and self.batch.tokens_generated > before:
+            self._metrics.generated_tokens.inc(self.batch.tokens_generated - before)
+
+    def _running_changed(self) -> None:
+        self._gauge("requests_running", len(self.running))
+
+    def _gauge(self, name: str, value: int) -> None:
+        set_gauge(self._metrics, name, value)

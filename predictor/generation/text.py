@@ -1,0 +1,57 @@
+"""What a finished sequence is, and how text leaves the engine: stop strings and streamed pieces.
+
+Pure functions over a ``decode(tokens) -> str`` function; the tokenizer stays in runner.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    pass
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """The text before the earliest stop string, and whether one was found."""
+    found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
+    return (text[:min(found)], True) if found else (text, False)
+
+
+class TextStream:
+    """One sequence's text, piece by piece, as its tokens grow.
+
+    A piece never has to be taken back: the end of the text is held back while it is an incomplete
+    UTF-8 character (decoded as U+FFFD) or could still be the start of a stop string.
+    """
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], stops: Sequence[str]) -> None:
+        self.decode, self.stops, self.sent = decode, tuple(stops), 0
+        self.settled, self.settled_text = 0, ""  # tokens[:settled] decode to settled_text, whole characters
+
+    def piece(self, tokens: Sequence[int], final: bool = False) -> str:
+        text, stopped = cut_at_stop(self._text(tokens), self.stops)
+        if not final and not stopped:
+            text = text.rstrip("\ufffd")
+            text = text[:len(text) - self._open_stop(text)]
+        piece, self.sent = text[self.sent:], max(self.sent, len(text))
+        return piece
+
+    def _text(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens``, decoding only those after the last whole character.
+
+        GPT-J's byte-level BPE decodes by concatenating bytes, so the text of a prefix that ends on a
+        whole character plus the text of the rest is the text of all: each step decodes a few tokens,
+        not the whole sequence again.
+        """
+        tail = self.decode(tokens[self.settled:])
+        text = self.settled_text + tail
+        if not tail.endswith("\ufffd"):
+            self.settled, self.settled_text = len(tokens), text
+        return text
+
+    def _open_stop(self, text: str) -> int:
+        """Length of the longest end of ``text`` that begins some stop string."""
+        longest = max((len(stop) - 1 for stop in self.stops), default=0)
+        for size in range(min(longest, len(text)), 0, -1):
+            if any(stop.startswith(text[-size:]) for stop in self.stops):
+                return size
+        return 0

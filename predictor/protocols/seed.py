@@ -1,0 +1,221 @@
+"""The request contract: body forms, the strict request object, and the response shape.
+
+Bodies come as a JSON list of request objects (the documented form), one request object (what
+the original server parsed), or KServe v1's ``{"instances": [...]}``. Validation happens here,
+once; messages name the field and its bound.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from predictor.core import Completion, GenerationRequest
+from predictor.errors import BadRequest
+
+#: Below this a temperature overflows float32 logits (NaN probabilities); vLLM uses the same floor.
+MIN_TEMPERATURE = 1e-5
+MAX_STOP_STRINGS, MAX_STOP_LENGTH = 4, 100  # as OpenAI's API: a handful of short strings
+
+
+class PromptRequest(BaseModel):
+    """One request object: a prompt and optional transformers generation parameters.
+
+    Numeric ranges are wider than any sensible use and narrow enough that float32 arithmetic in
+    generation never overflows into inf/NaN (which would fail the request, or worse).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    prompt: str
+    max_length: int | None = Field(None, ge=1)
+    min_length: int | None = Field(None, ge=0)
+    do_sample: bool | None = None
+    early_stopping: bool | None = None
+    num_beams: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=100, allow_inf_nan=False)
+    length_penalty: float | None = Field(None, ge=-10, le=10, allow_inf_nan=False)
+    encoder_no_repeat_ngram_size: int | None = Field(None, ge=0)
+    num_return_sequences: int | None = Field(None, ge=1)
+    max_time: float | None = Field(None, gt=0, allow_inf_nan=False)
+    num_beam_groups: int | None = Field(None, ge=1)
+    diversity_penalty: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False)
+    remove_invalid_values: bool | None = None
+    # Extensions beyond the original service (off unless given):
+    max_new_tokens: int | None = Field(None, ge=1)  # instead of max_length: new tokens only
+    stop: str | list[str] | None = None  # end at the first of these strings (left out of the text)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)  # reproducible sampling: same seed, same text
+    details: bool | None = None  # data holds objects with finish reason and token counts
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_type(cls, stop: Any) -> Any:
+        if stop is not None and not isinstance(stop, str) and not (
+                isinstance(stop, list) and all(isinstance(item, str) for item in stop)):
+            raise ValueError(f"must be a string or a list of strings (got {kind(stop)})")
+        return stop
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        strings = [stop] if isinstance(stop, str) else stop or []
+        if len(strings) > MAX_STOP_STRINGS:
+            raise ValueError(f"must hold at most {MAX_STOP_STRINGS} strings (got {len(strings)})")
+        if any(not 0 < len(string) <= MAX_STOP_LENGTH for string in strings):
+            raise ValueError(f"strings must be 1 to {MAX_STOP_LENGTH} characters long")
+        return stop
+
+    @field_validator("prompt")
+    @classmethod
+    def _unicode(cls, prompt: str) -> str:
+        # JSON allows lone surrogates (\ud800); they are not text and the tokenizer rejects them.
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"must be valid Unicode text (lone surrogate at character {exc.start})") from None
+        return prompt
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, temperature: float | None) -> float | None:
+        if temperature is not None and 0 < temperature < MIN_TEMPERATURE:
+            raise ValueError(f"must be 0 (greedy) or >= {MIN_TEMPERATURE:g}")
+        return temperature
+
+
+FIELDS = tuple(PromptRequest.model_fields)
+
+
+def decode_body(body: bytes, content_type: str | None) -> Any:
+    """Decode a raw body as JSON in the charset its Content-Type names (UTF-8 by default).
+
+    KServe decodes only bodies whose Content-Type is exactly one of its JSON types; anything else
+    (``application/json; charset=utf-8``, curl's default form type, none) reaches us as bytes.
+    """
+    charset = _charset(content_type)
+    try:
+        text = body.decode(codecs.lookup(charset).name)
+    except LookupError:
+        raise BadRequest(f"Content-Type names an unknown charset {charset!r}") from None
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"request body is not valid {charset}: {exc.reason} at byte {exc.start}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, the int-digits limit, NaN/Infinity
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def _charset(content_type: str | None) -> str:
+    for param in (content_type or "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"') or "utf-8"
+    return "utf-8"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse(body: Any, max_prompts: int) -> list[PromptRequest]:
+    """Turn a decoded body into request objects, or raise BadRequest naming every problem."""
+    items = _items(body)
+    if not items:
+        raise BadRequest("the request list is empty: send at least one request object")
+    if len(items) > max_prompts:
+        raise BadRequest(f"too many request objects: at most {max_prompts} per request (got {len(items)})")
+    requests, problems = [], []
+    for index, item in enumerate(items):
+        prefix = f"[{index}]." if len(items) > 1 else ""
+        if not isinstance(item, dict):
+            problems.append(f"{prefix.rstrip('.') or 'body'}: must be a JSON object with a 'prompt' "
+                            f"(got {kind(item)})")
+            continue
+        try:
+            requests.append(PromptRequest.model_validate(item))
+        except ValidationError as exc:
+            problems.extend(prefix + describe(error) for error in exc.errors())
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise BadRequest("; ".join(problems[:5]) + more)
+    return requests
+
+
+def _items(body: Any) -> list[Any]:
+    """The request objects in a body."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict) and "instances" in body:
+        extra = sorted(set(body) - {"instances"})
+        if extra:
+            raise BadRequest(f"unknown top-level field(s) {', '.join(map(repr, extra))} next to 'instances'")
+        if not isinstance(body["instances"], list):
+            raise BadRequest(f"instances: must be a list of request objects (got {kind(body['instances'])})")
+        return body["instances"]
+    if isinstance(body, dict):
+        return [body]
+    raise BadRequest("body must be a JSON list of request objects, one request object, "
+                     f"or {{\"instances\": [...]}} (got {kind(body)})")
+
+
+_PHRASES = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "list_type": "must be a list",
+    "bool_type": "must be true or false",
+    "finite_number": "must be a finite number",
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "value_error": "{error}",
+}
+
+
+def describe(error: dict[str, Any], allowed: Sequence[str] = FIELDS) -> str:
+    """One pydantic error as ``field: what is wrong (got value)``."""
+    field = ".".join(str(part) for part in error["loc"]) or "body"
+    if error["type"] == "extra_forbidden":
+        return f"{field}: unknown field (allowed: {', '.join(allowed)})"
+    bounds = {key: f"{value:g}" if isinstance(value, float) else value for key, value in error.get("ctx", {}).items()}
+    phrase = _PHRASES.get(error["type"], error["msg"]).format(**bounds)
+    if error["type"] in ("missing", "value_error"):
+        return f"{field}: {phrase}"
+    return f"{field}: {phrase} (got {_preview(error.get('input'))})"
+
+
+def _preview(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else kind(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def kind(value: Any) -> str:
+    """A JSON value's kind, for messages."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def shape(texts: Sequence[Sequence[str]], wants_list: Sequence[bool]) -> Any:
+    """The response ``data``: a string for one prompt and one sequence, else a list in request order.
+
+    With several prompts each entry is that prompt's text, or its list of texts when it asked
+    for several sequences.
+    """
+    per_prompt = [list(t) if many else t[0] for t, many in zip(texts, wants_list, strict=True)]
+    return per_prompt[0] if len(per_prompt) == 1 else per_prompt
+
+
+def envelope_data(requests: Sequence[GenerationRequest], completions: Sequence[Sequence[Completion]]) -> Any:
+    """The envelope's ``data``: texts, or with ``details`` objects (api.shape gives the nesting)."""
+    values = [[c.details() if req.details else c.text for c in sequences]
+              for req, sequences in zip(requests, completions, strict=True)]
+    return shape(values, [req.wants_list for req in requests])

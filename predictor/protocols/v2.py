@@ -1,0 +1,72 @@
+"""Open Inference Protocol v2 (KServe's /v2/models/<name>/infer) over the same contract.
+
+A request carries a BYTES tensor named ``prompt`` of shape [N] (one prompt per element) and, as
+request parameters, the contract's generation parameters; they are validated exactly like the seed
+API's request objects. The answer is a BYTES tensor ``text`` of shape [N] (the full texts), or
+[N, n] with ``num_return_sequences`` n. Notes about capped or ignored parameters go in the
+response's ``parameters.message``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Sequence
+
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from predictor.core import Completion
+from predictor.errors import BadRequest
+
+INPUTS = [{"name": "prompt", "datatype": "BYTES", "shape": [-1]}]
+# [-1, n] with num_return_sequences n; the last three only with the parameter details: true.
+OUTPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1]},
+           {"name": "finish_reason", "datatype": "BYTES", "shape": [-1]},
+           {"name": "generated_tokens", "datatype": "INT64", "shape": [-1]},
+           {"name": "prompt_tokens", "datatype": "INT64", "shape": [-1]}]
+
+
+def request_objects(request: InferRequest) -> list[dict[str, Any]]:
+    """The seed API's request objects for a v2 request (validated by api.parse afterwards)."""
+    prompts = [tensor for tensor in request.inputs if tensor.name == "prompt"]
+    others = sorted({tensor.name for tensor in request.inputs} - {"prompt"})
+    if others:
+        raise BadRequest(f"inputs: unknown input(s) {', '.join(map(repr, others))}; send one BYTES input 'prompt'")
+    if len(prompts) != 1:
+        raise BadRequest("inputs: send exactly one BYTES input named 'prompt' (shape [N], one prompt each)")
+    (tensor,) = prompts
+    if tensor.datatype != "BYTES":
+        raise BadRequest(f"inputs.prompt: datatype must be BYTES (got {tensor.datatype})")
+    if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data or []):
+        raise BadRequest(f"inputs.prompt: shape must be [N] with N prompts (got {tensor.shape} for "
+                         f"{len(tensor.data or [])} values)")
+    parameters = dict(request.parameters or {})
+    if "prompt" in parameters:
+        raise BadRequest("parameters: 'prompt' belongs in the inputs")
+    return [{"prompt": _text(value), **parameters} for value in tensor.data]
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("inputs.prompt: every element must be UTF-8 text") from None
+    return value  # a string, or a wrong type that validation names
+
+
+def response(model_name: str, request_id: str | None, completions: Sequence[Sequence[Completion]],
+             details: bool = False, notes: Sequence[str] = ()) -> InferResponse:
+    """The ``text`` tensor (full texts, one row per prompt); with ``details`` also finish reasons and counts."""
+    width = len(completions[0])  # the same for every prompt: they share the request's parameters
+    shape = [len(completions)] if width == 1 else [len(completions), width]
+    flat = [completion for sequences in completions for completion in sequences]
+    outputs = [InferOutput(name="text", shape=shape, datatype="BYTES", data=[c.text for c in flat])]
+    if details:
+        outputs += [
+            InferOutput(name="finish_reason", shape=shape, datatype="BYTES", data=[c.finish_reason for c in flat]),
+            InferOutput(name="generated_tokens", shape=shape, datatype="INT64", data=[c.generated_tokens for c in flat]),
+            InferOutput(name="prompt_tokens", shape=[len(completions)], datatype="INT64",
+                        data=[sequences[0].prompt_tokens for sequences in completions]),
+        ]
+    return InferResponse(response_id=request_id or uuid.uuid4().hex, model_name=model_name, infer_outputs=outputs,
+                         parameters={"message": "; ".join(notes)} if notes else None)
