@@ -1,4 +1,4 @@
-"""On a CUDA machine: diverse beam search on the GPU gives transformers 4.x's answers (golden.json).
+"""On a CUDA machine: beam search, diverse or not, gives transformers 4.x's answers (golden.json) on the GPU.
 
 fp32 with TF32 off, so the arithmetic is the one the fixtures were written with up to summation order;
 in fp16 the search runs batched and returns well-formed answers (its numbers differ from fp32's).
@@ -25,7 +25,7 @@ def model_fp32(cache_dir):
     return AutoModelForCausalLM.from_pretrained(golden.model_dir(cache_dir)).eval().to("cuda")
 
 
-def test_every_diverse_case_matches_on_the_gpu(model_fp32):
+def test_every_beam_case_matches_on_the_gpu(model_fp32):
     wrong = [name for name, case in CASES.items() if search(model_fp32, [case])[0] != expected(case)]
     assert not wrong, f"{len(wrong)} of {len(CASES)} differ on the GPU: {wrong}"
 

@@ -1,7 +1,8 @@
-"""Diverse beam search, token for token, against transformers 4.x (tests/fixtures/golden.json).
+"""Beam search, diverse or not, token for token against transformers 4.x (tests/fixtures/golden.json).
 
-Each diverse case alone, then with its twin (the same search on a prompt of another length) in one
-left-padded batch, as the server batches them. The HTTP tests (tests/integration/test_golden_http.py)
+The server runs every beam search without sampling through diverse.generate (one group: plain beam
+search). Each such case alone, then with its twin (the same search on a prompt of another length) in
+one left-padded batch, as the server batches them. The HTTP tests (tests/integration/test_golden_http.py)
 check the texts of every case; these check the token ids, EOS included.
 """
 
@@ -14,7 +15,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 from predictor.generation import diverse
 from tests import golden
 
-CASES = {case["name"]: case for case in golden.load()["cases"] if "num_beam_groups" in case["request"]}
+CASES = {case["name"]: case for case in golden.load()["cases"] if case["request"].get("num_beams", 1) > 1}
 # The server never pads a search with repetition_penalty (it would penalize the padding, which is EOS):
 # batching.beam_key batches those only with prompts of the same length.
 PAIRS = [(name, f"{name}-twin") for name in CASES
@@ -39,7 +40,8 @@ def search(model, cases: list[dict]) -> list[list[list[int]]]:
     config = GenerationConfig(pad_token_id=eos, eos_token_id=eos, max_length=width + first["max_length"] - prompt,
                               min_length=width + max(0, first.get("min_length", 0) - prompt), **params)
     with torch.inference_mode():
-        return diverse.generate(model, ids, mask, config, first["num_beam_groups"], first["diversity_penalty"])
+        return diverse.generate(model, ids, mask, config, first.get("num_beam_groups", 1),
+                                first.get("diversity_penalty", 0.0))
 
 
 def expected(case: dict) -> list[list[int]]:
@@ -47,7 +49,7 @@ def expected(case: dict) -> list[list[int]]:
 
 
 def test_the_table_covers_what_the_issue_asks():
-    params = [case["request"] for case in CASES.values()]
+    params = [case["request"] for case in CASES.values() if "num_beam_groups" in case["request"]]
     assert len({tuple(sorted(p.items())[1:]) for p in params}) >= 30
     assert {p["num_beams"] for p in params} >= {2, 3, 4, 6, 8} and {p["num_beam_groups"] for p in params} == {2, 3, 4}
     assert len({p["num_return_sequences"] for p in params}) >= 5
