@@ -1,10 +1,11 @@
 """Which requests may share a batch, and how many join. Pure functions: no threads, no model.
 
 Two paths (engine.py): every ``num_beams == 1`` request joins the continuous batch (continuous.py),
-which gives each row its own settings and bounds; beam search runs as left-padded ``generate`` calls,
-which need everything that shapes the search to be equal. Diverse beam search runs one beam search
-per group (diverse.py), and a seeded beam sampling seeds its generate call, so both run alone. ``repetition_penalty`` batches only with prompts of the
-same length: it would penalize the padding token, which is EOS, in the shorter rows.
+which gives each row its own settings and bounds; beam searches (diverse or not) run left-padded in one
+call (generation/beams.py), which needs everything that shapes the search to be equal. A seeded
+beam sampling seeds its generate call, so it runs alone. ``repetition_penalty`` batches only with prompts
+of the same length: it would penalize the padding token, which is EOS, in the shorter rows (and
+``encoder_no_repeat_ngram_size`` would ban it after the prompt's n-grams that contain padding).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from predictor.settings import BatchPolicy
 
 _SEARCH = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "num_beams",
            "num_return_sequences", "early_stopping", "length_penalty", "remove_invalid_values",
-           "encoder_no_repeat_ngram_size", "max_time")
+           "encoder_no_repeat_ngram_size", "max_time", "num_beam_groups", "diversity_penalty")
 
 
 def continuous(request: GenerationRequest) -> bool:
@@ -55,10 +56,10 @@ def admit(running_rows: int, running_longest: int, waiting: Sequence[GenerationR
 def beam_key(request: GenerationRequest) -> Hashable | None:
     """Beam searches with equal keys may share a generate call; None means it runs alone."""
     s = request.sampling
-    if s.num_beam_groups > 1 or s.seed is not None:  # a seed seeds the whole generate call
+    if s.seed is not None:  # a seed seeds the whole generate call
         return None
     key: tuple = (*(getattr(s, name) for name in _SEARCH), *new_tokens(request))
-    if s.repetition_penalty not in (None, 1.0):
+    if s.repetition_penalty not in (None, 1.0) or s.encoder_no_repeat_ngram_size:
         key += (len(request.input_ids),)
     return key
 

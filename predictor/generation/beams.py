@@ -1,4 +1,7 @@
-"""Beam search on the loaded model, as left-padded ``generate`` calls; and turning tokens into text.
+"""Beam search on the loaded model, left-padded; and turning tokens into text.
+
+Deterministic beam search (diverse or not) is diverse.py's, which computes what transformers 4.x did;
+beam sampling is transformers' ``generate``.
 
 Beam batches share every setting and length bound (batching.beam_key), so one GenerationConfig fits
 all rows. Engine thread only.
@@ -73,8 +76,6 @@ class Runner:
 
     def _generate(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None) -> list[list[Completion]]:
         model, first = self.loaded.model, requests[0].sampling
-        if first.num_beam_groups > 1:  # alone, see batching.beam_key
-            return [self._diverse(requests[0])]
         eos, width = self.loaded.eos_token_id, max(len(r.input_ids) for r in requests)
         input_ids = torch.tensor([[eos] * (width - len(r.input_ids)) + list(r.input_ids) for r in requests],
                                  dtype=torch.long, device=model.device)
@@ -82,6 +83,11 @@ class Runner:
                           >= torch.tensor([width - len(r.input_ids) for r in requests], device=model.device)[:, None])
         (most, least), = {new_tokens(r) for r in requests}  # equal by batching.beam_key
         config = generation_config(replace(first, max_length=width + most, min_length=width + least), eos)
+        if first.num_beams > 1 and not first.do_sample:  # deterministic beams, diverse or not: see diverse.py
+            with torch.inference_mode():
+                found = diverse.generate(model, input_ids, attention_mask.long(), config, first.num_beam_groups,
+                                         first.diversity_penalty or 0.0, stop)
+            return [self._beams(r, sequences) for r, sequences in zip(requests, found)]
         criteria = StoppingCriteriaList([_Abandoned(stop)] if stop is not None else [])
         with torch.inference_mode(), _seeded(first.seed, model.device):
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask.long(), generation_config=config,
@@ -96,15 +102,6 @@ class Runner:
             tokens = [t for t in sequence if t != eos]  # EOS and the padding after it
             completions.append(self.completion(request, tokens, "eos" if eos in sequence else "length"))
         return completions
-
-    def _diverse(self, request: GenerationRequest) -> list[Completion]:
-        model, s = self.loaded.model, request.sampling
-        input_ids = torch.tensor([request.input_ids], dtype=torch.long, device=model.device)
-        with torch.inference_mode():
-            new = diverse.generate(model, input_ids, torch.ones_like(input_ids),
-                                   generation_config(s, self.loaded.eos_token_id), s.num_beam_groups,
-                                   s.diversity_penalty or 0.0)[0]
-        return self._beams(request, new)
 
     def decode(self, tokens: Sequence[int]) -> str:
         """New tokens as text, without special tokens."""

@@ -59,15 +59,18 @@ def test_admission(running_rows, running_longest, waiting, policy, count):
     (req(5, num_beams=2, repetition_penalty=1.3), req(5, num_beams=2, repetition_penalty=1.3), True),
     (req(num_beams=2, max_time=1.0), req(num_beams=2, max_time=1.0), True),
     (req(num_beams=2, max_time=1.0), req(num_beams=2, max_time=2.0), False),
+    (req(5, num_beams=2, encoder_no_repeat_ngram_size=1), req(6, num_beams=2, encoder_no_repeat_ngram_size=1,
+                                                            max_length=16), False),  # it would ban the padding
+    (req(5, num_beams=4, num_beam_groups=2, diversity_penalty=1.0),
+     req(7, num_beams=4, num_beam_groups=2, diversity_penalty=1.0, max_length=17), True),
+    (req(num_beams=4, num_beam_groups=2, diversity_penalty=1.0), req(num_beams=4, num_beam_groups=4,
+                                                                     diversity_penalty=1.0), False),
+    (req(num_beams=4, num_beam_groups=2, diversity_penalty=1.0), req(num_beams=4, num_beam_groups=2,
+                                                                     diversity_penalty=2.0), False),
+    (req(num_beams=4, num_beam_groups=2), req(num_beams=4), False),
 ])
 def test_which_beam_searches_share_a_call(a, b, together):
     assert (beam_key(a) == beam_key(b) and beam_key(a) is not None) is together
-
-
-def test_diverse_beam_search_runs_alone():
-    diverse = req(num_beams=4, num_beam_groups=2)
-    assert beam_key(diverse) is None
-    assert select_beams([diverse, diverse], BatchPolicy()) == [0]
 
 
 def test_select_beams_takes_the_oldest_and_compatible_later_ones_that_fit():

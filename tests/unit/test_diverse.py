@@ -1,4 +1,7 @@
-"""Diverse (group) beam search: diverse beams, the Hamming penalty, ranking, max_time."""
+"""Diverse (group) beam search: diverse beams, batching, max_time, stop, and the hypotheses' rules.
+
+Exactness against transformers 4.x, token for token, is test_golden_diverse.py's.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from predictor.generation import diverse
-from predictor.generation.diverse import _HammingDiversity
+from predictor.generation.diverse import _Hypotheses
 
 EOS = 0
 
@@ -19,12 +22,12 @@ def model(tiny_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
 
 
-def search(model, penalty, *, beams=4, groups=4, n=4, max_length=16, prompts=((5, 6, 7),), **extra):
+def search(model, penalty, *, beams=4, groups=4, n=4, max_length=16, prompts=((5, 6, 7),), stop=None, **extra):
     ids = torch.tensor(prompts)
     config = GenerationConfig(max_length=max_length, num_beams=beams, num_return_sequences=n,
                               pad_token_id=EOS, eos_token_id=EOS, **extra)
     with torch.inference_mode():
-        return diverse.generate(model, ids, torch.ones_like(ids), config, groups, penalty)
+        return diverse.generate(model, ids, torch.ones_like(ids), config, groups, penalty, stop)
 
 
 def test_without_penalty_groups_agree(model):
@@ -49,17 +52,6 @@ def test_batch_of_prompts_keeps_prompts_apart(model):
     assert together == alone
 
 
-def test_results_are_ranked_best_first(model):
-    (beams,) = search(model, 10.0, n=4)
-    scores = []
-    for tokens in beams:
-        ids = torch.tensor([[5, 6, 7, *tokens]])
-        with torch.inference_mode():
-            logprobs = torch.log_softmax(model(ids).logits[0, 2:-1], dim=-1)
-        scores.append(float(logprobs.gather(1, torch.tensor(tokens)[:, None]).sum()) / len(tokens))
-    assert scores == sorted(scores, reverse=True)
-
-
 def test_num_return_sequences_picks_the_best(model):
     (all_four,) = search(model, 10.0, n=4)
     (best_two,) = search(model, 10.0, n=2)
@@ -73,12 +65,40 @@ def test_max_time_bounds_the_whole_search(model):
     assert all(0 < len(b) < 1997 for b in beams)
 
 
-def test_processor_penalizes_tokens_earlier_groups_chose_at_this_step():
-    earlier = [{0: torch.tensor([[3, 3]]), 1: torch.tensor([[4, 5]])}]
-    own: dict = {}
-    processor = _HammingDiversity(2.0, prompt_len=2, sub_beams=2, earlier=earlier, own=own)
-    scores = processor(torch.tensor([[1, 2], [1, 2]]), torch.zeros(2, 8))  # step 0
-    assert scores[:, 3].tolist() == [-4.0, -4.0] and scores.sum() == -8.0
-    scores = processor(torch.tensor([[1, 2, 6], [1, 2, 7]]), torch.zeros(2, 8))  # step 1
-    assert scores[:, 4].tolist() == [-2.0, -2.0] and scores[:, 5].tolist() == [-2.0, -2.0]
-    assert own[0].tolist() == [[6, 7]]  # it recorded what this group chose at step 0
+def test_one_group_is_plain_beam_search(model):
+    (beams,) = search(model, 0.0, beams=3, groups=1, n=3)
+    assert len({tuple(b) for b in beams}) == 3
+
+
+def test_stop_ends_the_search_after_the_step_in_flight(model):
+    (beams,) = search(model, 1.0, max_length=200, stop=lambda: True)
+    assert [len(b) for b in beams] == [1, 1, 1, 1]
+
+
+def test_hypotheses_keep_the_best_and_drop_the_earliest_of_the_worst():
+    hyps = _Hypotheses(size=2, length_penalty=1.0, early_stopping=False, max_new=10)
+    hyps.add([1], -2.0, 1)
+    hyps.add([2, 2], -2.0, 2)  # -1.0 per token
+    hyps.add([3], -1.0, 1)  # ties with [2, 2]; [1] (-2.0) goes
+    assert hyps.beams == [(-1.0, [2, 2]), (-1.0, [3])] and hyps.worst == -1.0
+    hyps.add([4], -1.0, 1)  # not better than the worst: not kept
+    assert [tokens for _, tokens in hyps.beams] == [[2, 2], [3]]
+    hyps.add([5], -0.5, 1)  # better: the earlier of the two equal worst goes
+    assert [tokens for _, tokens in hyps.beams] == [[3], [5]] and hyps.worst == -1.0
+
+
+@pytest.mark.parametrize("early_stopping, length_penalty, best, length, done", [
+    (True, 1.0, 0.0, 1, True),  # full: done at once
+    (False, 1.0, -2.0, 2, True),  # the best candidate reaches -1.0 per token: not better than the worst
+    (False, 1.0, -1.8, 2, False),
+    (False, 0.0, -0.5, 5, False),  # no length penalty: sums compare
+    ("never", 2.0, -10.0, 2, False),  # -10 / 10**2 at the longest length would still beat -1.0
+    ("never", -1.0, -0.6, 2, True),  # a negative penalty favours short: the current length is the best
+])
+def test_a_group_is_done_when_no_candidate_can_get_in(early_stopping, length_penalty, best, length, done):
+    hyps = _Hypotheses(size=2, length_penalty=length_penalty, early_stopping=early_stopping, max_new=10)
+    assert not hyps.done(-100.0, 1)  # fewer hypotheses than beams: never done
+    hyps.add([1], -1.0 * 1 ** length_penalty, 1)
+    hyps.add([2], -1.0 * 1 ** length_penalty, 1)
+    assert hyps.worst == -1.0
+    assert hyps.done(best, length) is done

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from predictor.core import GenerationRequest
+from predictor.generation import diverse
 from predictor.generation.beams import Runner
 from predictor.loading.loader import load
 from predictor.protocols.plan import plan
@@ -57,16 +58,16 @@ def test_beams_in_a_batch_match_alone(runner):
 
 
 def test_a_failing_batch_fails_only_the_culprit(runner, monkeypatch):
-    generate = runner.loaded.model.generate
+    generate = diverse.generate  # every beam search without sampling
 
-    def fragile(**kwargs):
-        if kwargs["input_ids"].shape[0] > 1 and (kwargs["input_ids"] == 99).any():
+    def fragile(model, input_ids, *args):
+        if input_ids.shape[0] > 1 and (input_ids == 99).any():
             raise RuntimeError("poisoned")
-        if (kwargs["input_ids"] == 99).any():
+        if (input_ids == 99).any():
             raise RuntimeError("still poisoned")
-        return generate(**kwargs)
+        return generate(model, input_ids, *args)
 
-    monkeypatch.setattr(runner.loaded.model, "generate", fragile)
+    monkeypatch.setattr(diverse, "generate", fragile)
     good = prepared(runner, "The weather", max_length=20, num_beams=2)
     bad = prepared(runner, "The rain", max_length=20, num_beams=2)
     bad = GenerationRequest(bad.prompt, (*bad.input_ids[:-1], 99), bad.sampling)
