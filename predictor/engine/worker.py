@@ -37,7 +37,8 @@ class Backend(Protocol):
 
     def decode(self, tokens: Sequence[int]) -> str: ...
 
-    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str) -> Completion: ...
+    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str,
+                   scored=None, prompt_scored=None) -> Completion: ...
 
 
 class Worker:
@@ -195,15 +196,14 @@ class Worker:
     def _finish(self, done: list[Done]) -> None:
         for row in done:
             job = row.owner
-            job.results[row.index] = (row.tokens, row.reason)
+            job.results[row.index] = (row.tokens, row.reason, row.scored, row.prompt_scored)
             if job.stream is not None:
                 job.emit(row.index, self._text_stream(job, row.index).piece(row.tokens, final=True))
             self.running[job] -= 1
             if not self.running[job]:
                 del self.running[job]
-                job.generated(sum(len(tokens) for tokens, _ in job.results), self._metrics, finished=True)
-                job.settle(result=[self._backend.completion(job.request, tokens, reason)
-                                   for tokens, reason in job.results])
+                job.generated(sum(len(result[0]) for result in job.results), self._metrics, finished=True)
+                job.settle(result=[self._backend.completion(job.request, *result) for result in job.results])
         self._running_changed()
 
     def _run_beams(self, beams: list[Job]) -> None:

@@ -20,7 +20,8 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from predictor.core import Completion, GenerationRequest, Sampling, new_tokens
 from predictor.generation import diverse
 from predictor.generation.continuous import ContinuousBatch, Decoder
-from predictor.generation.text import cut_at_stop
+from predictor.generation.logits import Scored, scores_of
+from predictor.generation.text import cut_at_stop, token_logprobs
 from predictor.loading.loader import Loaded
 
 log = logging.getLogger("predictor")
@@ -89,33 +90,67 @@ class Runner:
                                          first.diversity_penalty or 0.0, stop)
             return [self._beams(r, sequences) for r, sequences in zip(requests, found)]
         criteria = StoppingCriteriaList([_Abandoned(stop)] if stop is not None else [])
+        top = max((r.sampling.logprobs for r in requests if r.sampling.logprobs is not None), default=None)
+        if top is not None:  # the scores of every step, kept only when asked: they cost memory
+            config.output_scores = config.return_dict_in_generate = True
         with torch.inference_mode(), _seeded(first.seed, model.device):
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask.long(), generation_config=config,
                                  stopping_criteria=criteria)
-        n = first.num_return_sequences
-        return [self._beams(r, [row[width:].tolist() for row in out[i * n:(i + 1) * n]])
+            scored = _beam_scores(out, width, top) if top is not None else None
+        sequences, n = (out if top is None else out.sequences), first.num_return_sequences
+        return [self._beams(r, [row[width:].tolist() for row in sequences[i * n:(i + 1) * n]],
+                            scored[i * n:(i + 1) * n] if scored and r.sampling.logprobs is not None else None)
                 for i, r in enumerate(requests)]
 
-    def _beams(self, request: GenerationRequest, sequences: list[list[int]]) -> list[Completion]:
+    def _beams(self, request: GenerationRequest, sequences: list[list[int]],
+               scored: list[list[Scored]] | None = None) -> list[Completion]:
         eos, completions = self.loaded.eos_token_id, []
-        for sequence in sequences:
+        for index, sequence in enumerate(sequences):
             tokens = [t for t in sequence if t != eos]  # EOS and the padding after it
-            completions.append(self.completion(request, tokens, "eos" if eos in sequence else "length"))
+            kept = None if scored is None else [(t, lp, top[:request.sampling.logprobs])
+                                                for t, lp, top in scored[index][:len(tokens)]]
+            completions.append(self.completion(request, tokens, "eos" if eos in sequence else "length", kept))
         return completions
 
     def decode(self, tokens: Sequence[int]) -> str:
         """New tokens as text, without special tokens."""
         return self.loaded.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str) -> Completion:
+    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str,
+                   scored: Sequence[Scored] | None = None, prompt_scored: Sequence[Scored] | None = None) -> Completion:
         """The prompt exactly as sent, then the continuation, cut before the first stop string.
 
         Decoding only the new tokens keeps the prompt byte-for-byte (even text that tokenizes to a
-        special token, such as a literal ``<|endoftext|>``).
+        special token, such as a literal ``<|endoftext|>``). ``scored``/``prompt_scored``: the
+        tokens' logprobs (logits.Scored), reported only for tokens whose text is kept.
         """
         continuation, stopped = cut_at_stop(self.decode(tokens), request.sampling.stop)
+        logprobs = prompt_logprobs = None
+        if scored is not None:
+            logprobs = token_logprobs(self.token_texts, scored, len(continuation))
+        if prompt_scored is not None:
+            prompt_logprobs = token_logprobs(self.token_texts, [(request.input_ids[0], None, ())] + list(prompt_scored))
         return Completion(request.prompt + continuation, continuation, "stop" if stopped else reason,
-                          len(request.input_ids), len(tokens))
+                          len(request.input_ids), len(tokens), logprobs, prompt_logprobs)
+
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        """Each token's own text, special tokens included (an alternative may be EOS)."""
+        return self.loaded.tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False,
+                                                  clean_up_tokenization_spaces=False)
+
+
+def _beam_scores(out, width: int, top: int) -> list[list[Scored]]:
+    """Per returned sequence, each new token scored from the step's processed log-probs of the beam it
+    extended (``beam_indices`` names that beam at every step; -1 after the sequence ended)."""
+    beams, result = out.beam_indices, []
+    for row in range(out.sequences.shape[0]):
+        steps = [t for t in range(min(beams.shape[1], len(out.scores))) if beams[row, t] >= 0]
+        if not steps:
+            result.append([])
+            continue
+        logits = torch.stack([out.scores[t][beams[row, t]] for t in steps])
+        result.append(scores_of(logits, out.sequences[row, [width + t for t in steps]], top))
+    return result
 
 
 def generation_config(s: Sampling, eos_token_id: int) -> GenerationConfig:
