@@ -91,17 +91,27 @@ class GPTJModel(Model):
         requests = seed.parse(payload, self.settings.limits.max_prompts)
         return Prepared(await self.prepare(requests), infer)
 
-    async def prepare(self, requests: list[seed.PromptRequest]) -> list[GenerationRequest]:
-        """Tokenize and plan validated request objects (off the event loop: long prompts take ms)."""
-        return await asyncio.to_thread(self._prepare, requests)
+    async def prepare(self, requests: list[seed.PromptRequest],
+                      token_ids: Sequence[Sequence[int] | None] | None = None) -> list[GenerationRequest]:
+        """Tokenize and plan validated request objects (off the event loop: long prompts take ms).
 
-    def _prepare(self, requests: list[seed.PromptRequest]) -> list[GenerationRequest]:
+        ``token_ids``: per request, the prompt as token ids (OpenAI's token-id prompts) instead of its text.
+        """
+        return await asyncio.to_thread(self._prepare, requests, token_ids or [None] * len(requests))
+
+    def _prepare(self, requests: list[seed.PromptRequest],
+                 token_ids: Sequence[Sequence[int] | None]) -> list[GenerationRequest]:
+        tokenizer = self._loaded().tokenizer
         # The Rust tokenizer directly: its encode is safe to call from several threads at once.
-        backend = self._loaded().tokenizer.backend_tokenizer
+        backend = tokenizer.backend_tokenizer
         prepared = []
-        for index, req in enumerate(requests):
+        for index, (req, given) in enumerate(zip(requests, token_ids, strict=True)):
             where = f"[{index}]." if len(requests) > 1 else ""
-            ids = backend.encode(req.prompt).ids
+            if given is not None:
+                _check_vocabulary(given, len(tokenizer), where)
+                ids, text = list(given), tokenizer.decode(list(given), clean_up_tokenization_spaces=False)
+            else:
+                ids, text = backend.encode(req.prompt).ids, req.prompt
             if not ids:
                 raise BadRequest(f"{where}prompt: must not be empty")
             try:
@@ -109,9 +119,9 @@ class GPTJModel(Model):
             except BadRequest as exc:
                 raise BadRequest(where + exc.message) from None
             prepared.append(GenerationRequest(
-                prompt=req.prompt, input_ids=tuple(ids), sampling=sampling,
+                prompt=text, input_ids=tuple(ids), sampling=sampling,
                 notes=tuple(f"{where}{note}" for note in notes),
-                wants_list=sampling.num_return_sequences > 1, details=bool(req.details),
+                wants_list=sampling.num_return_sequences > 1, details=bool(req.details) or req.logprobs is not None,
             ))
         return prepared
 
@@ -144,7 +154,8 @@ class GPTJModel(Model):
         requests, completions = result.requests, result.completions
         notes = [note for req in requests for note in req.notes]
         if requests.infer is not None:
-            return v2.response(self.name, requests.infer.id, completions, any(r.details for r in requests), notes)
+            return v2.response(self.name, requests.infer.id, completions, any(r.details for r in requests), notes,
+                               [r.prompt for r in requests])
         return succeeded(envelope_data(requests, completions), "; ".join(notes) if notes else None)
 
     def get_input_types(self) -> list[dict]:
@@ -178,6 +189,14 @@ class GPTJModel(Model):
             return None
         started = record.started if record is not None else time.monotonic()
         return limit - (time.monotonic() - started)
+
+
+def _check_vocabulary(ids: Sequence[int], size: int, where: str) -> None:
+    """Token ids must name tokens of the vocabulary: the embedding would fail on any other."""
+    for position, token in enumerate(ids):
+        if not 0 <= token < size:
+            raise BadRequest(f"{where}prompt[{position}]: token id {token} is outside the vocabulary "
+                             f"(0 to {size - 1})")
 
 
 class Prepared(list):

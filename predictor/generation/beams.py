@@ -21,7 +21,7 @@ from predictor.core import Completion, GenerationRequest, Sampling, new_tokens
 from predictor.generation import diverse
 from predictor.generation.continuous import ContinuousBatch, Decoder
 from predictor.generation.logits import Scored, scores_of
-from predictor.generation.text import cut_at_stop, token_logprobs
+from predictor.generation.text import cut_at_stop, prompt_token_logprobs, token_logprobs
 from predictor.loading.loader import Loaded
 
 log = logging.getLogger("predictor")
@@ -129,7 +129,7 @@ class Runner:
         if scored is not None:
             logprobs = token_logprobs(self.token_texts, scored, len(continuation))
         if prompt_scored is not None:
-            prompt_logprobs = token_logprobs(self.token_texts, [(request.input_ids[0], None, ())] + list(prompt_scored))
+            prompt_logprobs = prompt_token_logprobs(self.token_texts, request.input_ids, prompt_scored)
         return Completion(request.prompt + continuation, continuation, "stop" if stopped else reason,
                           len(request.input_ids), len(tokens), logprobs, prompt_logprobs)
 

@@ -30,6 +30,13 @@ def token_logprobs(texts: Callable[[Sequence[int]], list[str]], scored: Sequence
     return tuple(result)
 
 
+def prompt_token_logprobs(texts: Callable[[Sequence[int]], list[str]], prompt: Sequence[int],
+                    scored: Sequence[tuple]) -> tuple[TokenLogprob, ...]:
+    """The prompt's tokens with their logprobs (``scored``: the tokens after the first, which nothing
+    predicts: its logprob is None)."""
+    return token_logprobs(texts, [(prompt[0], None, ())] + list(scored))
+
+
 class TextStream:
     """One sequence's text, piece by piece, as its tokens grow.
 

@@ -9,6 +9,7 @@ response's ``parameters.message``.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any, Sequence
 
@@ -16,13 +17,18 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from predictor.core import Completion
 from predictor.errors import BadRequest
+from predictor.protocols import logprobs
 
 INPUTS = [{"name": "prompt", "datatype": "BYTES", "shape": [-1]}]
-# [-1, n] with num_return_sequences n; the last three only with the parameter details: true.
+# [-1, n] with num_return_sequences n; the next three only with the parameter details: true (or
+# logprobs); ``logprobs`` only with the parameter logprobs: N (0-5), each element one sequence's
+# logprobs object as JSON text (protocols/logprobs.py): a tensor's elements must be of one type.
+# (The metadata's tensor objects have only name, datatype and shape, in REST and gRPC alike.)
 OUTPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1]},
            {"name": "finish_reason", "datatype": "BYTES", "shape": [-1]},
            {"name": "generated_tokens", "datatype": "INT64", "shape": [-1]},
-           {"name": "prompt_tokens", "datatype": "INT64", "shape": [-1]}]
+           {"name": "prompt_tokens", "datatype": "INT64", "shape": [-1]},
+           {"name": "logprobs", "datatype": "BYTES", "shape": [-1]}]
 
 
 def request_objects(request: InferRequest) -> list[dict[str, Any]]:
@@ -55,7 +61,7 @@ def _text(value: Any) -> Any:
 
 
 def response(model_name: str, request_id: str | None, completions: Sequence[Sequence[Completion]],
-             details: bool = False, notes: Sequence[str] = ()) -> InferResponse:
+             details: bool = False, notes: Sequence[str] = (), prompts: Sequence[str] = ()) -> InferResponse:
     """The ``text`` tensor (full texts, one row per prompt); with ``details`` also finish reasons and counts."""
     width = len(completions[0])  # the same for every prompt: they share the request's parameters
     shape = [len(completions)] if width == 1 else [len(completions), width]
@@ -68,5 +74,9 @@ def response(model_name: str, request_id: str | None, completions: Sequence[Sequ
             InferOutput(name="prompt_tokens", shape=[len(completions)], datatype="INT64",
                         data=[sequences[0].prompt_tokens for sequences in completions]),
         ]
+    if flat[0].logprobs is not None:  # every prompt shares the request's parameters
+        texts = [json.dumps(logprobs.of_completion(c, prompt, False))
+                 for prompt, sequences in zip(prompts, completions, strict=True) for c in sequences]
+        outputs.append(InferOutput(name="logprobs", shape=shape, datatype="BYTES", data=texts))
     return InferResponse(response_id=request_id or uuid.uuid4().hex, model_name=model_name, infer_outputs=outputs,
                          parameters={"message": "; ".join(notes)} if notes else None)
