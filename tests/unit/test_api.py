@@ -147,7 +147,7 @@ def test_parse_accepts_every_parameter():
              "max_new_tokens": 10, "stop": ["\n", "END"], "seed": 42, "details": True, "logprobs": 2}
     (parsed,) = seed.parse(every, MAX_PROMPTS)
     assert parsed.model_dump() == every
-    assert set(every) == set(seed.FIELDS)  # the contract's 16 parameters, the prompt, and 4 extensions
+    assert set(every) == set(seed.FIELDS)  # the contract's 16 parameters, the prompt, and 5 extensions
 
 
 def test_integer_accepted_where_a_float_is_expected():
