@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
 from kserve import Model
+from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from predictor.core import Completion, GenerationRequest
+from predictor.edge import grpc_status
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
 from predictor.errors import BadRequest, NotReady, succeeded
@@ -80,6 +82,16 @@ class GPTJModel(Model):
         self.ready = False
         if self._engine is not None:
             self._engine.stop(timeout=5)
+
+    async def __call__(self, body: Any, headers: dict[str, str] | None = None,
+                       verb: InferenceVerb = InferenceVerb.PREDICT) -> tuple[Any, dict[str, str]]:
+        """KServe's entry for v1/v2 inference; over gRPC, our errors become gRPC statuses (grpc_status.py)."""
+        try:
+            return await super().__call__(body, headers, verb)
+        except Exception as exc:
+            if isinstance(body, InferRequest) and body.from_grpc:
+                raise grpc_status.status_error(exc) from None
+            raise
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
         """Body (bytes, dict, list or a v2 InferRequest) -> validated GenerationRequests, or a 400."""

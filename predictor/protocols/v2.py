@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from predictor.core import Completion
 from predictor.errors import BadRequest
-from predictor.protocols import logprobs
+from predictor.protocols import logprobs, seed
 
 INPUTS = [{"name": "prompt", "datatype": "BYTES", "shape": [-1]}]
 # [-1, n] with num_return_sequences n; the next three only with the parameter details: true (or
@@ -45,10 +46,37 @@ def request_objects(request: InferRequest) -> list[dict[str, Any]]:
     if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data or []):
         raise BadRequest(f"inputs.prompt: shape must be [N] with N prompts (got {tensor.shape} for "
                          f"{len(tensor.data or [])} values)")
-    parameters = dict(request.parameters or {})
+    parameters = plain_parameters(request.parameters or {})
     if "prompt" in parameters:
         raise BadRequest("parameters: 'prompt' belongs in the inputs")
     return [{"prompt": _text(value), **parameters} for value in tensor.data]
+
+
+#: Request fields that take a number with a fraction: gRPC's InferParameter has no such type
+#: (bool, int64 and string only, kserve/protocol/grpc/grpc_predict_v2.proto), so they come as strings.
+_FRACTIONAL = frozenset(name for name, field in seed.PromptRequest.model_fields.items()
+                        if field.annotation == (float | None))
+
+
+def plain_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Request parameters as JSON values: over HTTP they are already; over gRPC each is a typed
+    InferParameter, whose value is its one set field (a fractional number arrives as a string)."""
+    plain = {}
+    for name, value in parameters.items():
+        if isinstance(value, InferParameter):
+            kind = value.WhichOneof("parameter_choice")
+            value = None if kind is None else getattr(value, kind)
+            if kind == "string_param" and name in _FRACTIONAL:
+                value = _number(name, value)
+        plain[name] = value
+    return plain
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise BadRequest(f"parameters.{name}: must be a number (got {text!r})") from None
 
 
 def _text(value: Any) -> Any:
