@@ -91,9 +91,26 @@ def test_echo_with_no_new_tokens_scores_the_prompt_and_generates_nothing(loaded)
     assert completion.logprobs == () and len(completion.prompt_logprobs) == len(req.input_ids)
 
 
-def test_off_computes_nothing(loaded):
-    (completion,), (row,) = finish(loaded, request(loaded))
+def test_off_computes_nothing(loaded, monkeypatch):
+    """Without logprobs a step does no extra work: no log-softmax, and prefill keeps only the last logits."""
+    from predictor.generation import continuous, logits
+
+    def unexpected(*args, **kwargs):
+        raise AssertionError("logprobs were computed for a request that did not ask")
+
+    monkeypatch.setattr(logits, "scores_of", unexpected)
+    monkeypatch.setattr(continuous, "prompt_scores", unexpected)
+    kept = []
+    model_call = type(loaded.model).__call__
+
+    def spy(self, *args, **kwargs):
+        kept.append(kwargs.get("logits_to_keep"))
+        return model_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(loaded.model), "__call__", spy)
+    (completion,), (row,) = finish(loaded, request(loaded, do_sample=True, num_return_sequences=1, seed=2))
     assert row.scored is None and completion.logprobs is None and completion.prompt_logprobs is None
+    assert kept[0] == 1  # the prefill asked for the last position's logits only
 
 
 def test_beam_search_reports_the_chosen_beams_tokens(loaded):
