@@ -16,9 +16,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from predictor import errors
 from predictor.core import Completion, GenerationRequest, TokenLogprob
 from predictor.errors import BadRequest
-from predictor.protocols import logprobs
+from predictor.protocols import logprobs, seed
 from predictor.protocols import openai as oa
-from predictor.protocols import seed
 from predictor.protocols.sse import HEADERS, event, failure_event, serving, started
 
 

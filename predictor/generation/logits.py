@@ -139,8 +139,8 @@ def _score(rows: Sequence[RowChoice], drawn: torch.Tensor, chosen: torch.Tensor)
     all of them, and one copy to the host. After the warpers, as vLLM's default "processed_logprobs"
     (https://docs.vllm.ai/en/latest/usage/v1_guide.html#semantic-changes-to-logprobs)."""
     wanted = [i for i, row in enumerate(rows) if row.scored is not None]
-    for index, scored in zip(wanted, scores_of(drawn[wanted], chosen[wanted], max(rows[i].sampling.logprobs
-                                                                                   for i in wanted))):
+    top = max(rows[i].sampling.logprobs for i in wanted)
+    for index, scored in zip(wanted, scores_of(drawn[wanted], chosen[wanted], top), strict=True):
         rows[index].scored.append(_top(scored, rows[index].sampling.logprobs))
 
 
@@ -153,9 +153,9 @@ def scores_of(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> list[Scor
     chosen = logprobs.gather(1, tokens[:, None].to(logprobs.device))[:, 0].tolist()
     alternatives = logprobs.topk(top, dim=-1) if top else None
     result = []
-    for row, (token, logprob) in enumerate(zip(tokens.tolist(), chosen)):
+    for row, (token, logprob) in enumerate(zip(tokens.tolist(), chosen, strict=True)):
         pairs = () if alternatives is None else tuple(zip(alternatives.indices[row].tolist(),
-                                                         alternatives.values[row].tolist()))
+                                                         alternatives.values[row].tolist(), strict=True))
         result.append((token, logprob, pairs))
     return result
 

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 from predictor.core import TokenLogprob
 
+
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """The text before the earliest stop string, and whether one was found."""
     found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
@@ -20,7 +21,7 @@ def token_logprobs(texts: Callable[[Sequence[int]], list[str]], scored: Sequence
     """Scored tokens (logits.Scored) as text; with ``limit``, only those that begin within the first
     ``limit`` characters (a stop string cut the text there). ``texts`` decodes each id alone, in one call."""
     ids = list(dict.fromkeys([token for token, _, _ in scored] + [alt for _, _, top in scored for alt, _ in top]))
-    names = dict(zip(ids, texts(ids))) if ids else {}
+    names = dict(zip(ids, texts(ids), strict=True)) if ids else {}
     result, offset = [], 0
     for token, logprob, top in scored:
         if limit is not None and offset >= limit:

@@ -31,11 +31,12 @@ def test_logprobs_5_report_each_generated_tokens_step_distribution(client, refer
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 6
     assert "".join(lp.tokens) == choice.text
     assert lp.text_offset[0] == len(CONTEXT)  # offsets count from the prompt's start, echo or not
-    assert all(b - a == len(t) for a, b, t in zip(lp.text_offset, lp.text_offset[1:], lp.tokens))
+    offsets = zip(lp.text_offset[:-1], lp.text_offset[1:], lp.tokens[:-1], strict=True)
+    assert all(end - start == len(token) for start, end, token in offsets)
     ids = reference.tokenizer(CONTEXT + choice.text).input_ids
     expected = forward(reference, ids)
     start = len(reference.tokenizer(CONTEXT).input_ids) - 1
-    for step, (token, logprob, top) in enumerate(zip(lp.tokens, lp.token_logprobs, lp.top_logprobs)):
+    for step, (logprob, top) in enumerate(zip(lp.token_logprobs, lp.top_logprobs, strict=True)):
         row = expected[start + step]
         assert logprob == pytest.approx(row[ids[start + step + 1]].item(), abs=1e-4)
         assert len(top) == 5 and max(top.values()) == pytest.approx(logprob, abs=1e-6)  # greedy: the likeliest
@@ -95,7 +96,7 @@ def test_an_evaluation_harness_picks_the_likelier_continuation(client, reference
     answer = client.completions.create(model="gptj", prompt=[context + c for c in continuations], echo=True,
                                        max_tokens=0, logprobs=1, temperature=0)
     served, expected = [], []
-    for choice, continuation in zip(sorted(answer.choices, key=lambda c: c.index), continuations):
+    for choice, continuation in zip(sorted(answer.choices, key=lambda c: c.index), continuations, strict=True):
         served.append(sum(choice.logprobs.token_logprobs[len(context):]))
         ids = context + continuation
         row = forward(reference, ids)

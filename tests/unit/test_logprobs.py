@@ -11,7 +11,6 @@ import torch
 
 from predictor.core import GenerationRequest, Sampling
 from predictor.generation.beams import Runner, generation_config
-from predictor.generation.continuous import ContinuousBatch
 from predictor.generation.static import StaticDecoder
 from predictor.loading.loader import load
 from predictor.settings import parse_settings
@@ -122,7 +121,7 @@ def test_beam_search_reports_the_chosen_beams_tokens(loaded):
         out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
                                     output_scores=True, return_dict_in_generate=True)
     transitions = loaded.model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
-    for completion, expected in zip((first, second), transitions):
+    for completion, expected in zip((first, second), transitions, strict=True):
         assert len(completion.logprobs) == completion.generated_tokens
         assert [e.logprob for e in completion.logprobs] == pytest.approx(
             expected[:completion.generated_tokens].tolist(), abs=1e-4)
