@@ -7,6 +7,11 @@ else (v2.py reads gRPC's typed parameters). Only errors differ: KServe's interce
 (interceptors.py) knows its own exception types and turns everything else into INTERNAL, so a
 client's mistake would look like a server fault. ``status_error`` gives our errors the gRPC status
 that matches their HTTP status (errors.GRPC_CODES), with the same message.
+
+Authentication (a hook; API keys are not on this branch): HTTP middleware never sees gRPC calls, but
+KServe hands the call's metadata to the model as ``headers`` (servicer.ModelInfer: ``to_headers``), so
+a key check belongs in GPTJModel.__call__ for ``from_grpc`` requests; an error with status 401 then
+reaches the client as UNAUTHENTICATED (already in the table).
 """
 
 from __future__ import annotations
