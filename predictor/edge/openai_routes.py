@@ -59,7 +59,7 @@ async def _stream(model, req: oa.CompletionRequest, generations: Sequence[Genera
         return event({**ids.header(), "choices": choices, **extra})
 
     async def body() -> AsyncIterator[bytes]:
-        tokens = _StreamedLogprobs(generations)
+        tokens = _StreamedLogprobs(generations, req.logprobs is not None)
         try:
             if req.echo and req.logprobs is None:  # with logprobs, when the prefill has scored the prompt
                 yield chunk([oa.choice(p * width + j, g.prompt, None)
@@ -112,8 +112,8 @@ class _StreamedLogprobs:
     """Tokens' logprobs that arrived before their text (engine "logprobs" events), per sequence; each
     text chunk takes them, with offsets that continue from the chunk before."""
 
-    def __init__(self, generations: Sequence[GenerationRequest]) -> None:
-        self.prompts = [g.prompt for g in generations]
+    def __init__(self, generations: Sequence[GenerationRequest], wanted: bool) -> None:
+        self.prompts, self.wanted = [g.prompt for g in generations], wanted
         self.pending: dict[tuple[int, int], list[TokenLogprob]] = {}
         self.offsets: dict[tuple[int, int], int] = {}
 
@@ -122,8 +122,8 @@ class _StreamedLogprobs:
 
     def take(self, prompt: int, sequence: int) -> dict[str, Any] | None:
         entries = self.pending.pop((prompt, sequence), None)
-        if entries is None:
-            return None
+        if entries is None:  # with logprobs asked, a chunk whose tokens came earlier: an empty object
+            return logprobs.render(()) if self.wanted else None
         offset = self.offsets.get((prompt, sequence), len(self.prompts[prompt]))
         self.offsets[(prompt, sequence)] = offset + sum(len(entry.text) for entry in entries)
         return logprobs.render(entries, offset)
