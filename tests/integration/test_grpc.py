@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from kserve import InferenceGRPCClient, InferInput, InferRequest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from .server import free_port, metrics, ready_server, wait_for
 
@@ -18,23 +19,24 @@ PROMPTS = ["If I was a billionaire, I would", "The weather"]
 
 @pytest.fixture(scope="module")
 def served(tiny_dir, cache_dir, tmp_path_factory):
-    """gRPC beside HTTP; one sequence at a time and two prompts waiting, faults on demand, a 2 s deadline."""
+    """gRPC beside HTTP; one sequence at a time and two prompts waiting, faults on demand."""
     port = free_port()
     with ready_server(tiny_dir, cache_dir, tmp_path_factory.mktemp("grpc") / "log", "--enable_grpc", "true",
                       "--grpc_port", str(port), "--max_batch_size", "1", "--max_queued_requests", "2",
-                      "--max_prompts", "2", "--fault_injection", "true", "--request_timeout_seconds", "2") as s:
+                      "--max_prompts", "2", "--fault_injection", "true") as s:
         yield s, port
 
 
-def infer(port: int, prompts: list[str], parameters: dict | None = None, timeout: float = 60):
+def infer(port: int, prompts: list[str], parameters: dict | None = None, timeout: float = 60, key: str | None = None):
     """One ModelInfer call; returns the response, or the grpc.aio.AioRpcError it raised."""
     async def call():
         # retries off: KServe's client retries UNAVAILABLE, and each status must be seen as sent
         client = InferenceGRPCClient(f"127.0.0.1:{port}", channel_args=[("grpc.enable_retries", 0)], timeout=timeout)
+        headers = [("authorization", f"Bearer {key}")] if key else None
         try:
             request = InferRequest(model_name="gptj", parameters=parameters,
                                    infer_inputs=[InferInput("prompt", [len(prompts)], "BYTES", prompts)])
-            return await client.infer(request)
+            return await client.infer(request, headers=headers)
         except grpc.aio.AioRpcError as exc:
             return exc
         finally:
@@ -70,8 +72,6 @@ def test_the_same_texts_as_http_v2_with_typed_parameters(served):
     (PROMPTS, {"temperature": "warm"}, grpc.StatusCode.INVALID_ARGUMENT, "parameters.temperature: must be a number"),
     (["[[fault:oom]]"], {"max_new_tokens": 2}, grpc.StatusCode.UNAVAILABLE, "ran out of GPU memory"),
     (["[[fault:error]]"], {"max_new_tokens": 2}, grpc.StatusCode.INTERNAL, "generation failed"),
-    (["Slow"] * 2, {"max_length": 512, "do_sample": True, "num_return_sequences": 8},
-     grpc.StatusCode.DEADLINE_EXCEEDED, "request timeout"),
 ])
 def test_each_error_class_has_its_grpc_status(served, prompts, parameters, code, message):
     server, port = served
@@ -90,3 +90,38 @@ def test_a_full_queue_is_resource_exhausted(served):
         busy.result()
     assert isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "the queue is full" in error.details()
+
+
+def test_with_api_keys_grpc_calls_need_one_too(tiny_dir, cache_dir, tmp_path):
+    """--api_keys_file guards gRPC as it guards HTTP: inference and metadata need a key, probes do not."""
+    (tmp_path / "keys").write_text("grpc-key-1\n")
+    port = free_port()
+    with ready_server(tiny_dir, cache_dir, tmp_path / "log", "--enable_grpc", "true", "--grpc_port", str(port),
+                      "--api_keys_file", str(tmp_path / "keys")):
+        for key, message in ((None, "missing API key"), ("wrong", "invalid API key")):
+            error = infer(port, ["Hi"], {"max_new_tokens": 2}, key=key)
+            assert isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert message in error.details()
+        assert not isinstance(infer(port, ["Hi"], {"max_new_tokens": 2}, key="grpc-key-1"), grpc.aio.AioRpcError)
+
+        async def probes_and_metadata():
+            client = InferenceGRPCClient(f"127.0.0.1:{port}", channel_args=[("grpc.enable_retries", 0)])
+            try:
+                live, ready = await client.is_server_live(), await client.is_model_ready("gptj")
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await client._client_stub.ModelMetadata(pb.ModelMetadataRequest(name="gptj"))
+                return live, ready, caught.value.code()
+            finally:
+                await client.close()
+
+        assert asyncio.run(probes_and_metadata()) == (True, True, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def test_a_deadline_is_deadline_exceeded(tiny_dir, cache_dir, tmp_path):
+    port = free_port()
+    with ready_server(tiny_dir, cache_dir, tmp_path / "log", "--enable_grpc", "true", "--grpc_port", str(port),
+                      "--request_timeout_seconds", "0.2"):
+        # 8 beams of 500 new tokens for each of two prompts: seconds of work even on a fast CPU
+        error = infer(port, ["Slow"] * 2, {"max_length": 512, "num_beams": 8, "num_return_sequences": 8})
+    assert isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "request timeout" in error.details()
