@@ -88,7 +88,8 @@ class Runner:
             with torch.inference_mode():
                 found = diverse.generate(model, input_ids, attention_mask.long(), config, first.num_beam_groups,
                                          first.diversity_penalty or 0.0, stop)
-            return [self._beams(r, sequences) for r, sequences in zip(requests, found)]
+            return [self._beams(r, sequences, self._rescored(r, sequences) if r.sampling.logprobs is not None else None)
+                    for r, sequences in zip(requests, found, strict=True)]
         criteria = StoppingCriteriaList([_Abandoned(stop)] if stop is not None else [])
         top = max((r.sampling.logprobs for r in requests if r.sampling.logprobs is not None), default=None)
         if top is not None:  # the scores of every step, kept only when asked: they cost memory
@@ -101,6 +102,21 @@ class Runner:
         return [self._beams(r, [row[width:].tolist() for row in sequences[i * n:(i + 1) * n]],
                             scored[i * n:(i + 1) * n] if scored and r.sampling.logprobs is not None else None)
                 for i, r in enumerate(requests)]
+
+    def _rescored(self, request: GenerationRequest, sequences: list[list[int]]) -> list[list[Scored]]:
+        """Logprobs for deterministic beams (diverse.py keeps no per-step scores): one forward pass over
+        each chosen beam, the model's log-softmax at each of its tokens (no processor applied)."""
+        eos, result = self.loaded.eos_token_id, []
+        for sequence in sequences:
+            tokens = [t for t in sequence if t != eos]
+            if not tokens:
+                result.append([])
+                continue
+            ids = torch.tensor([list(request.input_ids) + tokens], device=self.loaded.model.device)
+            with torch.inference_mode():
+                logits = self.loaded.model(input_ids=ids).logits[0, len(request.input_ids) - 1:-1]
+            result.append(scores_of(logits, ids[0, len(request.input_ids):], request.sampling.logprobs))
+        return result
 
     def _beams(self, request: GenerationRequest, sequences: list[list[int]],
                scored: list[list[Scored]] | None = None) -> list[Completion]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from predictor.core import GenerationRequest, Sampling
-from predictor.generation.beams import Runner, generation_config
+from predictor.generation.beams import Runner
 from predictor.generation.static import StaticDecoder
 from predictor.loading.loader import load
 from predictor.settings import parse_settings
@@ -113,19 +113,25 @@ def test_off_computes_nothing(loaded, monkeypatch):
 
 
 def test_beam_search_reports_the_chosen_beams_tokens(loaded):
+    """Deterministic beams (diverse.py): each chosen beam's tokens, scored by the model's log-softmax."""
     req = request(loaded, num_beams=3, num_return_sequences=2, logprobs=2)
     (first, second), = Runner(loaded).run_batch([req])
-    config = generation_config(req.sampling, loaded.eos_token_id)
-    ids = torch.tensor([req.input_ids])
-    with torch.inference_mode():
-        out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
-                                    output_scores=True, return_dict_in_generate=True)
-    transitions = loaded.model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
-    for completion, expected in zip((first, second), transitions, strict=True):
+    for completion in (first, second):
         assert len(completion.logprobs) == completion.generated_tokens
-        assert [e.logprob for e in completion.logprobs] == pytest.approx(
-            expected[:completion.generated_tokens].tolist(), abs=1e-4)
+        tokens = loaded.tokenizer(completion.continuation).input_ids
+        reference = forward_logprobs(loaded, list(req.input_ids) + tokens)
+        start = len(req.input_ids) - 1
+        expected = [reference[start + i, t].item() for i, t in enumerate(tokens)]
+        assert [e.logprob for e in completion.logprobs] == pytest.approx(expected, abs=1e-4)
         assert all(len(e.top) == 2 for e in completion.logprobs)
+
+
+def test_beam_sampling_reports_the_steps_processed_logprobs(loaded):
+    req = request(loaded, num_beams=2, num_return_sequences=2, logprobs=1, do_sample=True, seed=5)
+    (first, second), = Runner(loaded).run_batch([req])
+    for completion in (first, second):
+        assert len(completion.logprobs) == completion.generated_tokens
+        assert all(e.logprob <= 0 and len(e.top) == 1 for e in completion.logprobs)
 
 
 def test_sequences_of_one_request_share_the_prompt_scores(loaded):
