@@ -88,10 +88,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     TRITON_CACHE_DIR=/cache/triton \
     TORCHINDUCTOR_CACHE_DIR=/cache/inductor \
     MPLCONFIGDIR=/cache/matplotlib \
-    GPTJ_CACHE_DIR=/cache/gptj-predictor
+    GPTJ_CACHE_DIR=/cache/gptj-predictor \
+    GPTJ_ENABLE_GRPC=true
 
 USER 10001:10001
 WORKDIR /cache
-EXPOSE 8080
+# HTTP (v1, v2, OpenAI, metrics) and KServe's gRPC v2 service (--grpc_port; --enable_grpc false turns it off)
+EXPOSE 8080 8081
 # Probes belong to the orchestrator (the chart's startup/readiness/liveness probes), not the image.
 ENTRYPOINT ["python3", "-m", "predictor"]

@@ -83,6 +83,9 @@ def measure_server(args, path: Path, workload) -> dict:
             count = max(level, 16) if args.device == "cpu" else max(2 * level, 8)
             figures["levels"][level] = summary(server.load(running.url, workload[:count], args.new_tokens, level))
         figures["fresh_connections"] = summary(server.fresh_connections(running.url, workload[:top], args.new_tokens))
+        # The same load as the top level's, each request asking for logprobs 5 (the most): their cost
+        count = max(top, 16) if args.device == "cpu" else max(2 * top, 8)
+        figures["logprobs5"] = summary(server.load(running.url, workload[:count], args.new_tokens, top, logprobs=5))
         if args.device == "cuda":
             figures["ttft_ms_128"] = server.load(running.url, workload[:5], 1, 1).percentile(50) * 1000
             long = prompts(path, 5, 1024, seed=1)
@@ -143,6 +146,7 @@ def ratios(results: dict, top: int) -> dict:
         / results["fresh_connections"]["seconds"],
         "server_vs_raw_batched": concurrent["tok_per_s"] / results[f"raw_tok_per_s_batch{top}"],
         "raw_batched_vs_batch1": results[f"raw_tok_per_s_batch{top}"] / results["raw_tok_per_s_batch1"],
+        "logprobs5_vs_off": results["logprobs5"]["tok_per_s"] / concurrent["tok_per_s"],
     }
 
 
@@ -152,12 +156,14 @@ def table(results: dict, top: int) -> str:
     rows += [(f"raw generate, batch {b}", f"{results[f'raw_tok_per_s_batch{b}']:.0f} tok/s") for b in (1, top)]
     for name, load in [("server, one at a time", results["sequential"])] + [
             (f"server, {level} concurrent", load) for level, load in results["levels"].items()] + [
-            (f"server, {top} at once, new connections", results["fresh_connections"])]:
+            (f"server, {top} at once, new connections", results["fresh_connections"]),
+            (f"server, {top} concurrent, logprobs 5", results["logprobs5"])]:
         rows.append((name, f"{load['req_per_s']:.2f} req/s  {load['tok_per_s']:.0f} tok/s  "
                            f"p50 {load['p50_s'] * 1000:.0f} ms  p95 {load['p95_s'] * 1000:.0f} ms"))
     rows += [(f"{top} concurrent vs one at a time", f"{results['speedup_concurrent_vs_sequential']:.2f}x faster"),
              ("  ... with new connections", f"{results['speedup_fresh_connections_vs_sequential']:.2f}x faster"),
              (f"server / raw generate at batch {top}", f"{results['server_vs_raw_batched']:.0%}"),
+             (f"logprobs 5 / off, {top} concurrent", f"{results['logprobs5_vs_off']:.0%} of the throughput"),
              (f"raw batch {top} / raw batch 1", f"{results['raw_batched_vs_batch1']:.2f}x")]
     for key, label in (("roofline_ms_per_token", "memory roofline, batch 1"),
                        ("batch1_ms_per_token", "decode, batch 1 (server's path)"),

@@ -87,35 +87,38 @@ class Server:
         self.log.close()
 
 
-def body(prompt: Prompt, new_tokens: int) -> list[dict]:
+def body(prompt: Prompt, new_tokens: int, logprobs: int | None = None) -> list[dict]:
     # max_length counts the prompt: prompt + new tokens, and the model never ends early (see workload).
-    return [{"prompt": prompt.text, "max_length": len(prompt.ids) + new_tokens}]
+    extra = {} if logprobs is None else {"logprobs": logprobs}  # each token's logprob and top-N (details)
+    return [{"prompt": prompt.text, "max_length": len(prompt.ids) + new_tokens, **extra}]
 
 
-async def _client(client: httpx.AsyncClient, prompts: list[Prompt], new_tokens: int, latencies: list[float]) -> None:
+async def _client(client: httpx.AsyncClient, prompts: list[Prompt], new_tokens: int, latencies: list[float],
+                  logprobs: int | None = None) -> None:
     for prompt in prompts:
         started = time.perf_counter()
-        response = await client.post("/v1/models/gptj:predict", json=body(prompt, new_tokens))
+        response = await client.post("/v1/models/gptj:predict", json=body(prompt, new_tokens, logprobs))
         latencies.append(time.perf_counter() - started)
         if response.status_code != 200 or response.json()["status"] != "success":
             raise RuntimeError(f"request failed: {response.status_code} {response.text[:200]}")
 
 
-async def _load(url: str, prompts: Sequence[Prompt], new_tokens: int, concurrency: int) -> Load:
+async def _load(url: str, prompts: Sequence[Prompt], new_tokens: int, concurrency: int,
+                logprobs: int | None = None) -> Load:
     """``concurrency`` clients, each sending its share of ``prompts`` one after another."""
     shares = [list(prompts[i::concurrency]) for i in range(concurrency)]
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as client:
-        await _client(client, [prompts[0]], new_tokens, [])  # warm the connection and the server
+        await _client(client, [prompts[0]], new_tokens, [], logprobs)  # warm the connection and the server
         started = time.perf_counter()
-        await asyncio.gather(*(_client(client, share, new_tokens, latencies) for share in shares))
+        await asyncio.gather(*(_client(client, share, new_tokens, latencies, logprobs) for share in shares))
         seconds = time.perf_counter() - started
     return Load(len(prompts), seconds, new_tokens, tuple(latencies))
 
 
-def load(url: str, prompts: Sequence[Prompt], new_tokens: int, concurrency: int) -> Load:
-    return asyncio.run(_load(url, prompts, new_tokens, concurrency))
+def load(url: str, prompts: Sequence[Prompt], new_tokens: int, concurrency: int, logprobs: int | None = None) -> Load:
+    return asyncio.run(_load(url, prompts, new_tokens, concurrency, logprobs))
 
 
 def fresh_connections(url: str, prompts: Sequence[Prompt], new_tokens: int) -> Load:

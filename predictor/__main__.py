@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # closes connections, so keep it short and SIGTERM-to-exit stays within drain timeout + 2 s.
     server = ModelServer(grace_period=2, **{name: getattr(settings.server, name) for name in _SERVER_ARGS})
     web.install(app, settings, metrics, Lifecycle(model, settings.operations.drain_timeout_s), keys)
+    if keys is not None and settings.server.enable_grpc:  # gRPC calls need the same keys
+        from predictor.edge.grpc_status import require_keys
+
+        require_keys(keys)
     routes.register(app, model)  # before ModelServer.start() adds KServe's routes: ours match first
     # ModelServer.start() registers only models that are already ready; register first, load in
     # the background, and let /v2/models/<name>/ready answer 503 until load() sets `ready`.

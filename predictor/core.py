@@ -33,6 +33,11 @@ class Sampling:
     seed: int | None = None  # sampling draws from this request's own generator
     presence_penalty: float | None = None  # OpenAI's, on tokens generated so far (openai.py)
     frequency_penalty: float | None = None
+    # Logprobs (generation/logits.py): None computes nothing; N (0-5) reports each generated token's
+    # logprob and its N likeliest alternatives. score_prompt also reports the prompt's tokens, from
+    # the prefill (echo scoring); the request may then generate nothing (max_length == prompt).
+    logprobs: int | None = None
+    score_prompt: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,16 @@ FINISH_REASONS = ("length", "eos", "stop", "time")
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One token as text, its logprob (None for a prompt's first token: nothing predicts it), and
+    the likeliest alternatives as (text, logprob), likeliest first."""
+
+    text: str
+    logprob: float | None
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Completion:
     """One generated sequence."""
 
@@ -66,6 +81,10 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     generated_tokens: int
+    # With Sampling.logprobs: one per generated token whose text is in ``continuation``; with
+    # score_prompt also one per prompt token.
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    prompt_logprobs: tuple[TokenLogprob, ...] | None = None
 
     def details(self) -> dict:
         """The seed API's `details: true` form."""

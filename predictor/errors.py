@@ -194,6 +194,27 @@ _TABLE: tuple[tuple[type[BaseException], Callable[[Any], Failure]], ...] = (
 HANDLED: tuple[type[BaseException], ...] = tuple(cls for cls, _ in _TABLE)
 
 
+#: The gRPC status for each HTTP status we send (the table above decides the HTTP one), as KServe's
+#: own interceptor maps its errors (kserve/protocol/grpc/interceptors.py) and as
+#: https://github.com/grpc/grpc/blob/master/doc/http-grpc-status-mapping.txt pairs them.
+GRPC_CODES = {
+    HTTPStatus.BAD_REQUEST: "INVALID_ARGUMENT",
+    HTTPStatus.UNAUTHORIZED: "UNAUTHENTICATED",
+    HTTPStatus.FORBIDDEN: "PERMISSION_DENIED",
+    HTTPStatus.NOT_FOUND: "NOT_FOUND",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "INVALID_ARGUMENT",
+    HTTPStatus.TOO_MANY_REQUESTS: "RESOURCE_EXHAUSTED",
+    HTTPStatus.NOT_IMPLEMENTED: "UNIMPLEMENTED",
+    HTTPStatus.SERVICE_UNAVAILABLE: "UNAVAILABLE",
+    HTTPStatus.GATEWAY_TIMEOUT: "DEADLINE_EXCEEDED",
+}
+
+
+def grpc_code(failure: Failure) -> str:
+    """The name of the grpc.StatusCode a gRPC client gets for ``failure`` (INTERNAL if none fits)."""
+    return GRPC_CODES.get(failure.status, "INTERNAL")
+
+
 def classify(exc: BaseException) -> Failure:
     """Map any exception to the status, message and headers a client sees.
 

@@ -224,8 +224,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         parents=[kserve_parser],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    # One process, one GPU, one engine: no gRPC listener (the contract is HTTP), model name gptj.
-    parser.set_defaults(model_name="gptj", enable_grpc=False)
+    # One process, one GPU, one engine, model name gptj. KServe's gRPC listener (v2 over gRPC, beside
+    # HTTP on --grpc_port) is off for `python -m predictor` and on in the image (GPTJ_ENABLE_GRPC=true
+    # in the Dockerfile): idle, it costs 3 MiB and a few sleeping threads (docs/api.md, gRPC).
+    try:
+        grpc = _bool(environ.get("GPTJ_ENABLE_GRPC", "false"))
+    except ValueError as exc:
+        parser.error(f"environment variable GPTJ_ENABLE_GRPC: {exc}")
+    parser.set_defaults(model_name="gptj", enable_grpc=grpc)
     for flag, env, parse, default, help_text in _OPTIONS:
         if callable(default):
             default = default(environ)

@@ -210,14 +210,16 @@ echo "   built in $((SECONDS - t0)) s"
 # --network host: no container network is needed. KServe listens on 0.0.0.0, so for the test's minutes
 #   the port is open on every host interface; we only talk to it on 127.0.0.1.
 STAGE=run
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+GRPC_PORT=$(free_port)  # the image serves gRPC v2 too: on the host network its default 8081 may be taken
 URL=http://127.0.0.1:$PORT
 echo "== running $IMAGE as $CONTAINER on $URL"
 started=1
 timeout 120 podman run -d --name "$CONTAINER" --network host \
   --read-only --read-only-tmpfs=false --tmpfs /cache:rw,size=1g,U --tmpfs /tmp:rw,size=256m,mode=1777 \
   --cap-drop ALL --security-opt no-new-privileges \
-  "$IMAGE" --http_port "$PORT" >/dev/null
+  "$IMAGE" --http_port "$PORT" --grpc_port "$GRPC_PORT" >/dev/null
 
 # ---- 5. readiness: the tiny model is built into /cache on first start ----------------------------------
 STAGE=readiness

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
 from kserve import Model
+from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from predictor.core import Completion, GenerationRequest
+from predictor.edge import grpc_status
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
 from predictor.errors import BadRequest, NotReady, succeeded
@@ -81,6 +83,16 @@ class GPTJModel(Model):
         if self._engine is not None:
             self._engine.stop(timeout=5)
 
+    async def __call__(self, body: Any, headers: dict[str, str] | None = None,
+                       verb: InferenceVerb = InferenceVerb.PREDICT) -> tuple[Any, dict[str, str]]:
+        """KServe's entry for v1/v2 inference; over gRPC, our errors become gRPC statuses (grpc_status.py)."""
+        try:
+            return await super().__call__(body, headers, verb)
+        except Exception as exc:
+            if isinstance(body, InferRequest) and body.from_grpc:
+                raise grpc_status.status_error(exc) from None
+            raise
+
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
         """Body (bytes, dict, list or a v2 InferRequest) -> validated GenerationRequests, or a 400."""
         infer = payload if isinstance(payload, InferRequest) else None
@@ -91,17 +103,27 @@ class GPTJModel(Model):
         requests = seed.parse(payload, self.settings.limits.max_prompts)
         return Prepared(await self.prepare(requests), infer)
 
-    async def prepare(self, requests: list[seed.PromptRequest]) -> list[GenerationRequest]:
-        """Tokenize and plan validated request objects (off the event loop: long prompts take ms)."""
-        return await asyncio.to_thread(self._prepare, requests)
+    async def prepare(self, requests: list[seed.PromptRequest],
+                      token_ids: Sequence[Sequence[int] | None] | None = None) -> list[GenerationRequest]:
+        """Tokenize and plan validated request objects (off the event loop: long prompts take ms).
 
-    def _prepare(self, requests: list[seed.PromptRequest]) -> list[GenerationRequest]:
+        ``token_ids``: per request, the prompt as token ids (OpenAI's token-id prompts) instead of its text.
+        """
+        return await asyncio.to_thread(self._prepare, requests, token_ids or [None] * len(requests))
+
+    def _prepare(self, requests: list[seed.PromptRequest],
+                 token_ids: Sequence[Sequence[int] | None]) -> list[GenerationRequest]:
+        tokenizer = self._loaded().tokenizer
         # The Rust tokenizer directly: its encode is safe to call from several threads at once.
-        backend = self._loaded().tokenizer.backend_tokenizer
+        backend = tokenizer.backend_tokenizer
         prepared = []
-        for index, req in enumerate(requests):
+        for index, (req, given) in enumerate(zip(requests, token_ids, strict=True)):
             where = f"[{index}]." if len(requests) > 1 else ""
-            ids = backend.encode(req.prompt).ids
+            if given is not None:
+                _check_vocabulary(given, len(tokenizer), where)
+                ids, text = list(given), tokenizer.decode(list(given), clean_up_tokenization_spaces=False)
+            else:
+                ids, text = backend.encode(req.prompt).ids, req.prompt
             if not ids:
                 raise BadRequest(f"{where}prompt: must not be empty")
             try:
@@ -109,9 +131,9 @@ class GPTJModel(Model):
             except BadRequest as exc:
                 raise BadRequest(where + exc.message) from None
             prepared.append(GenerationRequest(
-                prompt=req.prompt, input_ids=tuple(ids), sampling=sampling,
+                prompt=text, input_ids=tuple(ids), sampling=sampling,
                 notes=tuple(f"{where}{note}" for note in notes),
-                wants_list=sampling.num_return_sequences > 1, details=bool(req.details),
+                wants_list=sampling.num_return_sequences > 1, details=bool(req.details) or req.logprobs is not None,
             ))
         return prepared
 
@@ -144,7 +166,8 @@ class GPTJModel(Model):
         requests, completions = result.requests, result.completions
         notes = [note for req in requests for note in req.notes]
         if requests.infer is not None:
-            return v2.response(self.name, requests.infer.id, completions, any(r.details for r in requests), notes)
+            return v2.response(self.name, requests.infer.id, completions, any(r.details for r in requests), notes,
+                               [r.prompt for r in requests])
         return succeeded(envelope_data(requests, completions), "; ".join(notes) if notes else None)
 
     def get_input_types(self) -> list[dict]:
@@ -178,6 +201,14 @@ class GPTJModel(Model):
             return None
         started = record.started if record is not None else time.monotonic()
         return limit - (time.monotonic() - started)
+
+
+def _check_vocabulary(ids: Sequence[int], size: int, where: str) -> None:
+    """Token ids must name tokens of the vocabulary: the embedding would fail on any other."""
+    for position, token in enumerate(ids):
+        if not 0 <= token < size:
+            raise BadRequest(f"{where}prompt[{position}]: token id {token} is outside the vocabulary "
+                             f"(0 to {size - 1})")
 
 
 class Prepared(list):

@@ -14,10 +14,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from predictor import errors
-from predictor.core import Completion, GenerationRequest
+from predictor.core import Completion, GenerationRequest, TokenLogprob
 from predictor.errors import BadRequest
+from predictor.protocols import logprobs, seed
 from predictor.protocols import openai as oa
-from predictor.protocols import seed
 from predictor.protocols.sse import HEADERS, event, failure_event, serving, started
 
 
@@ -43,7 +43,7 @@ async def completions(model, request: Request) -> JSONResponse | StreamingRespon
 
 async def _prepare(model, req: oa.CompletionRequest) -> list[GenerationRequest]:
     try:
-        generations = await model.prepare(oa.prompt_requests(req))
+        generations = await model.prepare(oa.prompt_requests(req), oa.token_ids(req))
     except BadRequest as exc:
         raise oa.renamed(exc) from None
     return oa.with_penalties(req, generations, model.settings.limits.max_length)
@@ -59,17 +59,25 @@ async def _stream(model, req: oa.CompletionRequest, generations: Sequence[Genera
         return event({**ids.header(), "choices": choices, **extra})
 
     async def body() -> AsyncIterator[bytes]:
+        tokens = _StreamedLogprobs(generations, req.logprobs is not None)
         try:
-            if req.echo:
+            if req.echo and req.logprobs is None:  # with logprobs, when the prefill has scored the prompt
                 yield chunk([oa.choice(p * width + j, g.prompt, None)
                              for p, g in enumerate(generations) for j in range(width)])
             generated = 0
             async for prompt, (kind, index, value) in events:
-                if kind == "text":
-                    yield chunk([oa.choice(i, value, None) for i in _choices(req, prompt, index)])
+                if kind == "prompt_logprobs":
+                    scored = logprobs.render(value)
+                    yield chunk([oa.choice(prompt * width + j, generations[prompt].prompt, None, scored)
+                                 for j in range(width)])
+                elif kind == "logprobs":
+                    tokens.add(prompt, index, value)
+                elif kind == "text":
+                    scored = tokens.take(prompt, index)
+                    yield chunk([oa.choice(i, value, None, scored) for i in _choices(req, prompt, index)])
                 else:
-                    finals, tokens = _finals(req, prompt, value)
-                    generated += tokens
+                    finals, count = _finals(req, prompt, value, tokens)
+                    generated += count
                     yield chunk(finals)
             if include_usage:
                 prompt_tokens = sum(len(g.input_ids) for g in generations)
@@ -87,11 +95,35 @@ def _choices(req: oa.CompletionRequest, prompt: int, sequence: int) -> list[int]
     return [prompt * width + sequence * copies + copy for copy in range(copies)]
 
 
-def _finals(req: oa.CompletionRequest, prompt: int, completions: list[Completion]) -> tuple[list[dict], int]:
-    """The last chunk's choices for one prompt (empty text, the finish reason), and its tokens."""
-    choices, tokens = [], 0
+def _finals(req: oa.CompletionRequest, prompt: int, completions: list[Completion],
+            tokens: _StreamedLogprobs) -> tuple[list[dict], int]:
+    """The last chunk's choices for one prompt (empty text, the finish reason, logprobs not yet sent),
+    and its tokens."""
+    choices, count = [], 0
     for sequence, completion in enumerate(completions):
+        scored = tokens.take(prompt, sequence)
         for index in _choices(req, prompt, sequence):
-            choices.append(oa.choice(index, "", oa.finish_reason(completion)))
-            tokens += completion.generated_tokens
-    return choices, tokens
+            choices.append(oa.choice(index, "", oa.finish_reason(completion), scored))
+            count += completion.generated_tokens
+    return choices, count
+
+
+class _StreamedLogprobs:
+    """Tokens' logprobs that arrived before their text (engine "logprobs" events), per sequence; each
+    text chunk takes them, with offsets that continue from the chunk before."""
+
+    def __init__(self, generations: Sequence[GenerationRequest], wanted: bool) -> None:
+        self.prompts, self.wanted = [g.prompt for g in generations], wanted
+        self.pending: dict[tuple[int, int], list[TokenLogprob]] = {}
+        self.offsets: dict[tuple[int, int], int] = {}
+
+    def add(self, prompt: int, sequence: int, entries: Sequence[TokenLogprob]) -> None:
+        self.pending.setdefault((prompt, sequence), []).extend(entries)
+
+    def take(self, prompt: int, sequence: int) -> dict[str, Any] | None:
+        entries = self.pending.pop((prompt, sequence), None)
+        if entries is None:  # with logprobs asked, a chunk whose tokens came earlier: an empty object
+            return logprobs.render(()) if self.wanted else None
+        offset = self.offsets.get((prompt, sequence), len(self.prompts[prompt]))
+        self.offsets[(prompt, sequence)] = offset + sum(len(entry.text) for entry in entries)
+        return logprobs.render(entries, offset)

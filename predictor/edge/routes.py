@@ -9,11 +9,17 @@
 
 The v2 inference protocol needs no route of ours: KServe's ``/v2/models/{name}/infer`` calls the
 model's preprocess/predict/postprocess with an InferRequest (model.py, v2.py).
+
+A wrong method on an inference route answers 405 with ``Allow``. Starlette does that by itself only
+where no other route matches the path: KServe's ``GET /v1/models/{model_name}`` (model health) also
+matches ``/v1/models/gptj:predict``, so a GET there answered 404 "Model with name gptj:predict does
+not exist". ``_refuse_other_methods`` registers the other methods of each such route first.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException
 
 from predictor.edge import openai_routes
 from predictor.errors import EngineUnhealthy
@@ -56,7 +62,33 @@ def register(app: FastAPI, model) -> None:
     app.add_api_route("/v2/health/live", live, methods=["GET"], tags=["V2"])
     app.add_api_route("/", root_live, methods=["GET"])
     app.add_api_route("/v2/health/ready", server_ready, methods=["GET"], tags=["V2"])
+    _refuse_other_methods(app)
     app.add_api_route("/v1/models/{model_name}:stream", seed_stream, methods=["POST"], tags=["V1"])
     app.add_api_route("/openai/v1/models", openai_models, methods=["GET"], tags=["OpenAI"])
     app.add_api_route("/openai/v1/models/{model_id}", openai_model, methods=["GET"], tags=["OpenAI"])
     app.add_api_route("/openai/v1/completions", openai_completions, methods=["POST"], tags=["OpenAI"])
+
+
+#: Inference routes (ours and KServe's) and the methods they take.
+INFERENCE_ROUTES = {
+    "/v1/models/{model_name}:predict": ("POST",),
+    "/v1/models/{model_name}:explain": ("POST",),
+    "/v1/models/{model_name}:stream": ("POST",),
+    "/v2/models/{model_name}/infer": ("POST",),
+    "/v2/models/{model_name}/versions/{model_version}/infer": ("POST",),
+    "/openai/v1/completions": ("POST",),
+}
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _refuse_other_methods(app: FastAPI) -> None:
+    for path, allowed in INFERENCE_ROUTES.items():
+        app.add_api_route(path, _refuser(allowed), methods=[m for m in _METHODS if m not in allowed],
+                          include_in_schema=False)
+
+
+def _refuser(allowed: tuple[str, ...]):
+    async def refuse():
+        raise HTTPException(405, "Method Not Allowed", headers={"Allow": ", ".join(allowed)})
+
+    return refuse

@@ -24,9 +24,10 @@ class Job:
     record: RequestRecord | None = None
     arrived: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
-    results: list = field(default_factory=list)  # per sequence (tokens, finish reason), as rows finish
+    results: list = field(default_factory=list)  # per sequence its Completion, as rows finish
     stream: asyncio.Queue | None = None  # streaming: text pieces, then an end marker
     pieces: dict = field(default_factory=dict)  # per sequence: its completion.TextStream
+    logprobs_sent: dict = field(default_factory=dict)  # per sequence: how many tokens' logprobs were streamed
 
     @property
     def cancelled(self) -> bool:
@@ -57,10 +58,11 @@ class Job:
         if finished and metrics is not None and self.first_token_at is not None and per_sequence > 1:
             metrics.time_per_output_token.observe((time.monotonic() - self.first_token_at) / (per_sequence - 1))
 
-    def emit(self, index: int, piece: str) -> None:
-        """A new piece of sequence ``index``'s text, for a streaming client (from the engine thread)."""
+    def emit(self, index: int, piece, kind: str = "text") -> None:
+        """A new piece of sequence ``index``'s text (or with ``kind`` "logprobs"/"prompt_logprobs", of its
+        tokens' logprobs), for a streaming client (from the engine thread)."""
         if self.stream is not None and piece:
-            self._call(self.stream.put_nowait, ("text", index, piece))
+            self._call(self.stream.put_nowait, (kind, index, piece))
 
     def settle(self, *, result: list | None = None, exception: BaseException | None = None) -> None:
         """Hand the outcome to the waiting event loop (from the engine thread)."""

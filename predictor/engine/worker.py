@@ -21,7 +21,7 @@ from predictor.engine.jobs import Job
 from predictor.engine.scheduling import admit, continuous, rows, select_beams
 from predictor.errors import GenerationFailed, ResourceExhausted
 from predictor.generation.continuous import Done
-from predictor.generation.text import TextStream
+from predictor.generation.text import TextStream, prompt_token_logprobs, token_logprobs
 from predictor.settings import BatchPolicy
 from predictor.telemetry.metrics import Metrics, set_gauge
 
@@ -37,7 +37,10 @@ class Backend(Protocol):
 
     def decode(self, tokens: Sequence[int]) -> str: ...
 
-    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str) -> Completion: ...
+    def token_texts(self, ids: Sequence[int]) -> list[str]: ...
+
+    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str,
+                   scored=None, prompt_scored=None) -> Completion: ...
 
 
 class Worker:
@@ -147,6 +150,7 @@ class Worker:
             job.first_token(self._metrics)
         self._running_changed()  # before a streaming client hears of its first token
         self._count_tokens(before)
+        self._stream_prompt_logprobs(joining, done)
         self._stream_pieces()
         self._finish(done)
 
@@ -180,12 +184,31 @@ class Worker:
         self._running_changed()
 
     def _stream_pieces(self) -> None:
-        """Send streaming clients the text their live rows have grown since the last step."""
+        """Send streaming clients the text their live rows have grown since the last step (with logprobs:
+        first the tokens generated since the last piece, so each text piece follows its tokens' logprobs)."""
         for row in self.batch.rows:
             job = row.owner
             if job.stream is not None:
                 new = row.choice.tokens[row.choice.prompt_length:]
-                job.emit(row.index, self._text_stream(job, row.index).piece(new))
+                piece = self._text_stream(job, row.index).piece(new)
+                if piece and row.choice.scored is not None:
+                    self._emit_logprobs(job, row.index, row.choice.scored)
+                job.emit(row.index, piece)
+
+    def _emit_logprobs(self, job: Job, index: int, scored: Sequence) -> None:
+        sent = job.logprobs_sent.get(index, 0)
+        if len(scored) > sent:
+            job.logprobs_sent[index] = len(scored)
+            job.emit(index, token_logprobs(self._backend.token_texts, scored[sent:]), kind="logprobs")
+
+    def _stream_prompt_logprobs(self, joining: list[Job], done: list[Done]) -> None:
+        """Echo scoring in a stream: each request's prompt logprobs, as soon as its prefill has them."""
+        scored = {row.owner: row.prompt_scored for row in done if row.index == 0}
+        scored.update({row.owner: row.choice.prompt_scored for row in self.batch.rows if row.index == 0})
+        for job in joining:
+            if job.stream is not None and scored.get(job) is not None:
+                entries = prompt_token_logprobs(self._backend.token_texts, job.request.input_ids, scored[job])
+                job.emit(0, entries, kind="prompt_logprobs")
 
     def _text_stream(self, job: Job, index: int) -> TextStream:
         if index not in job.pieces:
@@ -195,15 +218,19 @@ class Worker:
     def _finish(self, done: list[Done]) -> None:
         for row in done:
             job = row.owner
-            job.results[row.index] = (row.tokens, row.reason)
+            completion = self._backend.completion(job.request, row.tokens, row.reason, row.scored, row.prompt_scored)
+            job.results[row.index] = completion
             if job.stream is not None:
+                if completion.logprobs is not None:  # only the tokens whose text the completion keeps
+                    sent = job.logprobs_sent.get(row.index, 0)
+                    if len(completion.logprobs) > sent:
+                        job.emit(row.index, completion.logprobs[sent:], kind="logprobs")
                 job.emit(row.index, self._text_stream(job, row.index).piece(row.tokens, final=True))
             self.running[job] -= 1
             if not self.running[job]:
                 del self.running[job]
-                job.generated(sum(len(tokens) for tokens, _ in job.results), self._metrics, finished=True)
-                job.settle(result=[self._backend.completion(job.request, tokens, reason)
-                                   for tokens, reason in job.results])
+                job.generated(sum(c.generated_tokens for c in job.results), self._metrics, finished=True)
+                job.settle(result=list(job.results))
         self._running_changed()
 
     def _run_beams(self, beams: list[Job]) -> None:

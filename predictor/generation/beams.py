@@ -20,7 +20,8 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from predictor.core import Completion, GenerationRequest, Sampling, new_tokens
 from predictor.generation import diverse
 from predictor.generation.continuous import ContinuousBatch, Decoder
-from predictor.generation.text import cut_at_stop
+from predictor.generation.logits import Scored, scores_of
+from predictor.generation.text import cut_at_stop, prompt_token_logprobs, token_logprobs
 from predictor.loading.loader import Loaded
 
 log = logging.getLogger("predictor")
@@ -87,35 +88,85 @@ class Runner:
             with torch.inference_mode():
                 found = diverse.generate(model, input_ids, attention_mask.long(), config, first.num_beam_groups,
                                          first.diversity_penalty or 0.0, stop)
-            return [self._beams(r, sequences) for r, sequences in zip(requests, found)]
+            return [self._beams(r, sequences, self._rescored(r, sequences) if r.sampling.logprobs is not None else None)
+                    for r, sequences in zip(requests, found, strict=True)]
         criteria = StoppingCriteriaList([_Abandoned(stop)] if stop is not None else [])
+        top = max((r.sampling.logprobs for r in requests if r.sampling.logprobs is not None), default=None)
+        if top is not None:  # the scores of every step, kept only when asked: they cost memory
+            config.output_scores = config.return_dict_in_generate = True
         with torch.inference_mode(), _seeded(first.seed, model.device):
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask.long(), generation_config=config,
                                  stopping_criteria=criteria)
-        n = first.num_return_sequences
-        return [self._beams(r, [row[width:].tolist() for row in out[i * n:(i + 1) * n]])
+            scored = _beam_scores(out, width, top) if top is not None else None
+        sequences, n = (out if top is None else out.sequences), first.num_return_sequences
+        return [self._beams(r, [row[width:].tolist() for row in sequences[i * n:(i + 1) * n]],
+                            scored[i * n:(i + 1) * n] if scored and r.sampling.logprobs is not None else None)
                 for i, r in enumerate(requests)]
 
-    def _beams(self, request: GenerationRequest, sequences: list[list[int]]) -> list[Completion]:
-        eos, completions = self.loaded.eos_token_id, []
+    def _rescored(self, request: GenerationRequest, sequences: list[list[int]]) -> list[list[Scored]]:
+        """Logprobs for deterministic beams (diverse.py keeps no per-step scores): one forward pass over
+        each chosen beam, the model's log-softmax at each of its tokens (no processor applied)."""
+        eos, result = self.loaded.eos_token_id, []
         for sequence in sequences:
+            tokens = [t for t in sequence if t != eos]
+            if not tokens:
+                result.append([])
+                continue
+            ids = torch.tensor([list(request.input_ids) + tokens], device=self.loaded.model.device)
+            with torch.inference_mode():
+                logits = self.loaded.model(input_ids=ids).logits[0, len(request.input_ids) - 1:-1]
+            result.append(scores_of(logits, ids[0, len(request.input_ids):], request.sampling.logprobs))
+        return result
+
+    def _beams(self, request: GenerationRequest, sequences: list[list[int]],
+               scored: list[list[Scored]] | None = None) -> list[Completion]:
+        eos, completions = self.loaded.eos_token_id, []
+        for index, sequence in enumerate(sequences):
             tokens = [t for t in sequence if t != eos]  # EOS and the padding after it
-            completions.append(self.completion(request, tokens, "eos" if eos in sequence else "length"))
+            kept = None if scored is None else [(t, lp, top[:request.sampling.logprobs])
+                                                for t, lp, top in scored[index][:len(tokens)]]
+            completions.append(self.completion(request, tokens, "eos" if eos in sequence else "length", kept))
         return completions
 
     def decode(self, tokens: Sequence[int]) -> str:
         """New tokens as text, without special tokens."""
         return self.loaded.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str) -> Completion:
+    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str,
+                   scored: Sequence[Scored] | None = None, prompt_scored: Sequence[Scored] | None = None) -> Completion:
         """The prompt exactly as sent, then the continuation, cut before the first stop string.
 
         Decoding only the new tokens keeps the prompt byte-for-byte (even text that tokenizes to a
-        special token, such as a literal ``<|endoftext|>``).
+        special token, such as a literal ``<|endoftext|>``). ``scored``/``prompt_scored``: the
+        tokens' logprobs (logits.Scored), reported only for tokens whose text is kept.
         """
         continuation, stopped = cut_at_stop(self.decode(tokens), request.sampling.stop)
+        logprobs = prompt_logprobs = None
+        if scored is not None:
+            logprobs = token_logprobs(self.token_texts, scored, len(continuation))
+        if prompt_scored is not None:
+            prompt_logprobs = prompt_token_logprobs(self.token_texts, request.input_ids, prompt_scored)
         return Completion(request.prompt + continuation, continuation, "stop" if stopped else reason,
-                          len(request.input_ids), len(tokens))
+                          len(request.input_ids), len(tokens), logprobs, prompt_logprobs)
+
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        """Each token's own text, special tokens included (an alternative may be EOS)."""
+        return self.loaded.tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False,
+                                                  clean_up_tokenization_spaces=False)
+
+
+def _beam_scores(out, width: int, top: int) -> list[list[Scored]]:
+    """Per returned sequence, each new token scored from the step's processed log-probs of the beam it
+    extended (``beam_indices`` names that beam at every step; -1 after the sequence ended)."""
+    beams, result = out.beam_indices, []
+    for row in range(out.sequences.shape[0]):
+        steps = [t for t in range(min(beams.shape[1], len(out.scores))) if beams[row, t] >= 0]
+        if not steps:
+            result.append([])
+            continue
+        logits = torch.stack([out.scores[t][beams[row, t]] for t in steps])
+        result.append(scores_of(logits, out.sequences[row, [width + t for t in steps]], top))
+    return result
 
 
 def generation_config(s: Sampling, eos_token_id: int) -> GenerationConfig:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Hashable, Protocol, Sequence
+from typing import Callable, Hashable, Mapping, Protocol, Sequence
 
 import torch
 
 from predictor.core import GenerationRequest, new_tokens
 from predictor.generation import dynamic
-from predictor.generation.logits import RowChoice, choose, row_choice
+from predictor.generation.logits import RowChoice, Scored, choose, prompt_scores, row_choice
 from predictor.generation.text import cut_at_stop
 
 
@@ -25,7 +25,7 @@ class Decoder(Protocol):
     @property
     def rows(self) -> int: ...
 
-    def join(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor: ...
+    def join(self, prompts: Sequence[Sequence[int]], score: Mapping[int, dynamic.Score] | None = None) -> torch.Tensor: ...
 
     def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor: ...
 
@@ -57,6 +57,8 @@ class Done:
     index: int
     tokens: list[int]
     reason: str  # completion.FINISH_REASONS
+    scored: list[Scored] | None = None  # with Sampling.logprobs: one per token in ``tokens``
+    prompt_scored: list[Scored] | None = None  # with Sampling.score_prompt
 
 
 class ContinuousBatch:
@@ -83,7 +85,7 @@ class ContinuousBatch:
             rows += [Row(owner, i, row_choice(s, request.input_ids, min_new, i), max_new, deadline)
                      for i in range(s.num_return_sequences)]
         with torch.inference_mode():
-            logits = self.decoder.join([row.choice.tokens for row in rows])
+            logits = self.decoder.join([row.choice.tokens for row in rows], _prompt_scorers(rows))
             try:
                 tokens = choose([row.choice for row in rows], logits, self.eos).tolist()
             except BaseException:
@@ -149,15 +151,18 @@ class ContinuousBatch:
         now, finished = time.monotonic(), {}
         for index, token in tokens.items():
             row = self.rows[index]
-            if token == self.eos:
-                finished[index] = "eos"
+            if token == self.eos or row.max_new == 0:  # EOS is not kept; max_new 0: echo scoring only
+                finished[index] = "eos" if row.max_new else "length"
+                if row.choice.scored:
+                    row.choice.scored.pop()
                 continue
             row.choice.tokens.append(token)
             self.tokens_generated += 1
             reason = self._ended(row, now)
             if reason:
                 finished[index] = reason
-        done = [Done(self.rows[i].owner, self.rows[i].index, self._new(self.rows[i]), reason)
+        done = [Done(self.rows[i].owner, self.rows[i].index, self._new(self.rows[i]), reason,
+                     self.rows[i].choice.scored, self.rows[i].choice.prompt_scored)
                 for i, reason in sorted(finished.items())]
         self._drop(set(finished) | drop)
         return done
@@ -185,3 +190,19 @@ class ContinuousBatch:
         if indices:
             survivors = [i for i in range(len(self.rows)) if i not in indices]
             self.rows = [self.rows[i] for i in self.decoder.keep(survivors)]
+
+
+def _prompt_scorers(rows: Sequence[Row]) -> dict[int, dynamic.Score]:
+    """Prefill callbacks for the rows that score their prompt (echo): a request's first row scores it,
+    and its other sequences share the result."""
+    scorers = {}
+    for position, row in enumerate(rows):
+        if row.choice.sampling.score_prompt and row.index == 0:
+            siblings = [r for r in rows if r.owner is row.owner]
+
+            def score(logits: torch.Tensor, siblings=siblings, choice=row.choice) -> None:
+                scored = prompt_scores(choice.tokens, logits, choice.sampling.logprobs or 0)
+                for sibling in siblings:
+                    sibling.choice.prompt_scored = scored
+            scorers[position] = score
+    return scorers

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -49,14 +49,25 @@ def _kv(cache: DynamicCache) -> KV:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def prefill(model, prompts: Sequence[Sequence[int]], pad: int) -> tuple[DecodeState, torch.Tensor]:
-    """Run new rows' prompts (left-padded together); returns their state and next-token logits."""
+#: Called with a row's logits at every prompt position, [prompt length, vocabulary] (echo scoring).
+Score = Callable[[torch.Tensor], None]
+
+
+def prefill(model, prompts: Sequence[Sequence[int]], pad: int,
+            score: Mapping[int, Score] | None = None) -> tuple[DecodeState, torch.Tensor]:
+    """Run new rows' prompts (left-padded together); returns their state and next-token logits.
+
+    ``score`` (row -> callback) asks for logits at every position of those rows' prompts: the same
+    forward pass then keeps them all, and each callback reduces its row's at once.
+    """
     device, width = model.device, max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     cache = DynamicCache(config=model.config)
     out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=1, **{_cache_argument(type(model)): cache})
+                use_cache=True, logits_to_keep=0 if score else 1, **{_cache_argument(type(model)): cache})
+    for row, callback in (score or {}).items():
+        callback(out.logits[row, width - len(prompts[row]):])
     return DecodeState(_kv(cache), mask, mask.sum(1)), out.logits[:, -1]
 
 
@@ -131,9 +142,9 @@ class DynamicDecoder:
     def rows(self) -> int:
         return 0 if self.state is None else self.state.rows
 
-    def join(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Prefill new rows, added after the others; their next-token logits."""
-        state, logits = prefill(self.model, prompts, self.pad)
+    def join(self, prompts: Sequence[Sequence[int]], score: Mapping[int, Score] | None = None) -> torch.Tensor:
+        """Prefill new rows, added after the others; their next-token logits (``score``: see prefill)."""
+        state, logits = prefill(self.model, prompts, self.pad, score)
         self.state = state if self.state is None else merge(self.state, state)
         return logits
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,15 +84,18 @@ class StaticDecoder:
     def rows(self) -> int:
         return len(self.sizes)
 
-    def join(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Prefill with transformers, then copy each new row's cache into its slot (after the others)."""
+    def join(self, prompts: Sequence[Sequence[int]], score: Mapping[int, dynamic.Score] | None = None) -> torch.Tensor:
+        """Prefill with transformers, then copy each new row's cache into its slot (after the others).
+
+        ``score``: see dynamic.prefill (echo scoring reads the same prefill's logits)."""
         first, lengths = self.rows, [len(p) for p in prompts]
         if first + len(prompts) > self.capacity or max(lengths) >= self.max_len:
             raise ValueError(f"{len(prompts)} rows of up to {max(lengths)} tokens do not fit the cache "
                              f"({self.capacity - first} free slots of {self.max_len} tokens)")
         logits = []
         for group in _groups(lengths, self.prefill_tokens):
-            state, group_logits = dynamic.prefill(self.model, [prompts[i] for i in group], self.pad)
+            scored = {offset: score[row] for offset, row in enumerate(group) if score and row in score}
+            state, group_logits = dynamic.prefill(self.model, [prompts[i] for i in group], self.pad, scored)
             logits.append(group_logits)
             keys, values = torch.stack([k for k, _ in state.kv]), torch.stack([v for _, v in state.kv])
             for offset, row in enumerate(group):

@@ -5,15 +5,37 @@ Pure functions over a ``decode(tokens) -> str`` function; the tokenizer stays in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
-if TYPE_CHECKING:
-    pass
+from predictor.core import TokenLogprob
+
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """The text before the earliest stop string, and whether one was found."""
     found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
     return (text[:min(found)], True) if found else (text, False)
+
+
+def token_logprobs(texts: Callable[[Sequence[int]], list[str]], scored: Sequence[tuple],
+                   limit: int | None = None) -> tuple[TokenLogprob, ...]:
+    """Scored tokens (logits.Scored) as text; with ``limit``, only those that begin within the first
+    ``limit`` characters (a stop string cut the text there). ``texts`` decodes each id alone, in one call."""
+    ids = list(dict.fromkeys([token for token, _, _ in scored] + [alt for _, _, top in scored for alt, _ in top]))
+    names = dict(zip(ids, texts(ids), strict=True)) if ids else {}
+    result, offset = [], 0
+    for token, logprob, top in scored:
+        if limit is not None and offset >= limit:
+            break
+        result.append(TokenLogprob(names[token], logprob, tuple((names[alt], value) for alt, value in top)))
+        offset += len(names[token])
+    return tuple(result)
+
+
+def prompt_token_logprobs(texts: Callable[[Sequence[int]], list[str]], prompt: Sequence[int],
+                    scored: Sequence[tuple]) -> tuple[TokenLogprob, ...]:
+    """The prompt's tokens with their logprobs (``scored``: the tokens after the first, which nothing
+    predicts: its logprob is None)."""
+    return token_logprobs(texts, [(prompt[0], None, ())] + list(scored))
 
 
 class TextStream:

@@ -33,6 +33,9 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
     s = _greedy_or_sampling(s, notes)
     _check_counts(s, limits)
     s = _beam_options(s, notes)
+    if s.logprobs is not None and s.num_beam_groups > 1:
+        # diverse.py runs one search per group and keeps no per-step scores to report
+        raise BadRequest("logprobs: not available with diverse beam search (num_beam_groups > 1)")
     if s.encoder_no_repeat_ngram_size and s.encoder_no_repeat_ngram_size > prompt_tokens:
         # No n-gram of the prompt is that long, so it bans nothing; and transformers allocates one
         # list per n-gram position, so a huge value would exhaust memory (found by trying 10**11).

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from predictor.core import Completion, GenerationRequest
 from predictor.errors import BadRequest
+from predictor.protocols import logprobs
 
 #: Below this a temperature overflows float32 logits (NaN probabilities); vLLM uses the same floor.
 MIN_TEMPERATURE = 1e-5
@@ -52,6 +53,7 @@ class PromptRequest(BaseModel):
     stop: str | list[str] | None = None  # end at the first of these strings (left out of the text)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)  # reproducible sampling: same seed, same text
     details: bool | None = None  # data holds objects with finish reason and token counts
+    logprobs: int | None = Field(None, ge=0, le=5)  # details objects gain per-token logprobs (logprobs.py)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -216,6 +218,12 @@ def shape(texts: Sequence[Sequence[str]], wants_list: Sequence[bool]) -> Any:
 
 def envelope_data(requests: Sequence[GenerationRequest], completions: Sequence[Sequence[Completion]]) -> Any:
     """The envelope's ``data``: texts, or with ``details`` objects (api.shape gives the nesting)."""
-    values = [[c.details() if req.details else c.text for c in sequences]
+    values = [[details(c, req.prompt) if req.details else c.text for c in sequences]
               for req, sequences in zip(requests, completions, strict=True)]
     return shape(values, [req.wants_list for req in requests])
+
+
+def details(completion: Completion, prompt: str) -> dict[str, Any]:
+    """One sequence's ``details: true`` object; with ``logprobs``, its generated tokens' logprobs."""
+    extra = {} if completion.logprobs is None else {"logprobs": logprobs.of_completion(completion, prompt, False)}
+    return {**completion.details(), **extra}

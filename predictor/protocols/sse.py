@@ -119,7 +119,7 @@ async def seed_stream(model, model_name: str, request: Request) -> StreamingResp
             async for _, (kind, index, value) in events:
                 if kind == "text":
                     yield event({"index": index, "text": value})
-                else:
+                elif kind == "done":  # logprobs come in the envelope's details objects
                     message = "; ".join(prepared.notes) or None
                     yield event(succeeded(envelope_data([prepared], [value]), message))
         except Exception as exc:

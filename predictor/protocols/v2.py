@@ -9,20 +9,27 @@ response's ``parameters.message``.
 
 from __future__ import annotations
 
+import json
 import uuid
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from predictor.core import Completion
 from predictor.errors import BadRequest
+from predictor.protocols import logprobs, seed
 
 INPUTS = [{"name": "prompt", "datatype": "BYTES", "shape": [-1]}]
-# [-1, n] with num_return_sequences n; the last three only with the parameter details: true.
+# [-1, n] with num_return_sequences n; the next three only with the parameter details: true (or
+# logprobs); ``logprobs`` only with the parameter logprobs: N (0-5), each element one sequence's
+# logprobs object as JSON text (protocols/logprobs.py): a tensor's elements must be of one type.
+# (The metadata's tensor objects have only name, datatype and shape, in REST and gRPC alike.)
 OUTPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1]},
            {"name": "finish_reason", "datatype": "BYTES", "shape": [-1]},
            {"name": "generated_tokens", "datatype": "INT64", "shape": [-1]},
-           {"name": "prompt_tokens", "datatype": "INT64", "shape": [-1]}]
+           {"name": "prompt_tokens", "datatype": "INT64", "shape": [-1]},
+           {"name": "logprobs", "datatype": "BYTES", "shape": [-1]}]
 
 
 def request_objects(request: InferRequest) -> list[dict[str, Any]]:
@@ -39,10 +46,37 @@ def request_objects(request: InferRequest) -> list[dict[str, Any]]:
     if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data or []):
         raise BadRequest(f"inputs.prompt: shape must be [N] with N prompts (got {tensor.shape} for "
                          f"{len(tensor.data or [])} values)")
-    parameters = dict(request.parameters or {})
+    parameters = plain_parameters(request.parameters or {})
     if "prompt" in parameters:
         raise BadRequest("parameters: 'prompt' belongs in the inputs")
     return [{"prompt": _text(value), **parameters} for value in tensor.data]
+
+
+#: Request fields that take a number with a fraction: gRPC's InferParameter has no such type
+#: (bool, int64 and string only, kserve/protocol/grpc/grpc_predict_v2.proto), so they come as strings.
+_FRACTIONAL = frozenset(name for name, field in seed.PromptRequest.model_fields.items()
+                        if field.annotation == (float | None))
+
+
+def plain_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Request parameters as JSON values: over HTTP they are already; over gRPC each is a typed
+    InferParameter, whose value is its one set field (a fractional number arrives as a string)."""
+    plain = {}
+    for name, value in parameters.items():
+        if isinstance(value, InferParameter):
+            kind = value.WhichOneof("parameter_choice")
+            value = None if kind is None else getattr(value, kind)
+            if kind == "string_param" and name in _FRACTIONAL:
+                value = _number(name, value)
+        plain[name] = value
+    return plain
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise BadRequest(f"parameters.{name}: must be a number (got {text!r})") from None
 
 
 def _text(value: Any) -> Any:
@@ -55,7 +89,7 @@ def _text(value: Any) -> Any:
 
 
 def response(model_name: str, request_id: str | None, completions: Sequence[Sequence[Completion]],
-             details: bool = False, notes: Sequence[str] = ()) -> InferResponse:
+             details: bool = False, notes: Sequence[str] = (), prompts: Sequence[str] = ()) -> InferResponse:
     """The ``text`` tensor (full texts, one row per prompt); with ``details`` also finish reasons and counts."""
     width = len(completions[0])  # the same for every prompt: they share the request's parameters
     shape = [len(completions)] if width == 1 else [len(completions), width]
@@ -68,5 +102,9 @@ def response(model_name: str, request_id: str | None, completions: Sequence[Sequ
             InferOutput(name="prompt_tokens", shape=[len(completions)], datatype="INT64",
                         data=[sequences[0].prompt_tokens for sequences in completions]),
         ]
+    if flat[0].logprobs is not None:  # every prompt shares the request's parameters
+        texts = [json.dumps(logprobs.of_completion(c, prompt, False))
+                 for prompt, sequences in zip(prompts, completions, strict=True) for c in sequences]
+        outputs.append(InferOutput(name="logprobs", shape=shape, datatype="BYTES", data=texts))
     return InferResponse(response_id=request_id or uuid.uuid4().hex, model_name=model_name, infer_outputs=outputs,
                          parameters={"message": "; ".join(notes)} if notes else None)

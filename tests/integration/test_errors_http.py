@@ -139,6 +139,19 @@ def test_routing_errors_are_envelopes(server, method, path, status, message):
     assert failed(response, status) == message
 
 
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/v1/models/gptj:predict"), ("PUT", "/v1/models/gptj:predict"), ("DELETE", "/v1/models/gptj:stream"),
+    ("GET", "/v1/models/gptj:explain"), ("GET", "/v2/models/gptj/infer"), ("PATCH", "/v2/models/gptj/infer"),
+    ("GET", "/v2/models/gptj/versions/1/infer"), ("GET", "/openai/v1/completions"),
+])
+def test_a_wrong_method_on_an_inference_route_is_405_with_allow(server, method, path):
+    response = server.client.request(method, path)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    if path.startswith("/v1/"):
+        assert failed(response, 405) == "Method Not Allowed"
+    assert server.client.get("/v1/models/gptj").status_code == 200  # the model health route still answers
+
+
 def test_errors_take_the_form_of_the_paths_protocol(server):
     """v2 clients read {"error": "..."}, OpenAI's clients {"error": {"message", "type", ...}}."""
     response = server.client.post("/v2/health/live", json={})

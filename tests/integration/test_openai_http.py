@@ -72,7 +72,7 @@ def test_a_stream_ends_with_done(server):
 
 
 @pytest.mark.parametrize("fields, param", [
-    ({"logprobs": 2}, "logprobs"),
+    ({"logprobs": 6}, "logprobs"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"temperature": 3}, "temperature"),
     ({"max_tokens": 600}, "max_tokens"),  # prompt + max_tokens over the server's limit of 512

@@ -35,6 +35,7 @@ def test_the_section_has_an_example_per_client():
     assert ":predict" in shell and "curl -sN" in shell and ":stream" in shell and "/v2/models/gptj/infer" in shell
     python = "\n".join(blocks("python"))
     assert "from openai import OpenAI" in python and "InferenceRESTClient" in python
+    assert "InferenceGRPCClient" in python and "logprobs=" in python
 
 
 def expected_failures() -> dict[str, str]:
@@ -68,6 +69,7 @@ def test_curl_examples(server, index):
 @pytest.mark.parametrize("index", range(len(blocks("python"))))
 def test_python_examples(server, index):
     code = blocks("python")[index].replace("http://localhost:8080", server.url)
+    code = code.replace("localhost:8081", f"127.0.0.1:{server.grpc_port}")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()

@@ -20,7 +20,8 @@ def test_metadata_describes_the_tensors(server):
     metadata = server.client.get("/v2/models/gptj").json()
     assert metadata["name"] == "gptj"
     assert metadata["inputs"] == [{"name": "prompt", "datatype": "BYTES", "shape": [-1]}]
-    assert [o["name"] for o in metadata["outputs"]] == ["text", "finish_reason", "generated_tokens", "prompt_tokens"]
+    assert [o["name"] for o in metadata["outputs"]] == ["text", "finish_reason", "generated_tokens", "prompt_tokens",
+                                                        "logprobs"]
 
 
 def test_raw_http(server):

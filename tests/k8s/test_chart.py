@@ -161,6 +161,24 @@ def test_replicas_autoscaling_and_canary(env, rendered):
     assert predictor["timeout"] == 300
 
 
+def test_grpc_port_in_standard_mode_only(rendered):
+    """Standard mode exposes v2 over gRPC beside HTTP; Knative routes one port, so gRPC is off there."""
+    isvc, container = isvc_of(rendered), container_of(rendered)
+    mode = isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+    # the image sets GPTJ_ENABLE_GRPC=true (Dockerfile); the chart's args decide per mode
+    settings = parse_settings(container["args"], {"GPTJ_ENABLE_GRPC": "true"})
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    (policy,) = by_kind(rendered, "NetworkPolicy") or [None]
+    allowed = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]} if policy else set()
+    if mode == "Standard":
+        assert ports == {"http1": 8080, "grpc": 8081}
+        assert settings.server.enable_grpc and settings.server.grpc_port == 8081
+        assert not policy or 8081 in allowed
+    else:
+        assert ports == {"http1": 8080} and not settings.server.enable_grpc
+        assert 8081 not in allowed
+
+
 def test_scrape_annotations(rendered):
     annotations = isvc_of(rendered)["metadata"]["annotations"]
     # "true" would make KServe's pod mutator rewrite the port to the queue-proxy's (test_admission.py).

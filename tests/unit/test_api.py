@@ -144,10 +144,10 @@ def test_parse_accepts_every_parameter():
              "num_beams": 2, "temperature": 0.7, "top_k": 5, "top_p": 0.9, "repetition_penalty": 1.2,
              "length_penalty": -0.5, "encoder_no_repeat_ngram_size": 2, "num_return_sequences": 2,
              "max_time": 1.5, "num_beam_groups": 1, "diversity_penalty": 0.0, "remove_invalid_values": True,
-             "max_new_tokens": 10, "stop": ["\n", "END"], "seed": 42, "details": True}
+             "max_new_tokens": 10, "stop": ["\n", "END"], "seed": 42, "details": True, "logprobs": 2}
     (parsed,) = seed.parse(every, MAX_PROMPTS)
     assert parsed.model_dump() == every
-    assert set(every) == set(seed.FIELDS)  # the contract's 16 parameters, the prompt, and 4 extensions
+    assert set(every) == set(seed.FIELDS)  # the contract's 16 parameters, the prompt, and 5 extensions
 
 
 def test_integer_accepted_where_a_float_is_expected():

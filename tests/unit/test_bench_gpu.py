@@ -40,7 +40,7 @@ def test_the_gpu_table_and_results_file_hold_every_figure(figures):
     results = {"device": "NVIDIA H100 80GB HBM3", "shape": "gptj-6b", "prompt_tokens": 128, "new_tokens": 128,
                "when": "2026-11-25 10:00:00", "versions": bench.versions(), **figures, "load_seconds": 21.5,
                "sequential": {**load, "requests": 8, "seconds": 8.0}, "levels": {1: load, 2: {**load, "tok_per_s": 2048.0}},
-               "fresh_connections": load, "ttft_ms_128": 15.0, "ttft_ms_1024": 60.0, "peak_gpu_memory_gb": 40.0}
+               "fresh_connections": load, "logprobs5": {**load, "tok_per_s": 1843.2}, "ttft_ms_128": 15.0, "ttft_ms_1024": 60.0, "peak_gpu_memory_gb": 40.0}
     results.update(bench.ratios(results, 2))
     rows = dict(re.split(r"(?<=\S)\s{2,}", line.strip(), maxsplit=1) for line in bench.table(results, 2).splitlines())
     for row in ("memory roofline, batch 1", "decode, batch 1 (server's path)", "TTFT, 128 tokens", "TTFT, 1024 tokens",
@@ -48,6 +48,7 @@ def test_the_gpu_table_and_results_file_hold_every_figure(figures):
         assert row in rows, row
     assert rows["peak GPU memory (server)"] == "40.0 GB" and rows["server start to ready"] == "21.5 s"
     assert rows["TTFT, 128 tokens"] == "15.00 ms"
+    assert rows["logprobs 5 / off, 2 concurrent"] == "90% of the throughput"
     assert rows["server, 2 concurrent / naive"] == f"{2048.0 / figures['naive_tok_per_s']:.1f}x"
     summary = json.loads(json.dumps(bench.summary_for_results(results)))  # the file bench/results/ gets
     assert {"device", "roofline_ms_per_token", "batch1_ms_per_token", "ttft_ms_128", "tok_per_s", "naive_tok_per_s",

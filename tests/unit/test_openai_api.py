@@ -13,19 +13,28 @@ BASE = {"model": "gptj", "prompt": "Hello"}
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"logprobs": 1}, "logprobs: not supported by this server; leave it out"),
+    ({"logprobs": 6}, "logprobs: must be <= 5 (got 6)"),
+    ({"logprobs": -1}, "logprobs: must be >= 0 (got -1)"),
+    ({"logprobs": True}, "logprobs: must be an integer"),
     ({"best_of": 2}, "best_of: not supported"),
     ({"suffix": "x"}, "suffix: not supported"),
     ({"logit_bias": {"50256": -100}}, "logit_bias: not supported"),
-    ({"max_tokens": 0}, "max_tokens: must be >= 1 (got 0)"),
+    ({"max_tokens": 0}, "max_tokens: must be >= 1 (got 0); 0 is for scoring a prompt, with echo: true"),
+    ({"max_tokens": -1}, "max_tokens: must be >= 0 (got -1)"),
     ({"temperature": 2.5}, "temperature: must be <= 2 (got 2.5)"),
     ({"top_p": 0}, "top_p: must be > 0 (got 0)"),
     ({"presence_penalty": -3}, "presence_penalty: must be >= -2 (got -3)"),
     ({"frequency_penalty": 2.1}, "frequency_penalty: must be <= 2 (got 2.1)"),
     ({"n": 9}, "n: must be <= 8 (got 9)"),
-    ({"prompt": [1, 2, 3]}, "prompt: must be a string or a list of strings (got a list); token-id prompts"),
-    ({"prompt": 5}, "prompt: must be a string or a list of strings (got a number)"),
-    ({"prompt": []}, "prompt: must hold at least one string"),
+    ({"prompt": [1, "a"]}, "prompt: must be a string, a list of strings, a list of token ids, or a list of "
+                           "lists of token ids (got a list)"),
+    ({"prompt": [True, 2]}, "prompt: must be a string, a list of strings, a list of token ids"),
+    ({"prompt": [[1], [2.5]]}, "prompt: must be a string, a list of strings, a list of token ids"),
+    ({"prompt": 5}, "prompt: must be a string, a list of strings, a list of token ids, or a list of lists "
+                    "of token ids (got a number)"),
+    ({"prompt": []}, "prompt: must hold at least one prompt"),
+    ({"prompt": [[1], []]}, "prompt: must hold at least one prompt, and a token-id prompt at least one token"),
+    ({"prompt": [[1]] * 17}, "prompt: at most 16 prompts per request (got 17)"),
     ({"prompt": ["a"] * 17}, "prompt: at most 16 prompts per request (got 17)"),
     ({"max_tokens": "5"}, "max_tokens: must be an integer"),
     ({"temprature": 1}, "temprature: unknown field (allowed: model, prompt, max_tokens"),
@@ -52,6 +61,14 @@ def test_parse_accepts_off_values_of_unsupported_fields():
 def test_translation_to_the_contract(fields, expected):
     (req,) = oa.prompt_requests(oa.parse({**BASE, **fields}, Limits()))
     assert req.model_dump(exclude_none=True) == {"prompt": "Hello", **expected}
+
+
+@pytest.mark.parametrize("prompt, ids", [
+    ("Hello", [None]), (["a", "b"], [None, None]), ([5, 6], [[5, 6]]), ([[5], [6, 7]], [[5], [6, 7]])])
+def test_token_id_prompts_are_one_or_many(prompt, ids):
+    req = oa.parse({**BASE, "prompt": prompt}, Limits())
+    assert oa.token_ids(req) == ids
+    assert len(oa.prompt_requests(req)) == len(ids)
 
 
 def test_the_contracts_own_checks_come_back_in_openais_names():

@@ -15,7 +15,12 @@ def test_defaults(monkeypatch, tmp_path):
     assert s.limits == Limits()
     assert str(s.cache_dir) == "/home/someone/.cache/gptj-predictor"
     assert s.server.http_port == 8080 and s.server.workers == 1
-    assert s.server.enable_grpc is False  # HTTP only
+    assert s.server.enable_grpc is False  # HTTP only, unless the image's GPTJ_ENABLE_GRPC says otherwise
+
+
+def test_grpc_is_on_where_the_environment_says_so_and_a_flag_wins():
+    assert parse_settings([], {"GPTJ_ENABLE_GRPC": "true"}).server.enable_grpc is True
+    assert parse_settings(["--enable_grpc", "false"], {"GPTJ_ENABLE_GRPC": "true"}).server.enable_grpc is False
 
 
 def test_kserve_mount_is_the_default_model_when_it_exists(monkeypatch, tmp_path):

@@ -49,3 +49,17 @@ def test_response_tensors():
     assert outputs["finish_reason"] == ([2, 2], ["length", "eos", "stop", "length"])
     assert outputs["generated_tokens"] == ([2, 2], [1, 3, 2, 1]) and outputs["prompt_tokens"] == ([2], [1, 2])
     assert detailed.parameters == {"message": "seed only applies with sampling"}
+
+
+def test_grpcs_typed_parameters_read_as_json_values():
+    """gRPC's InferParameter has bool, int64 and string values only: a fraction comes as a string."""
+    from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter
+
+    typed = {"max_new_tokens": InferParameter(int64_param=5), "do_sample": InferParameter(bool_param=True),
+             "stop": InferParameter(string_param="\n"), "temperature": InferParameter(string_param="0.7"),
+             "top_p": InferParameter(int64_param=1)}
+    assert v2.plain_parameters(typed) == {"max_new_tokens": 5, "do_sample": True, "stop": "\n", "temperature": 0.7,
+                                          "top_p": 1}
+    assert v2.plain_parameters({"temperature": 0.7}) == {"temperature": 0.7}  # HTTP: JSON values as they are
+    with pytest.raises(BadRequest, match="parameters.temperature: must be a number"):
+        v2.plain_parameters({"temperature": InferParameter(string_param="warm")})

@@ -178,18 +178,35 @@ limits:
   {{- end }}
 {{- end }}
 
-{{/* Image, arguments, port, probes, security and mounts (env and resources are added by the caller). */}}
+{{/* Image, arguments, port, probes, security and mounts (env and resources are added by the caller).
+     With .grpc (the InferenceService's own container in Standard mode) also the gRPC v2 port. */}}
 {{- define "gptj.containerBody" -}}
 image: {{ include "gptj.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
 args:
   - --model_name={{ .Values.model.name }}
   - --http_port=8080
+  {{- if .grpc }}
+  - --grpc_port=8081
+  {{- else }}
+  # Knative routes a revision through one container port, named for one protocol (http1 or h2c:
+  # knative/serving pkg/apis/serving/k8s_validation.go, "more than one container port is set"), so
+  # HTTP keeps that port and the image's gRPC listener is turned off; so does the ServingRuntime,
+  # which Knative-mode InferenceServices may share.
+  - --enable_grpc=false
+  {{- end }}
 ports:
   # Knative requires the name http1; KServe's Standard mode accepts it too.
   - name: http1
     containerPort: 8080
     protocol: TCP
+  {{- if .grpc }}
+  # v2 over gRPC. KServe's Standard mode makes every container port a Service port, and one whose name
+  # contains "grpc" gets appProtocol grpc (kserve pkg/.../reconcilers/service/service_reconciler.go).
+  - name: grpc
+    containerPort: 8081
+    protocol: TCP
+  {{- end }}
 startupProbe:
   httpGet:
     path: /v2/models/{{ .Values.model.name }}/ready
