@@ -66,8 +66,3 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     generated_tokens: int
-
-    def details(self) -> dict:
-        """The seed API's `details: true` form."""
-        return {"text": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
-                "generated_tokens": self.generated_tokens}

@@ -15,13 +15,11 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from predictor.core import Completion, GenerationRequest
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
-from predictor.errors import BadRequest, NotReady, succeeded
+from predictor.errors import NotReady
 from predictor.generation import paths
 from predictor.generation.beams import Runner
 from predictor.loading import loader
-from predictor.protocols import seed, v2
-from predictor.protocols.plan import plan
-from predictor.protocols.seed import envelope_data
+from predictor.protocols import envelope, plan, seed, v2
 from predictor.protocols.sse import merge
 from predictor.settings import Settings
 from predictor.telemetry import records
@@ -83,37 +81,19 @@ class GPTJModel(Model):
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
         """Body (bytes, dict, list or a v2 InferRequest) -> validated GenerationRequests, or a 400."""
-        infer = payload if isinstance(payload, InferRequest) else None
-        if infer is not None:
-            payload = v2.request_objects(infer)
-        elif isinstance(payload, (bytes, bytearray)):
-            payload = seed.decode_body(bytes(payload), (headers or {}).get("content-type"))
-        requests = seed.parse(payload, self.settings.limits.max_prompts)
-        return Prepared(await self.prepare(requests), infer)
+        max_prompts = self.settings.limits.max_prompts
+        if isinstance(payload, InferRequest):
+            parsed, infer = v2.parse(payload, max_prompts), payload
+        else:
+            parsed, infer = seed.parse(seed.body_of(payload, (headers or {}).get("content-type")), max_prompts), None
+        token_ids = await self.tokenize([req.prompt for req in parsed])
+        return Prepared(plan.requests(parsed, token_ids, self.settings.limits), infer)
 
-    async def prepare(self, requests: list[seed.PromptRequest]) -> list[GenerationRequest]:
-        """Tokenize and plan validated request objects (off the event loop: long prompts take ms)."""
-        return await asyncio.to_thread(self._prepare, requests)
-
-    def _prepare(self, requests: list[seed.PromptRequest]) -> list[GenerationRequest]:
+    async def tokenize(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Each prompt's token ids (off the event loop: long prompts take milliseconds)."""
         # The Rust tokenizer directly: its encode is safe to call from several threads at once.
         backend = self._loaded().tokenizer.backend_tokenizer
-        prepared = []
-        for index, req in enumerate(requests):
-            where = f"[{index}]." if len(requests) > 1 else ""
-            ids = backend.encode(req.prompt).ids
-            if not ids:
-                raise BadRequest(f"{where}prompt: must not be empty")
-            try:
-                sampling, notes = plan(req, len(ids), self.settings.limits)
-            except BadRequest as exc:
-                raise BadRequest(where + exc.message) from None
-            prepared.append(GenerationRequest(
-                prompt=req.prompt, input_ids=tuple(ids), sampling=sampling,
-                notes=tuple(f"{where}{note}" for note in notes),
-                wants_list=sampling.num_return_sequences > 1, details=bool(req.details),
-            ))
-        return prepared
+        return await asyncio.to_thread(lambda: [backend.encode(prompt).ids for prompt in prompts])
 
     async def predict(self, payload: Prepared, headers: dict[str, str] | None = None) -> Generated:
         """Generate for every prompt on the engine thread, within the request's deadline."""
@@ -142,10 +122,10 @@ class GPTJModel(Model):
                           response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
         """Results -> the success envelope (or a v2 response); capped or ignored parameters in ``message``."""
         requests, completions = result.requests, result.completions
-        notes = [note for req in requests for note in req.notes]
         if requests.infer is not None:
+            notes = [note for req in requests for note in req.notes]
             return v2.response(self.name, requests.infer.id, completions, any(r.details for r in requests), notes)
-        return succeeded(envelope_data(requests, completions), "; ".join(notes) if notes else None)
+        return envelope.answer(requests, completions)
 
     def get_input_types(self) -> list[dict]:
         return v2.INPUTS

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from predictor import errors
-from predictor.edge import auth
+from predictor.edge import auth, web
 from predictor.edge.auth import ApiKeys
 
 
@@ -156,4 +156,4 @@ def test_keys_never_reach_the_log(keys_file, caplog):
 ])
 def test_each_protocol_gets_its_own_401_body(path, body):
     failure = errors.classify(errors.Unauthorized("invalid API key", invalid=True))
-    assert failure.status == 401 and errors.body(failure, path) == body
+    assert failure.status == 401 and web.error_body(failure, path) == body
