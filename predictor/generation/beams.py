@@ -20,6 +20,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from predictor.core import Completion, GenerationRequest, Sampling, new_tokens
 from predictor.generation import diverse
 from predictor.generation.continuous import ContinuousBatch, Decoder
+from predictor.generation.retry import together_or_alone
 from predictor.generation.text import cut_at_stop
 from predictor.loading.loader import Loaded
 
@@ -60,19 +61,23 @@ class Runner:
         """A continuous batch on this model, for every request without beams."""
         return ContinuousBatch(self.loaded.model, self.loaded.eos_token_id, self.decode, self.decoder)
 
-    def run_batch(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None = None) -> list[Result]:
+    def run_batch(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None = None,
+                  check: Callable[[Sequence[GenerationRequest]], None] | None = None) -> list[Result]:
         """Texts for every request, in order; a request that fails gets its exception instead.
 
-        If a batch fails, its requests run again one by one, so only the culprit fails. ``stop``
-        ends the search early when it returns True.
+        If a batch fails, its requests run again one by one (retry.py), so only the culprit fails.
+        ``stop`` ends the search early when it returns True; ``check`` runs before each model call
+        (the engine's fault injection).
         """
-        try:
-            return list(self._generate(requests, stop))
-        except Exception as exc:
-            if len(requests) == 1:
-                return [exc]
-            log.warning("a batch of %d failed (%s); running its requests one by one", len(requests), exc)
-        return [self.run_batch([request], stop)[0] for request in requests]
+        def run(batch: Sequence[GenerationRequest]) -> list[list[Completion]]:
+            if check is not None:
+                check(batch)
+            return self._generate(batch, stop)
+
+        results: list[Result] = []
+        for _, outcome in together_or_alone(requests, run, "a batch of %d failed (%s); running its requests one by one"):
+            results += [outcome] if isinstance(outcome, Exception) else outcome
+        return results
 
     def _generate(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None) -> list[list[Completion]]:
         model, first = self.loaded.model, requests[0].sampling

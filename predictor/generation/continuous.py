@@ -16,6 +16,7 @@ import torch
 from predictor.core import GenerationRequest, new_tokens
 from predictor.generation import dynamic
 from predictor.generation.logits import RowChoice, choose, row_choice
+from predictor.generation.retry import each_alone
 from predictor.generation.text import cut_at_stop
 
 
@@ -112,17 +113,20 @@ class ContinuousBatch:
         groups: dict[Hashable, list[int]] = {}
         for index, row in enumerate(self.rows):
             groups.setdefault(row.owner, []).append(index)
+
+        def step(owner: Hashable) -> list[int]:
+            check(owner)
+            indices = groups[owner]
+            with torch.inference_mode():
+                logits = self.decoder.step([self.rows[i].choice.tokens[-1] for i in indices], rows=indices)
+                return choose([self.rows[i].choice for i in indices], logits, self.eos).tolist()
+
         tokens, failed = {}, {}
-        for owner, indices in groups.items():
-            try:
-                check(owner)
-                with torch.inference_mode():
-                    logits = self.decoder.step([self.rows[i].choice.tokens[-1] for i in indices], rows=indices)
-                    chosen = choose([self.rows[i].choice for i in indices], logits, self.eos).tolist()
-            except Exception as exc:  # noqa: BLE001 - this request fails alone; the engine reports it
-                failed[owner] = exc
-                continue
-            tokens.update(zip(indices, chosen))
+        for owner, outcome in zip(groups, each_alone(list(groups), step), strict=True):
+            if isinstance(outcome, Exception):
+                failed[owner] = outcome
+            else:
+                tokens.update(zip(groups[owner], outcome))
         return self._record(tokens, drop={i for i, row in enumerate(self.rows) if row.owner in failed}), failed
 
     def leave(self, owners: set[Hashable]) -> dict[Hashable, int]:
