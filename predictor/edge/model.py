@@ -1,4 +1,9 @@
-"""``GPTJModel``: the kserve.Model that glues the edge (api, sampling) to the engine."""
+"""``GPTJModel``: the kserve.Model, thin glue between KServe's lifecycle and the layers below.
+
+``load`` builds the stack (stack.py); ``preprocess`` hands the body to its protocol (seed.py, v2.py)
+and the prompts to the tokenizer, then plans (plan.py); ``predict`` runs the engine within the
+request's deadline; ``postprocess`` renders the envelope (envelope.py) or a v2 response.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,10 @@ from kserve import Model
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from predictor.core import Completion, GenerationRequest
+from predictor.edge import stack
 from predictor.engine.engine import Engine
-from predictor.engine.faults import Faults
 from predictor.errors import NotReady
-from predictor.generation import paths
-from predictor.generation.beams import Runner
-from predictor.loading import loader
+from predictor.loading.loader import Loaded
 from predictor.protocols import envelope, plan, seed, v2
 from predictor.protocols.sse import merge
 from predictor.settings import Settings
@@ -35,7 +38,7 @@ class GPTJModel(Model):
         super().__init__(settings.model_name)
         self.settings = settings
         self.metrics = metrics
-        self.loaded: loader.Loaded | None = None
+        self.loaded: Loaded | None = None
         # Not `self.engine`: KServe reads a truthy `engine` attribute as "call start_engine()".
         self._engine: Engine | None = None
         self._load_lock = threading.Lock()
@@ -49,18 +52,12 @@ class GPTJModel(Model):
         try:
             if not self.ready:
                 started = time.monotonic()
-                loaded = loader.load(self.settings)
-                decoder, policy = paths.decoder_for(loaded, self.settings)
-                operations = self.settings.operations
-                engine = Engine(Runner(loaded, decoder), policy, self.metrics,
-                                max_queued=operations.max_queued_requests, faults=Faults(operations.fault_injection),
-                                stall_s=operations.engine_stall_s)
-                engine.start()
-                self.loaded, self._engine, self.created = loaded, engine, int(time.time())
+                built = stack.build(self.settings, self.metrics)
+                self.loaded, self._engine, self.created = built.loaded, built.engine, int(time.time())
                 if self.metrics is not None:
                     self.metrics.model_load.set(time.monotonic() - started)
                 self.ready = True
-                log.info("model %r is ready (source %s)", self.name, loaded.source)
+                log.info("model %r is ready (source %s)", self.name, built.loaded.source)
         finally:
             self._load_lock.release()
         return self.ready
@@ -103,8 +100,7 @@ class GPTJModel(Model):
         """Completions for every request, in order (the request's record gets counts and texts)."""
         engine, record = self._running_engine(), self._record(requests)
         completions = await engine.run(requests, record, self._time_left(record))
-        if record is not None and self.settings.operations.log_prompts:
-            record.texts["outputs"] = [[c.text for c in sequences] for sequences in completions]
+        records.outputs(record, [[c.text for c in sequences] for sequences in completions], self._log_prompts)
         return completions
 
     async def stream(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[tuple[int, tuple]]:
@@ -114,8 +110,8 @@ class GPTJModel(Model):
         async for index, event in merge([engine.stream(request, record, timeout) for request in requests]):
             if event[0] == "done":
                 outputs[index] = [c.text for c in event[2]]
-                if record is not None and self.settings.operations.log_prompts and len(outputs) == len(requests):
-                    record.texts["outputs"] = [outputs[i] for i in range(len(requests))]
+                if len(outputs) == len(requests):
+                    records.outputs(record, [outputs[i] for i in range(len(requests))], self._log_prompts)
             yield index, event
 
     async def postprocess(self, result: Generated, headers: dict[str, str] | None = None,
@@ -133,7 +129,7 @@ class GPTJModel(Model):
     def get_output_types(self) -> list[dict]:
         return v2.OUTPUTS
 
-    def _loaded(self) -> loader.Loaded:
+    def _loaded(self) -> Loaded:
         if self.loaded is None:
             raise NotReady(f"model {self.name!r} is not loaded yet")
         return self.loaded
@@ -144,12 +140,11 @@ class GPTJModel(Model):
         return self._engine
 
     def _record(self, requests: Sequence[GenerationRequest]) -> records.RequestRecord | None:
-        record = records.current()
-        if record is not None:
-            record.prompts = len(requests)
-            if self.settings.operations.log_prompts:
-                record.texts["prompts"] = [req.prompt for req in requests]
-        return record
+        return records.begin([req.prompt for req in requests], self._log_prompts)
+
+    @property
+    def _log_prompts(self) -> bool:
+        return self.settings.operations.log_prompts
 
     def _time_left(self, record: records.RequestRecord | None) -> float | None:
         """Seconds until the request's deadline (--request_timeout_seconds from its arrival)."""
