@@ -148,6 +148,7 @@ class Worker:
         self._finish(done)
 
     def _join_batch(self, jobs: Sequence[Job]) -> list[Done]:
+        self._faults.check_prefill(job.request for job in jobs)
         return self.batch.join([(job, job.request) for job in jobs])
 
     def _advance(self) -> None:
