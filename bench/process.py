@@ -34,7 +34,7 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path(self.port) if callable(log_path) else log_path
-        self._log = open(log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open for the process's lifetime; stop() closes it
         path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
         self.process = subprocess.Popen(
             [sys.executable, *command, "--http_port", str(self.port), *args], cwd=ROOT, stdout=self._log,

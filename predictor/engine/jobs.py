@@ -8,6 +8,7 @@ generated tokens) or fails. Metrics and the request's record are updated at each
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -76,7 +77,5 @@ class Job:
         self._call(apply)
 
     def _call(self, function, *args) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             self.loop.call_soon_threadsafe(function, *args)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass

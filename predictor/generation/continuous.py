@@ -91,7 +91,7 @@ class ContinuousBatch:
                 self.decoder.keep(list(range(len(self.rows))))  # the cache must hold exactly the batch's rows
                 raise
         self.rows += rows
-        return self._record(dict(zip(range(len(self.rows) - len(rows), len(self.rows)), tokens)))
+        return self._record(dict(zip(range(len(self.rows) - len(rows), len(self.rows)), tokens, strict=True)))
 
     def advance(self) -> list[Done]:
         """One decode step for every row."""
@@ -126,7 +126,7 @@ class ContinuousBatch:
             if isinstance(outcome, Exception):
                 failed[owner] = outcome
             else:
-                tokens.update(zip(groups[owner], outcome))
+                tokens.update(zip(groups[owner], outcome, strict=True))
         return self._record(tokens, drop={i for i, row in enumerate(self.rows) if row.owner in failed}), failed
 
     def leave(self, owners: set[Hashable]) -> dict[Hashable, int]:

@@ -134,13 +134,13 @@ class StaticDecoder:
         count, kept = len(survivors), set(survivors)
         holes = [i for i in range(count) if i not in kept]
         movers = [i for i in survivors if i >= count]
-        for hole, mover in zip(holes, movers):
+        for hole, mover in zip(holes, movers, strict=True):
             length = self.sizes[mover]
             self.k[:, hole, :, :length] = self.k[:, mover, :, :length]
             self.v[:, hole, :, :length] = self.v[:, mover, :, :length]
             self.lengths[hole] = self.lengths[mover]
         order = list(range(count))
-        for hole, mover in zip(holes, movers):
+        for hole, mover in zip(holes, movers, strict=True):
             order[hole] = mover
         self.sizes = [self.sizes[i] for i in order]
         self.lengths[count:] = 0  # free slots write their (ignored) padding rows at column 0
