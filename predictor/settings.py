@@ -42,16 +42,16 @@ class BatchPolicy:
     # running batch at the next step anyway, so the wait stays short (it adds to time to first token).
     batch_wait_s: float = 0.002
     max_batch_wait_s: float = 0.01
-    # The continuous batch's cache is allocated up front (the static path, fastpath.py): rows alone
+    # The continuous batch's cache is allocated up front (the static path, generation/paths.py): rows alone
     # bound it, and max_batch_tokens is left to beam search, whose cache still grows.
     preallocated: bool = False
 
 
 @dataclass(frozen=True)
 class Speed:
-    """How generation runs on a GPU (slots.py); each part can be turned off."""
+    """How generation runs on a GPU (generation/static.py); each part can be turned off."""
 
-    decode_path: str = "auto"  # auto: static (preallocated cache, slots.py) on one GPU, else dynamic
+    decode_path: str = "auto"  # auto: static (preallocated cache, generation/static.py) on one GPU, else dynamic
     cuda_graphs: bool = True  # replay the static path's decode step as CUDA graphs
     kv_cache_memory_fraction: float = 0.9  # share of the GPU memory free after loading for the cache
     attn_implementation: str = "auto"  # transformers' attention for prefill and beam search (auto: its pick)

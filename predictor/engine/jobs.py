@@ -27,7 +27,7 @@ class Job:
     first_token_at: float | None = None
     results: list = field(default_factory=list)  # per sequence (tokens, finish reason), as rows finish
     stream: asyncio.Queue | None = None  # streaming: text pieces, then an end marker
-    pieces: dict = field(default_factory=dict)  # per sequence: its completion.TextStream
+    pieces: dict = field(default_factory=dict)  # per sequence: its generation.text.TextStream
 
     @property
     def cancelled(self) -> bool:

@@ -30,7 +30,7 @@ log = logging.getLogger("predictor")
 
 
 class Backend(Protocol):
-    """What the engine needs from the model side (runner.Runner)."""
+    """What the engine needs from the model side (generation/beams.Runner)."""
 
     def continuous(self): ...
 

@@ -3,7 +3,7 @@
 Deterministic beam search (diverse or not) is diverse.py's, which computes what transformers 4.x did;
 beam sampling is transformers' ``generate``.
 
-Beam batches share every setting and length bound (batching.beam_key), so one GenerationConfig fits
+Beam batches share every setting and length bound (scheduling.beam_key), so one GenerationConfig fits
 all rows. Engine thread only.
 """
 
@@ -32,7 +32,7 @@ Result = list[Completion] | Exception
 @contextlib.contextmanager
 def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Draw from ``seed`` inside, then restore the global generator: a seeded request runs alone
-    (batching.beam_key), and unseeded requests after it stay random."""
+    (scheduling.beam_key), and unseeded requests after it stay random."""
     if seed is None:
         yield
         return
@@ -86,7 +86,7 @@ class Runner:
                                  dtype=torch.long, device=model.device)
         attention_mask = (torch.arange(width, device=model.device)[None, :]
                           >= torch.tensor([width - len(r.input_ids) for r in requests], device=model.device)[:, None])
-        (most, least), = {new_tokens(r) for r in requests}  # equal by batching.beam_key
+        (most, least), = {new_tokens(r) for r in requests}  # equal by scheduling.beam_key
         config = generation_config(replace(first, max_length=width + most, min_length=width + least), eos)
         if first.num_beams > 1 and not first.do_sample:  # deterministic beams, diverse or not: see diverse.py
             with torch.inference_mode():

@@ -1,7 +1,7 @@
 """A continuous batch: requests join and leave between decode steps (dynamic.py holds the tensors).
 
 Every ``num_beams == 1`` request (greedy or sampled, any number of sequences) runs here: each of its
-sequences is a row with its own settings (sampler.py), length bounds and ``max_time`` deadline. A
+sequences is a row with its own settings (logits.py), length bounds and ``max_time`` deadline. A
 request that arrives while others generate joins at the next step instead of waiting for them.
 """
 
@@ -21,7 +21,7 @@ from predictor.generation.text import cut_at_stop
 
 
 class Decoder(Protocol):
-    """The batch's tensors: dynamic.DynamicDecoder (CPU) or slots.StaticDecoder (GPU fast path)."""
+    """The batch's tensors: dynamic.DynamicDecoder (CPU) or static.StaticDecoder (GPU fast path)."""
 
     @property
     def rows(self) -> int: ...
@@ -57,7 +57,7 @@ class Done:
     owner: Hashable
     index: int
     tokens: list[int]
-    reason: str  # completion.FINISH_REASONS
+    reason: str  # core.FINISH_REASONS
 
 
 class ContinuousBatch:

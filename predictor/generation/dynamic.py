@@ -8,7 +8,7 @@ every remaining row, so T never exceeds the longest live row. Per row the arithm
 
 transformers' continuous batching (paged attention) exists, but on our CPUs it made 880 tok/s where
 this made 1,940 at batch 16 (docs/performance.md); this loop also keeps every sampling option.
-``DynamicDecoder`` is the default on CPU; on a GPU slots.py's preallocated cache replaces it.
+``DynamicDecoder`` is the default on CPU; on a GPU static.py's preallocated cache replaces it.
 """
 
 from __future__ import annotations

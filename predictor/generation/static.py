@@ -34,7 +34,7 @@ log = logging.getLogger("predictor")
 LENGTH_BUCKET = 128  # attention spans a multiple of this many columns: few shapes, little waste
 # Prompts joining together are prefilled in groups of at most this many (left-padded) tokens: it bounds
 # the prefill's activations and its temporary cache (448 KiB a token for GPT-J-6B, held twice while
-# copied into the slots), which fastpath.py keeps free beside the slots; 4096 tokens already keep an
+# copied into the slots), which paths.py keeps free beside the slots; 4096 tokens already keep an
 # H100's matrix units busy.
 PREFILL_TOKENS = 4096
 

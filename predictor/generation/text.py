@@ -1,14 +1,12 @@
-"""What a finished sequence is, and how text leaves the engine: stop strings and streamed pieces.
+"""How text leaves the engine: the cut at stop strings, and streamed pieces that never need taking back.
 
-Pure functions over a ``decode(tokens) -> str`` function; the tokenizer stays in runner.py.
+Pure functions over a ``decode(tokens) -> str`` function; the tokenizer stays in beams.Runner.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
-if TYPE_CHECKING:
-    pass
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """The text before the earliest stop string, and whether one was found."""
