@@ -19,9 +19,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from predictor.core import Completion, GenerationRequest
 from predictor.edge import stack
-from predictor.engine.engine import Engine
 from predictor.errors import NotReady
-from predictor.loading.loader import Loaded
 from predictor.protocols import envelope, plan, seed, v2
 from predictor.protocols.sse import merge
 from predictor.settings import Settings
@@ -38,9 +36,8 @@ class GPTJModel(Model):
         super().__init__(settings.model_name)
         self.settings = settings
         self.metrics = metrics
-        self.loaded: Loaded | None = None
         # Not `self.engine`: KServe reads a truthy `engine` attribute as "call start_engine()".
-        self._engine: Engine | None = None
+        self._stack: stack.Stack | None = None
         self._load_lock = threading.Lock()
         self.created = int(time.time())  # OpenAI's model object reports when it was created (loaded)
 
@@ -53,7 +50,7 @@ class GPTJModel(Model):
             if not self.ready:
                 started = time.monotonic()
                 built = stack.build(self.settings, self.metrics)
-                self.loaded, self._engine, self.created = built.loaded, built.engine, int(time.time())
+                self._stack, self.created = built, int(time.time())
                 if self.metrics is not None:
                     self.metrics.model_load.set(time.monotonic() - started)
                 self.ready = True
@@ -73,8 +70,8 @@ class GPTJModel(Model):
     def stop(self) -> None:
         """Called by KServe when the server stops: finish queued work, end the engine thread."""
         self.ready = False
-        if self._engine is not None:
-            self._engine.stop(timeout=5)
+        if self._stack is not None:
+            self._stack.engine.stop(timeout=5)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
         """Body (bytes, dict, list or a v2 InferRequest) -> validated GenerationRequests, or a 400."""
@@ -88,9 +85,7 @@ class GPTJModel(Model):
 
     async def tokenize(self, prompts: Sequence[str]) -> list[list[int]]:
         """Each prompt's token ids (off the event loop: long prompts take milliseconds)."""
-        # The Rust tokenizer directly: its encode is safe to call from several threads at once.
-        backend = self._loaded().tokenizer.backend_tokenizer
-        return await asyncio.to_thread(lambda: [backend.encode(prompt).ids for prompt in prompts])
+        return await asyncio.to_thread(self._running().token_ids, prompts)
 
     async def predict(self, payload: Prepared, headers: dict[str, str] | None = None) -> Generated:
         """Generate for every prompt on the engine thread, within the request's deadline."""
@@ -98,14 +93,14 @@ class GPTJModel(Model):
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         """Completions for every request, in order (the request's record gets counts and texts)."""
-        engine, record = self._running_engine(), self._record(requests)
+        engine, record = self._running().engine, self._record(requests)
         completions = await engine.run(requests, record, self._time_left(record))
         records.outputs(record, [[c.text for c in sequences] for sequences in completions], self._log_prompts)
         return completions
 
     async def stream(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[tuple[int, tuple]]:
         """(which request, Engine.stream event) as the requests generate side by side, within the deadline."""
-        engine, record = self._running_engine(), self._record(requests)
+        engine, record = self._running().engine, self._record(requests)
         timeout, outputs = self._time_left(record), {}
         async for index, event in merge([engine.stream(request, record, timeout) for request in requests]):
             if event[0] == "done":
@@ -129,15 +124,10 @@ class GPTJModel(Model):
     def get_output_types(self) -> list[dict]:
         return v2.OUTPUTS
 
-    def _loaded(self) -> Loaded:
-        if self.loaded is None:
+    def _running(self) -> stack.Stack:
+        if self._stack is None:
             raise NotReady(f"model {self.name!r} is not loaded yet")
-        return self.loaded
-
-    def _running_engine(self) -> Engine:
-        if self._engine is None:
-            raise NotReady(f"model {self.name!r} is not loaded yet")
-        return self._engine
+        return self._stack
 
     def _record(self, requests: Sequence[GenerationRequest]) -> records.RequestRecord | None:
         return records.begin([req.prompt for req in requests], self._log_prompts)

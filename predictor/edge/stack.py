@@ -7,6 +7,7 @@ edge, so the model does not have to.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
@@ -23,6 +24,12 @@ class Stack:
 
     loaded: loader.Loaded
     engine: Engine
+
+    def token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Each prompt's token ids (blocking: call it off the event loop)."""
+        # The Rust tokenizer directly: its encode is safe to call from several threads at once.
+        backend = self.loaded.tokenizer.backend_tokenizer
+        return [backend.encode(prompt).ids for prompt in prompts]
 
 
 def build(settings: Settings, metrics: Metrics | None) -> Stack:
