@@ -10,8 +10,9 @@ from typing import Iterator
 
 import httpx
 
-from bench.process import ROOT as ROOT  # the tests' modules take it from here
+from bench.process import ROOT as ROOT  # the tests take ROOT and free_port from here
 from bench.process import ServerProcess
+from bench.process import free_port as free_port
 
 LAUNCHER = Path(__file__).with_name("launch.py")
 
