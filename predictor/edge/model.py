@@ -65,7 +65,7 @@ class GPTJModel(Model):
 
     def engine_failure(self) -> str | None:
         """Why the engine failed for good (liveness and readiness answer 503), or None."""
-        return None if self._engine is None else self._engine.failure
+        return None if self._stack is None else self._stack.engine.failure
 
     def stop(self) -> None:
         """Called by KServe when the server stops: finish queued work, end the engine thread."""

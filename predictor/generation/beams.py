@@ -92,7 +92,7 @@ class Runner:
             with torch.inference_mode():
                 found = diverse.generate(model, input_ids, attention_mask.long(), config, first.num_beam_groups,
                                          first.diversity_penalty or 0.0, stop)
-            return [self._beams(r, sequences) for r, sequences in zip(requests, found)]
+            return [self._beams(r, sequences) for r, sequences in zip(requests, found, strict=False)]
         criteria = StoppingCriteriaList([_Abandoned(stop)] if stop is not None else [])
         with torch.inference_mode(), _seeded(first.seed, model.device):
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask.long(), generation_config=config,
