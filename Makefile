@@ -27,7 +27,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 DEVICE ?= cpu
 
-.PHONY: install lock serve test bench device-wheels smoke clean
+.PHONY: install lock serve lint test bench device-wheels smoke clean
 
 install: $(STAMP)
 
@@ -74,7 +74,13 @@ $(UV):
 serve: install
 	$(PY) -m predictor --http_port $(PORT) --model $(MODEL) $(ARGS)
 
-test: install $(CHECKOV_STAMP)
+# ruff's settings are in pyproject.toml ([tool.ruff]); the pinned ruff comes with the test extra.
+LINT_PATHS := predictor bench tests
+lint: install
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+test: install lint $(CHECKOV_STAMP)
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
 
 # Prints a table and writes bench/out/bench-$(DEVICE).json (see docs/performance.md).

@@ -56,7 +56,7 @@ def measure(path: Path, workload: Sequence[Prompt], new_tokens: int, top: int, m
     figures["decode_path"] = "static" if decoder is not None else "dynamic"
     figures["cuda_graphs"] = bool(decoder is not None and decoder.graphs)
     ours = _greedy(loaded, decoder, workload[0], CHECK_TOKENS)[0]
-    mismatch = next((i for i, (a, b) in enumerate(zip(ours, reference)) if a != b), None)
+    mismatch = next((i for i, (a, b) in enumerate(zip(ours, reference, strict=False)) if a != b), None)
     figures.update(greedy_matches_eager_reference=mismatch is None, greedy_first_mismatch=mismatch)
     figures.update(_agreement(expected, _fed_logits(decoder, workload[0], reference)))
     figures.update(_decode_timings(loaded, decoder, workload[0], new_tokens))

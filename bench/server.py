@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -18,9 +14,8 @@ from typing import Sequence
 
 import httpx
 
+from .process import ServerProcess
 from .workload import Prompt
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -45,46 +40,23 @@ class Load:
             else self.latencies[0]
 
 
-class Server:
+class Server(ServerProcess):
     """Start the predictor on a free port with ``model``; stop it on exit."""
 
     def __init__(self, model: Path, cache: Path, extra: Sequence[str] = ()) -> None:
         # extra: more predictor flags, e.g. a batch large enough for the most concurrent clients
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(cache / f"server-{self.port}.log", "wb")
+        super().__init__(["--model", str(model), "--cache_dir", str(cache), "--enable_latency_logging", "false",
+                          *extra], lambda port: cache / f"server-{port}.log")
         self.started = time.monotonic()
         self.ready_seconds = float("nan")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "predictor", "--http_port", str(self.port), "--model", str(model),
-             "--cache_dir", str(cache), "--enable_latency_logging", "false", *extra],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))},
-        )
 
-    def __enter__(self) -> "Server":
-        deadline = time.monotonic() + 1800  # GPT-J-6B from local disk takes a while
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited; see {self.log.name}")
-            try:
-                if httpx.get(f"{self.url}/v2/models/gptj/ready", timeout=2).status_code == 200:
-                    self.ready_seconds = time.monotonic() - self.started
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("the server never became ready")
+    def __enter__(self) -> Server:
+        self.poll("/v2/models/gptj/ready", timeout=1800, interval=0.2)  # GPT-J-6B from local disk takes a while
+        self.ready_seconds = time.monotonic() - self.started
+        return self
 
     def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
+        self.stop(timeout=30)
 
 
 def body(prompt: Prompt, new_tokens: int, logprobs: int | None = None) -> list[dict]:

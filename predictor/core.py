@@ -85,8 +85,3 @@ class Completion:
     # score_prompt also one per prompt token.
     logprobs: tuple[TokenLogprob, ...] | None = None
     prompt_logprobs: tuple[TokenLogprob, ...] | None = None
-
-    def details(self) -> dict:
-        """The seed API's `details: true` form."""
-        return {"text": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
-                "generated_tokens": self.generated_tokens}

@@ -1,15 +1,13 @@
-"""Typed errors, the envelope, and the one table that maps any failure to an HTTP status.
+"""Typed errors, and the one table that maps any failure to an HTTP status, message and headers.
 
-Every error body the server sends is the contract's envelope
-``{"status": "failed", "data": null, "message": "..."}``. Our own code raises the
-:class:`PredictorError` family; KServe and Starlette raise their own types on the same routes
-(model not ready, unknown route, body too large...), so the table covers those too.
+Our own code raises the :class:`PredictorError` family; KServe and Starlette raise their own types
+on the same routes (model not ready, unknown route, body too large...), so the table covers those
+too. Each protocol renders a :class:`Failure` in its own body (edge/web.py picks it by path).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable
@@ -109,48 +107,6 @@ class GenerationFailed(PredictorError):
     """Generation raised; the details are in the server log, never in the body."""
 
     status = HTTPStatus.INTERNAL_SERVER_ERROR
-
-
-def failed(message: str) -> dict[str, Any]:
-    """The envelope of a failed request."""
-    return {"status": "failed", "data": None, "message": message}
-
-
-def succeeded(data: Any, message: str | None = None) -> dict[str, Any]:
-    """The envelope of a successful request."""
-    return {"status": "success", "data": data, "message": message}
-
-
-def body(failure: Failure, path: str) -> dict[str, Any]:
-    """The error body the clients of each protocol expect, chosen by the request's path.
-
-    OpenAI's clients read ``{"error": {"message", "type", "param", "code"}}``, KServe's v2 clients
-    ``{"error": "..."}``; everything else gets the contract's envelope.
-    """
-    if path.startswith("/openai/"):
-        return {"error": {"message": failure.message, "type": _openai_type(failure.status),
-                          "param": _field(failure.message), "code": _openai_code(failure.status)}}
-    if path.startswith("/v2/"):
-        return {"error": failure.message}
-    return failed(failure.message)
-
-
-def _openai_type(status: int) -> str:
-    if status == HTTPStatus.TOO_MANY_REQUESTS:
-        return "rate_limit_error"
-    return "invalid_request_error" if status < 500 else "server_error"
-
-
-def _openai_code(status: int) -> int | str:
-    # OpenAI answers a bad key with code "invalid_api_key" (its clients raise AuthenticationError on
-    # the 401 whatever the code; scripts that log the body can tell this case by it).
-    return "invalid_api_key" if status == HTTPStatus.UNAUTHORIZED else status
-
-
-def _field(message: str) -> str | None:
-    """The field a validation message names first (``max_tokens: must be >= 1`` -> ``max_tokens``)."""
-    match = re.match(r"(?:\[\d+\]\.)?([a-z_]+)(?:\.\w+)*: ", message)
-    return match.group(1) if match else None
 
 
 @dataclass(frozen=True)

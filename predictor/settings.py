@@ -42,16 +42,16 @@ class BatchPolicy:
     # running batch at the next step anyway, so the wait stays short (it adds to time to first token).
     batch_wait_s: float = 0.002
     max_batch_wait_s: float = 0.01
-    # The continuous batch's cache is allocated up front (the static path, fastpath.py): rows alone
+    # The continuous batch's cache is allocated up front (the static path, generation/paths.py): rows alone
     # bound it, and max_batch_tokens is left to beam search, whose cache still grows.
     preallocated: bool = False
 
 
 @dataclass(frozen=True)
 class Speed:
-    """How generation runs on a GPU (slots.py); each part can be turned off."""
+    """How generation runs on a GPU (generation/static.py); each part can be turned off."""
 
-    decode_path: str = "auto"  # auto: static (preallocated cache, slots.py) on one GPU, else dynamic
+    decode_path: str = "auto"  # auto: static (preallocated cache, generation/static.py) on one GPU, else dynamic
     cuda_graphs: bool = True  # replay the static path's decode step as CUDA graphs
     kv_cache_memory_fraction: float = 0.9  # share of the GPU memory free after loading for the cache
     attn_implementation: str = "auto"  # transformers' attention for prefill and beam search (auto: its pick)
@@ -90,32 +90,31 @@ class Settings:
     server: argparse.Namespace  # KServe's ModelServer flags, passed through untouched
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"must be >= 1 (got {number})")
-    return number
+def _number(kind: Callable[[str], float], low: float, high: float | None = None, *, unit: str = "",
+            above: bool = False) -> Callable[[str], Any]:
+    """A parser for a number of ``kind`` in [low, high] (``above``: low itself excluded); one message shape."""
+
+    def parse(value: str) -> Any:
+        number = kind(value)
+        if (number > low if above else number >= low) and (high is None or number <= high):
+            return number
+        if high is None:
+            bound = f"{'>' if above else '>='} {low}"
+        elif above:
+            bound = f"> {low} and <= {high}"
+        else:
+            bound = f"between {low} and {high}{unit}"
+        raise ValueError(f"must be {bound} (got {number if kind is int else value})")
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
-def _non_negative(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"must be >= 0 (got {number})")
-    return number
-
-
-def _milliseconds(value: str) -> float:
-    number = float(value)
-    if not 0 <= number <= 10_000:
-        raise ValueError(f"must be between 0 and 10000 ms (got {value})")
-    return number
-
-
-def _seconds(value: str) -> float:
-    number = float(value)
-    if not 0 <= number <= 86_400:
-        raise ValueError(f"must be between 0 and 86400 seconds (got {value})")
-    return number
+_positive = _number(int, 1)
+_non_negative = _number(int, 0)
+_milliseconds = _number(float, 0, 10_000, unit=" ms")
+_seconds = _number(float, 0, 86_400, unit=" seconds")
+_fraction = _number(float, 0, 1, above=True)
 
 
 def _stall_seconds(value: str) -> float:
@@ -142,13 +141,6 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
     parse.__name__ = "choice"
     return parse
-
-
-def _fraction(value: str) -> float:
-    number = float(value)
-    if not 0 < number <= 1:
-        raise ValueError(f"must be > 0 and <= 1 (got {value})")
-    return number
 
 
 def _default_cache_dir(environ: Mapping[str, str]) -> str:

@@ -1,4 +1,9 @@
-"""``GPTJModel``: the kserve.Model that glues the edge (api, sampling) to the engine."""
+"""``GPTJModel``: the kserve.Model, thin glue between KServe's lifecycle and the layers below.
+
+``load`` builds the stack (stack.py); ``preprocess`` hands the body to its protocol (seed.py, v2.py)
+and the prompts to the tokenizer, then plans (plan.py); ``predict`` runs the engine within the
+request's deadline; ``postprocess`` renders the envelope (envelope.py) or a v2 response.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +19,9 @@ from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from predictor.core import Completion, GenerationRequest
-from predictor.edge import grpc_status
-from predictor.engine.engine import Engine
-from predictor.engine.faults import Faults
-from predictor.errors import BadRequest, NotReady, succeeded
-from predictor.generation import paths
-from predictor.generation.beams import Runner
-from predictor.loading import loader
-from predictor.protocols import seed, v2
-from predictor.protocols.plan import plan
-from predictor.protocols.seed import envelope_data
+from predictor.edge import grpc_status, stack
+from predictor.errors import NotReady
+from predictor.protocols import envelope, plan, seed, v2
 from predictor.protocols.sse import merge
 from predictor.settings import Settings
 from predictor.telemetry import records
@@ -39,9 +37,8 @@ class GPTJModel(Model):
         super().__init__(settings.model_name)
         self.settings = settings
         self.metrics = metrics
-        self.loaded: loader.Loaded | None = None
         # Not `self.engine`: KServe reads a truthy `engine` attribute as "call start_engine()".
-        self._engine: Engine | None = None
+        self._stack: stack.Stack | None = None
         self._load_lock = threading.Lock()
         self.created = int(time.time())  # OpenAI's model object reports when it was created (loaded)
 
@@ -53,18 +50,12 @@ class GPTJModel(Model):
         try:
             if not self.ready:
                 started = time.monotonic()
-                loaded = loader.load(self.settings)
-                decoder, policy = paths.decoder_for(loaded, self.settings)
-                operations = self.settings.operations
-                engine = Engine(Runner(loaded, decoder), policy, self.metrics,
-                                max_queued=operations.max_queued_requests, faults=Faults(operations.fault_injection),
-                                stall_s=operations.engine_stall_s)
-                engine.start()
-                self.loaded, self._engine, self.created = loaded, engine, int(time.time())
+                built = stack.build(self.settings, self.metrics)
+                self._stack, self.created = built, int(time.time())
                 if self.metrics is not None:
                     self.metrics.model_load.set(time.monotonic() - started)
                 self.ready = True
-                log.info("model %r is ready (source %s)", self.name, loaded.source)
+                log.info("model %r is ready (source %s)", self.name, built.loaded.source)
         finally:
             self._load_lock.release()
         return self.ready
@@ -75,13 +66,13 @@ class GPTJModel(Model):
 
     def engine_failure(self) -> str | None:
         """Why the engine failed for good (liveness and readiness answer 503), or None."""
-        return None if self._engine is None else self._engine.failure
+        return None if self._stack is None else self._stack.engine.failure
 
     def stop(self) -> None:
         """Called by KServe when the server stops: finish queued work, end the engine thread."""
         self.ready = False
-        if self._engine is not None:
-            self._engine.stop(timeout=5)
+        if self._stack is not None:
+            self._stack.engine.stop(timeout=5)
 
     async def __call__(self, body: Any, headers: dict[str, str] | None = None,
                        verb: InferenceVerb = InferenceVerb.PREDICT) -> tuple[Any, dict[str, str]]:
@@ -95,47 +86,25 @@ class GPTJModel(Model):
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
         """Body (bytes, dict, list or a v2 InferRequest) -> validated GenerationRequests, or a 400."""
-        infer = payload if isinstance(payload, InferRequest) else None
-        if infer is not None:
-            payload = v2.request_objects(infer)
-        elif isinstance(payload, (bytes, bytearray)):
-            payload = seed.decode_body(bytes(payload), (headers or {}).get("content-type"))
-        requests = seed.parse(payload, self.settings.limits.max_prompts)
-        return Prepared(await self.prepare(requests), infer)
+        max_prompts = self.settings.limits.max_prompts
+        if isinstance(payload, InferRequest):
+            parsed, infer = v2.parse(payload, max_prompts), payload
+        else:
+            parsed, infer = seed.parse(seed.body_of(payload, (headers or {}).get("content-type")), max_prompts), None
+        token_ids = await self.tokenize([req.prompt for req in parsed])
+        return Prepared(plan.requests(parsed, token_ids, self.settings.limits), infer)
 
-    async def prepare(self, requests: list[seed.PromptRequest],
-                      token_ids: Sequence[Sequence[int] | None] | None = None) -> list[GenerationRequest]:
-        """Tokenize and plan validated request objects (off the event loop: long prompts take ms).
+    async def tokenize(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Each prompt's token ids (off the event loop: long prompts take milliseconds)."""
+        return await asyncio.to_thread(self._running().token_ids, prompts)
 
-        ``token_ids``: per request, the prompt as token ids (OpenAI's token-id prompts) instead of its text.
-        """
-        return await asyncio.to_thread(self._prepare, requests, token_ids or [None] * len(requests))
+    async def encode(self, prompts: Sequence[str | list[int]]) -> tuple[list[str], list[list[int]]]:
+        """Each prompt's text and token ids, given either (OpenAI's token-id prompts)."""
+        return await asyncio.to_thread(self._running().encode, prompts)
 
-    def _prepare(self, requests: list[seed.PromptRequest],
-                 token_ids: Sequence[Sequence[int] | None]) -> list[GenerationRequest]:
-        tokenizer = self._loaded().tokenizer
-        # The Rust tokenizer directly: its encode is safe to call from several threads at once.
-        backend = tokenizer.backend_tokenizer
-        prepared = []
-        for index, (req, given) in enumerate(zip(requests, token_ids, strict=True)):
-            where = f"[{index}]." if len(requests) > 1 else ""
-            if given is not None:
-                _check_vocabulary(given, len(tokenizer), where)
-                ids, text = list(given), tokenizer.decode(list(given), clean_up_tokenization_spaces=False)
-            else:
-                ids, text = backend.encode(req.prompt).ids, req.prompt
-            if not ids:
-                raise BadRequest(f"{where}prompt: must not be empty")
-            try:
-                sampling, notes = plan(req, len(ids), self.settings.limits)
-            except BadRequest as exc:
-                raise BadRequest(where + exc.message) from None
-            prepared.append(GenerationRequest(
-                prompt=text, input_ids=tuple(ids), sampling=sampling,
-                notes=tuple(f"{where}{note}" for note in notes),
-                wants_list=sampling.num_return_sequences > 1, details=bool(req.details) or req.logprobs is not None,
-            ))
-        return prepared
+    def vocabulary(self) -> int:
+        """How many token ids the tokenizer knows."""
+        return self._running().vocabulary
 
     async def predict(self, payload: Prepared, headers: dict[str, str] | None = None) -> Generated:
         """Generate for every prompt on the engine thread, within the request's deadline."""
@@ -143,32 +112,31 @@ class GPTJModel(Model):
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         """Completions for every request, in order (the request's record gets counts and texts)."""
-        engine, record = self._running_engine(), self._record(requests)
+        engine, record = self._running().engine, self._record(requests)
         completions = await engine.run(requests, record, self._time_left(record))
-        if record is not None and self.settings.operations.log_prompts:
-            record.texts["outputs"] = [[c.text for c in sequences] for sequences in completions]
+        records.outputs(record, [[c.text for c in sequences] for sequences in completions], self._log_prompts)
         return completions
 
     async def stream(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[tuple[int, tuple]]:
         """(which request, Engine.stream event) as the requests generate side by side, within the deadline."""
-        engine, record = self._running_engine(), self._record(requests)
+        engine, record = self._running().engine, self._record(requests)
         timeout, outputs = self._time_left(record), {}
         async for index, event in merge([engine.stream(request, record, timeout) for request in requests]):
             if event[0] == "done":
                 outputs[index] = [c.text for c in event[2]]
-                if record is not None and self.settings.operations.log_prompts and len(outputs) == len(requests):
-                    record.texts["outputs"] = [outputs[i] for i in range(len(requests))]
+                if len(outputs) == len(requests):
+                    records.outputs(record, [outputs[i] for i in range(len(requests))], self._log_prompts)
             yield index, event
 
     async def postprocess(self, result: Generated, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
         """Results -> the success envelope (or a v2 response); capped or ignored parameters in ``message``."""
         requests, completions = result.requests, result.completions
-        notes = [note for req in requests for note in req.notes]
         if requests.infer is not None:
+            notes = [note for req in requests for note in req.notes]
             return v2.response(self.name, requests.infer.id, completions, any(r.details for r in requests), notes,
                                [r.prompt for r in requests])
-        return succeeded(envelope_data(requests, completions), "; ".join(notes) if notes else None)
+        return envelope.answer(requests, completions)
 
     def get_input_types(self) -> list[dict]:
         return v2.INPUTS
@@ -176,23 +144,17 @@ class GPTJModel(Model):
     def get_output_types(self) -> list[dict]:
         return v2.OUTPUTS
 
-    def _loaded(self) -> loader.Loaded:
-        if self.loaded is None:
+    def _running(self) -> stack.Stack:
+        if self._stack is None:
             raise NotReady(f"model {self.name!r} is not loaded yet")
-        return self.loaded
-
-    def _running_engine(self) -> Engine:
-        if self._engine is None:
-            raise NotReady(f"model {self.name!r} is not loaded yet")
-        return self._engine
+        return self._stack
 
     def _record(self, requests: Sequence[GenerationRequest]) -> records.RequestRecord | None:
-        record = records.current()
-        if record is not None:
-            record.prompts = len(requests)
-            if self.settings.operations.log_prompts:
-                record.texts["prompts"] = [req.prompt for req in requests]
-        return record
+        return records.begin([req.prompt for req in requests], self._log_prompts)
+
+    @property
+    def _log_prompts(self) -> bool:
+        return self.settings.operations.log_prompts
 
     def _time_left(self, record: records.RequestRecord | None) -> float | None:
         """Seconds until the request's deadline (--request_timeout_seconds from its arrival)."""
@@ -201,14 +163,6 @@ class GPTJModel(Model):
             return None
         started = record.started if record is not None else time.monotonic()
         return limit - (time.monotonic() - started)
-
-
-def _check_vocabulary(ids: Sequence[int], size: int, where: str) -> None:
-    """Token ids must name tokens of the vocabulary: the embedding would fail on any other."""
-    for position, token in enumerate(ids):
-        if not 0 <= token < size:
-            raise BadRequest(f"{where}prompt[{position}]: token id {token} is outside the vocabulary "
-                             f"(0 to {size - 1})")
 
 
 class Prepared(list):

@@ -1,7 +1,7 @@
 """OpenAI-compatible routes under KServe's ``/openai/v1`` prefix, on the one engine.
 
 KServe's own OpenAI routes need vLLM, which this image does not ship. Errors come in OpenAI's
-error format (errors.body picks it by path). A stream starts with the first generated piece, so
+error format (web.error_body picks it by path). A stream starts with the first generated piece, so
 errors before it are ordinary error responses; one after it is a last ``data: {"error": ...}``
 event, and every stream ends with ``data: [DONE]``.
 """
@@ -13,43 +13,36 @@ from typing import Any, AsyncIterator, Sequence
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from predictor import errors
 from predictor.core import Completion, GenerationRequest, TokenLogprob
-from predictor.errors import BadRequest
+from predictor.edge.serving import Serving, serving
 from predictor.protocols import logprobs, seed
 from predictor.protocols import openai as oa
-from predictor.protocols.sse import HEADERS, event, failure_event, serving, started
+from predictor.protocols.sse import HEADERS, event, failure_event, started
 
 
-async def list_models(model) -> JSONResponse:
+async def list_models(model: Serving) -> JSONResponse:
     return JSONResponse(oa.models(model.name, model.created))
 
 
-async def get_model(model, model_id: str) -> JSONResponse:
+async def get_model(model: Serving, model_id: str) -> JSONResponse:
     return JSONResponse(oa.model(serving(model, model_id).name, model.created))
 
 
-async def completions(model, request: Request) -> JSONResponse | StreamingResponse:
-    """``POST /openai/v1/completions``."""
+async def completions(model: Serving, request: Request) -> JSONResponse | StreamingResponse:
+    """``POST /openai/v1/completions``: parse, tokenize, translate (openai.py), generate, answer."""
     body = seed.decode_body(await request.body(), request.headers.get("content-type"))
     req = oa.parse(body, model.settings.limits)
     serving(model, req.model)
-    generations = await _prepare(model, req)
+    oa.check_vocabulary(req, model.vocabulary())
+    generations = oa.requests(req, *await model.encode(oa.prompts_of(req)), model.settings.limits)
     if req.stream:
         return await _stream(model, req, generations)
     results = await model.generate(generations)
     return JSONResponse(oa.response(oa.Ids(model.name), req, generations, results))
 
 
-async def _prepare(model, req: oa.CompletionRequest) -> list[GenerationRequest]:
-    try:
-        generations = await model.prepare(oa.prompt_requests(req), oa.token_ids(req))
-    except BadRequest as exc:
-        raise oa.renamed(exc) from None
-    return oa.with_penalties(req, generations, model.settings.limits.max_length)
-
-
-async def _stream(model, req: oa.CompletionRequest, generations: Sequence[GenerationRequest]) -> StreamingResponse:
+async def _stream(model: Serving, req: oa.CompletionRequest,
+                  generations: Sequence[GenerationRequest]) -> StreamingResponse:
     ids, width = oa.Ids(model.name), (req.n or 1)
     include_usage = req.stream_options is not None and req.stream_options.include_usage
     events = await started(model.stream(generations))
@@ -83,7 +76,7 @@ async def _stream(model, req: oa.CompletionRequest, generations: Sequence[Genera
                 prompt_tokens = sum(len(g.input_ids) for g in generations)
                 yield event({**ids.header(), "choices": [], "usage": oa.usage(prompt_tokens, generated)})
         except Exception as exc:
-            yield failure_event(exc, lambda failure: errors.body(failure, "/openai/"))
+            yield failure_event(exc, oa.error)
         yield event("[DONE]")
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=HEADERS)

@@ -1,6 +1,6 @@
 """Our routes on KServe's FastAPI app, next to KServe's own v1/v2 routes (registered before them).
 
-- ``POST /v1/models/{name}:stream``: the seed API as server-sent events (sse.py)
+- ``POST /v1/models/{name}:stream``: the seed API as server-sent events (seed_routes.py)
 - ``GET /openai/v1/models``, ``GET /openai/v1/models/{id}``, ``POST /openai/v1/completions`` (openai_routes.py)
 - ``GET /v2/health/live``, ``GET /`` (liveness) and ``GET /v2/health/ready``: KServe's answer 200
   whatever the engine's state (DataPlane.live, kserve/protocol/dataplane.py); ours answer 503 once
@@ -21,22 +21,22 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 
-from predictor.edge import openai_routes
+from predictor.edge import openai_routes, seed_routes
+from predictor.edge.serving import Serving
 from predictor.errors import EngineUnhealthy
-from predictor.protocols import sse
 
 
-def _alive(model) -> None:
+def _alive(model: Serving) -> None:
     failure = model.engine_failure()
     if failure is not None:
         raise EngineUnhealthy.because(failure)
 
 
-def register(app: FastAPI, model) -> None:
-    """Add the routes for ``model`` (a GPTJModel) to ``app``."""
+def register(app: FastAPI, model: Serving) -> None:
+    """Add the routes for ``model`` (edge/model.py's GPTJModel) to ``app``."""
 
     async def seed_stream(model_name: str, request: Request):
-        return await sse.seed_stream(model, model_name, request)
+        return await seed_routes.seed_stream(model, model_name, request)
 
     async def openai_models():
         return await openai_routes.list_models(model)

@@ -1,5 +1,5 @@
 """HTTP wiring on KServe's FastAPI app: one error table for every error (each protocol's body, see
-errors.body), a body limit, no exception ever reaching uvicorn, API keys when configured, and for
+error_body), a body limit, no exception ever reaching uvicorn, API keys when configured, and for
 inference requests an id, a record, disconnect handling, draining and a failed engine's 503.
 """
 
@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from predictor import errors
 from predictor.edge.auth import ApiKeys, is_open
 from predictor.edge.lifecycle import Lifecycle
+from predictor.protocols import envelope, openai, v2
 from predictor.settings import Settings
 from predictor.telemetry import records
 from predictor.telemetry.metrics import Metrics
@@ -42,9 +43,22 @@ class _PinnedHandlers(dict):
 
 
 def error_response(exc: BaseException, path: str) -> JSONResponse:
-    """The error body for ``path`` (errors.body) with the status from the one table."""
+    """The error body for ``path`` (error_body) with the status from the one table."""
     failure = errors.classify(exc)
-    return JSONResponse(errors.body(failure, path), status_code=failure.status, headers=failure.headers)
+    return JSONResponse(error_body(failure, path), status_code=failure.status, headers=failure.headers)
+
+
+def error_body(failure: errors.Failure, path: str) -> dict[str, Any]:
+    """The error body the clients of each protocol expect, chosen by the request's path.
+
+    OpenAI's clients read its error object, KServe's v2 clients ``{"error": "..."}``; everything
+    else gets the contract's envelope.
+    """
+    if path.startswith("/openai/"):
+        return openai.error(failure)
+    if path.startswith("/v2/"):
+        return v2.error(failure)
+    return envelope.failed(failure.message)
 
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:

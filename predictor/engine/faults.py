@@ -11,6 +11,8 @@ call) it takes part in:
 - ``[[fault:stall]]``: the step hangs (as a stuck kernel or driver would); after
   --engine_stall_seconds the same as fatal.
 - ``[[fault:device]]``: a sticky CUDA error (an illegal memory access): the same as fatal.
+- ``[[fault:prefill]]``: a plain error when the request joins the batch (its prefill): the
+  requests that joined with it are joined again one by one, and only it fails (500).
 Off by default, and then the markers are ordinary text.
 """
 
@@ -28,6 +30,7 @@ ERROR = "[[fault:error]]"
 FATAL = "[[fault:fatal]]"
 STALL = "[[fault:stall]]"
 DEVICE = "[[fault:device]]"
+PREFILL = "[[fault:prefill]]"
 
 
 class EngineKilled(BaseException):
@@ -59,6 +62,11 @@ class Faults:
     def release(self) -> None:
         """Let a stalled step end (the engine is stopping)."""
         self._unstall.set()
+
+    def check_prefill(self, requests: Iterable[GenerationRequest]) -> None:
+        """Raise the injected prefill fault of any of these requests (called before they join the batch)."""
+        if self.enabled and any(PREFILL in request.prompt for request in requests):
+            raise RuntimeError("prefill failed (injected by --fault_injection)")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

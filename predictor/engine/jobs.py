@@ -8,6 +8,7 @@ generated tokens) or fails. Metrics and the request's record are updated at each
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -26,7 +27,7 @@ class Job:
     first_token_at: float | None = None
     results: list = field(default_factory=list)  # per sequence its Completion, as rows finish
     stream: asyncio.Queue | None = None  # streaming: text pieces, then an end marker
-    pieces: dict = field(default_factory=dict)  # per sequence: its completion.TextStream
+    pieces: dict = field(default_factory=dict)  # per sequence: its generation.text.TextStream
     logprobs_sent: dict = field(default_factory=dict)  # per sequence: how many tokens' logprobs were streamed
 
     @property
@@ -78,7 +79,5 @@ class Job:
         self._call(apply)
 
     def _call(self, function, *args) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             self.loop.call_soon_threadsafe(function, *args)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass

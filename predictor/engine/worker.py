@@ -21,6 +21,7 @@ from predictor.engine.jobs import Job
 from predictor.engine.scheduling import admit, continuous, rows, select_beams
 from predictor.errors import GenerationFailed, ResourceExhausted
 from predictor.generation.continuous import Done
+from predictor.generation.retry import together_or_alone
 from predictor.generation.text import TextStream, prompt_token_logprobs, token_logprobs
 from predictor.settings import BatchPolicy
 from predictor.telemetry.metrics import Metrics, set_gauge
@@ -29,11 +30,11 @@ log = logging.getLogger("predictor")
 
 
 class Backend(Protocol):
-    """What the engine needs from the model side (runner.Runner)."""
+    """What the engine needs from the model side (generation/beams.Runner)."""
 
     def continuous(self): ...
 
-    def run_batch(self, requests: Sequence[GenerationRequest], stop=None) -> list: ...
+    def run_batch(self, requests: Sequence[GenerationRequest], stop=None, check=None) -> list: ...
 
     def decode(self, tokens: Sequence[int]) -> str: ...
 
@@ -130,29 +131,29 @@ class Worker:
             self._enter(joining)
 
     def _enter(self, joining: list[Job]) -> None:
-        """Prefill and add ``joining``; if that fails, each one alone, so only the culprit fails."""
-        before = self.batch.tokens_generated
-        try:
-            done = self.batch.join([(job, job.request) for job in joining])
-        except Exception as exc:  # the running rows are untouched: join changes nothing until it succeeds
-            if fault.is_unrecoverable(exc):
-                raise
-            if len(joining) == 1:
-                self._fail(joining[0], exc)
-            else:
-                log.warning("%d requests failed to join together (%s); joining them one by one", len(joining), exc)
-                for job in joining:
-                    self._enter([job])
-            return
-        for job in joining:
-            self.running[job] = job.request.sampling.num_return_sequences
-            job.results = [None] * self.running[job]
-            job.first_token(self._metrics)
+        """Prefill and add ``joining``; if that fails, each one alone (retry.py), so only the culprit fails."""
+        # A failed join leaves the running rows untouched: join changes nothing until it succeeds.
+        before, done = self.batch.tokens_generated, []
+        for jobs, outcome in together_or_alone(joining, self._join_batch,
+                                               "%d requests failed to join together (%s); joining them one by one",
+                                               fatal=fault.is_unrecoverable):
+            if isinstance(outcome, Exception):
+                self._fail(jobs[0], outcome)
+                continue
+            done += outcome
+            for job in jobs:
+                self.running[job] = job.request.sampling.num_return_sequences
+                job.results = [None] * self.running[job]
+                job.first_token(self._metrics)
         self._running_changed()  # before a streaming client hears of its first token
         self._count_tokens(before)
         self._stream_prompt_logprobs(joining, done)
         self._stream_pieces()
         self._finish(done)
+
+    def _join_batch(self, jobs: Sequence[Job]) -> list[Done]:
+        self._faults.check_prefill(job.request for job in jobs)
+        return self.batch.join([(job, job.request) for job in jobs])
 
     def _advance(self) -> None:
         if self._metrics is not None:
@@ -260,15 +261,8 @@ class Worker:
             self._health.beat()
             return all(job.cancelled for job in batch)
 
-        try:
-            self._faults.check(job.request for job in batch)
-            return self._backend.run_batch([job.request for job in batch], stop)
-        except Exception as exc:  # injected faults: narrow down like run_batch does
-            if fault.is_unrecoverable(exc):
-                raise
-            if len(batch) == 1:
-                return [exc]
-            return [self._beam_results([job])[0] for job in batch]
+        # run_batch narrows failures (injected ones too) down itself; _fail raises an unrecoverable one.
+        return self._backend.run_batch([job.request for job in batch], stop, check=self._faults.check)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
         if fault.is_unrecoverable(exc):  # e.g. from run_batch, which narrows failures down itself

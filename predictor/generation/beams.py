@@ -3,7 +3,7 @@
 Deterministic beam search (diverse or not) is diverse.py's, which computes what transformers 4.x did;
 beam sampling is transformers' ``generate``.
 
-Beam batches share every setting and length bound (batching.beam_key), so one GenerationConfig fits
+Beam batches share every setting and length bound (scheduling.beam_key), so one GenerationConfig fits
 all rows. Engine thread only.
 """
 
@@ -21,6 +21,7 @@ from predictor.core import Completion, GenerationRequest, Sampling, new_tokens
 from predictor.generation import diverse
 from predictor.generation.continuous import ContinuousBatch, Decoder
 from predictor.generation.logits import Scored, scores_of
+from predictor.generation.retry import together_or_alone
 from predictor.generation.text import cut_at_stop, prompt_token_logprobs, token_logprobs
 from predictor.loading.loader import Loaded
 
@@ -32,7 +33,7 @@ Result = list[Completion] | Exception
 @contextlib.contextmanager
 def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Draw from ``seed`` inside, then restore the global generator: a seeded request runs alone
-    (batching.beam_key), and unseeded requests after it stay random."""
+    (scheduling.beam_key), and unseeded requests after it stay random."""
     if seed is None:
         yield
         return
@@ -61,19 +62,23 @@ class Runner:
         """A continuous batch on this model, for every request without beams."""
         return ContinuousBatch(self.loaded.model, self.loaded.eos_token_id, self.decode, self.decoder)
 
-    def run_batch(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None = None) -> list[Result]:
+    def run_batch(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None = None,
+                  check: Callable[[Sequence[GenerationRequest]], None] | None = None) -> list[Result]:
         """Texts for every request, in order; a request that fails gets its exception instead.
 
-        If a batch fails, its requests run again one by one, so only the culprit fails. ``stop``
-        ends the search early when it returns True.
+        If a batch fails, its requests run again one by one (retry.py), so only the culprit fails.
+        ``stop`` ends the search early when it returns True; ``check`` runs before each model call
+        (the engine's fault injection).
         """
-        try:
-            return list(self._generate(requests, stop))
-        except Exception as exc:
-            if len(requests) == 1:
-                return [exc]
-            log.warning("a batch of %d failed (%s); running its requests one by one", len(requests), exc)
-        return [self.run_batch([request], stop)[0] for request in requests]
+        def run(batch: Sequence[GenerationRequest]) -> list[list[Completion]]:
+            if check is not None:
+                check(batch)
+            return self._generate(batch, stop)
+
+        results: list[Result] = []
+        for _, outcome in together_or_alone(requests, run, "a batch of %d failed (%s); running its requests one by one"):
+            results += [outcome] if isinstance(outcome, Exception) else outcome
+        return results
 
     def _generate(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None) -> list[list[Completion]]:
         model, first = self.loaded.model, requests[0].sampling
@@ -82,7 +87,7 @@ class Runner:
                                  dtype=torch.long, device=model.device)
         attention_mask = (torch.arange(width, device=model.device)[None, :]
                           >= torch.tensor([width - len(r.input_ids) for r in requests], device=model.device)[:, None])
-        (most, least), = {new_tokens(r) for r in requests}  # equal by batching.beam_key
+        (most, least), = {new_tokens(r) for r in requests}  # equal by scheduling.beam_key
         config = generation_config(replace(first, max_length=width + most, min_length=width + least), eos)
         if first.num_beams > 1 and not first.do_sample:  # deterministic beams, diverse or not: see diverse.py
             with torch.inference_mode():

@@ -1,7 +1,7 @@
 """A continuous batch: requests join and leave between decode steps (dynamic.py holds the tensors).
 
 Every ``num_beams == 1`` request (greedy or sampled, any number of sequences) runs here: each of its
-sequences is a row with its own settings (sampler.py), length bounds and ``max_time`` deadline. A
+sequences is a row with its own settings (logits.py), length bounds and ``max_time`` deadline. A
 request that arrives while others generate joins at the next step instead of waiting for them.
 """
 
@@ -16,11 +16,12 @@ import torch
 from predictor.core import GenerationRequest, new_tokens
 from predictor.generation import dynamic
 from predictor.generation.logits import RowChoice, Scored, choose, prompt_scores, row_choice
+from predictor.generation.retry import each_alone
 from predictor.generation.text import cut_at_stop
 
 
 class Decoder(Protocol):
-    """The batch's tensors: dynamic.DynamicDecoder (CPU) or slots.StaticDecoder (GPU fast path)."""
+    """The batch's tensors: dynamic.DynamicDecoder (CPU) or static.StaticDecoder (GPU fast path)."""
 
     @property
     def rows(self) -> int: ...
@@ -56,7 +57,7 @@ class Done:
     owner: Hashable
     index: int
     tokens: list[int]
-    reason: str  # completion.FINISH_REASONS
+    reason: str  # core.FINISH_REASONS
     scored: list[Scored] | None = None  # with Sampling.logprobs: one per token in ``tokens``
     prompt_scored: list[Scored] | None = None  # with Sampling.score_prompt
 
@@ -92,7 +93,7 @@ class ContinuousBatch:
                 self.decoder.keep(list(range(len(self.rows))))  # the cache must hold exactly the batch's rows
                 raise
         self.rows += rows
-        return self._record(dict(zip(range(len(self.rows) - len(rows), len(self.rows)), tokens)))
+        return self._record(dict(zip(range(len(self.rows) - len(rows), len(self.rows)), tokens, strict=True)))
 
     def advance(self) -> list[Done]:
         """One decode step for every row."""
@@ -114,17 +115,20 @@ class ContinuousBatch:
         groups: dict[Hashable, list[int]] = {}
         for index, row in enumerate(self.rows):
             groups.setdefault(row.owner, []).append(index)
+
+        def step(owner: Hashable) -> list[int]:
+            check(owner)
+            indices = groups[owner]
+            with torch.inference_mode():
+                logits = self.decoder.step([self.rows[i].choice.tokens[-1] for i in indices], rows=indices)
+                return choose([self.rows[i].choice for i in indices], logits, self.eos).tolist()
+
         tokens, failed = {}, {}
-        for owner, indices in groups.items():
-            try:
-                check(owner)
-                with torch.inference_mode():
-                    logits = self.decoder.step([self.rows[i].choice.tokens[-1] for i in indices], rows=indices)
-                    chosen = choose([self.rows[i].choice for i in indices], logits, self.eos).tolist()
-            except Exception as exc:  # noqa: BLE001 - this request fails alone; the engine reports it
-                failed[owner] = exc
-                continue
-            tokens.update(zip(indices, chosen))
+        for owner, outcome in zip(groups, each_alone(list(groups), step), strict=True):
+            if isinstance(outcome, Exception):
+                failed[owner] = outcome
+            else:
+                tokens.update(zip(groups[owner], outcome, strict=True))
         return self._record(tokens, drop={i for i, row in enumerate(self.rows) if row.owner in failed}), failed
 
     def leave(self, owners: set[Hashable]) -> dict[Hashable, int]:

@@ -222,14 +222,14 @@ def _choose(search: _Search, group: int, group_ids: torch.Tensor, top: list[list
     eos, pad, size = search.config.eos_token_id, search.config.pad_token_id, search.size
     length = group_ids.shape[1] + 1 - search.prompt_len  # new tokens once this step's token is in
     scores, tokens, sources = [], [], []
-    for b, (row_top, row_index) in enumerate(zip(top, index)):
+    for b, (row_top, row_index) in enumerate(zip(top, index, strict=False)):
         if search.done[b][group]:  # finished groups mark time with padding
             scores += [0.0] * size
             tokens += [pad] * size
             sources += [b * size] * size
             continue
         going = 0
-        for rank, (score, (source, tok)) in enumerate(zip(row_top, (divmod(i, vocab) for i in row_index))):
+        for rank, (score, (source, tok)) in enumerate(zip(row_top, (divmod(i, vocab) for i in row_index), strict=False)):
             if tok == eos:
                 if rank < size:
                     hypothesis = group_ids[b * size + source, search.prompt_len:].tolist() + [eos]

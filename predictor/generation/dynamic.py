@@ -8,7 +8,7 @@ every remaining row, so T never exceeds the longest live row. Per row the arithm
 
 transformers' continuous batching (paged attention) exists, but on our CPUs it made 880 tok/s where
 this made 1,940 at batch 16 (docs/performance.md); this loop also keeps every sampling option.
-``DynamicDecoder`` is the default on CPU; on a GPU slots.py's preallocated cache replaces it.
+``DynamicDecoder`` is the default on CPU; on a GPU static.py's preallocated cache replaces it.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def merge(a: DecodeState, b: DecodeState) -> DecodeState:
     length = max(a.length, b.length)
     pa, pb = length - a.length, length - b.length
     kv = [(torch.cat([_pad_left(ka, pa, 2), _pad_left(kb, pb, 2)]), torch.cat([_pad_left(va, pa, 2), _pad_left(vb, pb, 2)]))
-          for (ka, va), (kb, vb) in zip(a.kv, b.kv)]
+          for (ka, va), (kb, vb) in zip(a.kv, b.kv, strict=True)]
     return DecodeState(kv, torch.cat([_pad_left(a.mask, pa, 1), _pad_left(b.mask, pb, 1)]),
                        torch.cat([a.positions, b.positions]))
 
@@ -117,7 +117,7 @@ def step_rows(model, state: DecodeState, rows: Sequence[int], tokens: Sequence[i
     mask = _pad_right(state.mask, 1)
     mask[index, start:] = stepped.mask
     kv = []
-    for (k, v), (sk, sv) in zip(state.kv, stepped.kv):
+    for (k, v), (sk, sv) in zip(state.kv, stepped.kv, strict=True):
         k, v = _pad_right(k, 2), _pad_right(v, 2)
         k[index.to(k.device), :, start:], v[index.to(v.device), :, start:] = sk, sv
         kv.append((k, v))

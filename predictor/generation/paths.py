@@ -1,11 +1,11 @@
 """Which decode path the continuous batch takes, and how many rows its cache holds.
 
-On one CUDA device the default is the static path (slots.py): a KV cache allocated once, for as many
+On one CUDA device the default is the static path (static.py): a KV cache allocated once, for as many
 rows as ``--max_batch_size`` asks (at least ``--max_return_sequences``, so a lone request always fits)
 and ``--kv_cache_memory_fraction`` of the free memory allows after room for prefill, each
 row up to ``--max_length_limit`` tokens, with every decode shape captured as a CUDA graph before the
 model reports ready. Elsewhere (CPU, a model spread over several GPUs, or ``--decode_path dynamic``)
-the dynamic path (decode.py) grows its cache as rows need it, bounded by ``--max_batch_tokens``.
+the dynamic path (dynamic.py) grows its cache as rows need it, bounded by ``--max_batch_tokens``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def decoder_for(loaded: Loaded, settings: Settings) -> tuple[StaticDecoder | Non
     if not one_device:
         raise ValueError("--decode_path static needs the model on one device; use dynamic")
     max_len, per_token = settings.limits.max_length, cache_bytes_per_token(model.config, model.dtype)
-    # A lone request joins whatever its sequences (batching.admit): give it room even if the batch
+    # A lone request joins whatever its sequences (scheduling.admit): give it room even if the batch
     # bound is lower.
     capacity = max(policy.max_batch_size, settings.limits.max_return_sequences)
     if model.device.type == "cuda":

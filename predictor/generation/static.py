@@ -34,7 +34,7 @@ log = logging.getLogger("predictor")
 LENGTH_BUCKET = 128  # attention spans a multiple of this many columns: few shapes, little waste
 # Prompts joining together are prefilled in groups of at most this many (left-padded) tokens: it bounds
 # the prefill's activations and its temporary cache (448 KiB a token for GPT-J-6B, held twice while
-# copied into the slots), which fastpath.py keeps free beside the slots; 4096 tokens already keep an
+# copied into the slots), which paths.py keeps free beside the slots; 4096 tokens already keep an
 # H100's matrix units busy.
 PREFILL_TOKENS = 4096
 
@@ -137,13 +137,13 @@ class StaticDecoder:
         count, kept = len(survivors), set(survivors)
         holes = [i for i in range(count) if i not in kept]
         movers = [i for i in survivors if i >= count]
-        for hole, mover in zip(holes, movers):
+        for hole, mover in zip(holes, movers, strict=True):
             length = self.sizes[mover]
             self.k[:, hole, :, :length] = self.k[:, mover, :, :length]
             self.v[:, hole, :, :length] = self.v[:, mover, :, :length]
             self.lengths[hole] = self.lengths[mover]
         order = list(range(count))
-        for hole, mover in zip(holes, movers):
+        for hole, mover in zip(holes, movers, strict=True):
             order[hole] = mover
         self.sizes = [self.sizes[i] for i in order]
         self.lengths[count:] = 0  # free slots write their (ignored) padding rows at column 0

@@ -1,6 +1,6 @@
-"""What a finished sequence is, and how text leaves the engine: stop strings and streamed pieces.
+"""How text leaves the engine: the cut at stop strings, and streamed pieces that never need taking back.
 
-Pure functions over a ``decode(tokens) -> str`` function; the tokenizer stays in runner.py.
+Pure functions over a ``decode(tokens) -> str`` function; the tokenizer stays in beams.Runner.
 """
 
 from __future__ import annotations

@@ -139,8 +139,12 @@ def one_line(model: str, exc: BaseException) -> str | None:
 
 def _hub_problem(repo_id: str, exc: BaseException) -> str | None:
     from huggingface_hub import constants
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
 
     chain = []
     while exc is not None and exc not in chain:

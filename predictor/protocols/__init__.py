@@ -1,1 +1,10 @@
-"""protocols."""
+"""The protocols: one module per wire format, turning it into the internal request once and back.
+
+Owns the seed contract (seed.py: body forms and the strict request object; plan.py: cross-field
+rules, caps and notes -> GenerationRequest; envelope.py: the ``{"status", "data", "message"}``
+envelope), OpenAI's completions (openai.py), KServe's v2 inference protocol (v2.py) and server-sent
+events (sse.py). Each validates once and raises errors in its own field names.
+
+May import: core, errors, settings, telemetry; pydantic. Never the engine, generation or loading:
+a protocol knows requests, not devices. The edge imports it; the engine and generation never do.
+"""

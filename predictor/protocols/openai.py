@@ -1,11 +1,12 @@
-"""OpenAI's completions API over the contract: the request model, its translation, and the responses.
+"""OpenAI's completions API: the request model, its one translation into GenerationRequests, the responses.
 
-Pure functions; the routes are in openai_routes.py. What OpenAI's API has and GPT-J cannot give
-(``best_of`` > 1, ``suffix``, ``logit_bias``) is refused with a 400 naming the field rather than
-silently ignored. ``logprobs`` N (0-5) reports each generated token's logprob and N alternatives
-(logprobs.py has the shape); with ``echo`` the prompt's tokens too, and ``max_tokens`` 0 then scores
-the prompt without generating (what lm-evaluation-harness sends to score a text). ``prompt`` may
-be text or token ids, one prompt or a list. Semantics follow https://platform.openai.com/docs/api-reference/completions:
+Pure functions; the route is in edge/openai_routes.py. A request is validated once, here, and every
+message names OpenAI's own fields (``max_tokens``, ``n``, ``prompt[1]``). What OpenAI's API has and
+GPT-J cannot give (``best_of`` > 1, ``suffix``, ``logit_bias``) is refused with a 400 naming the
+field rather than silently ignored. ``logprobs`` N (0-5) reports each generated token's logprob and N
+alternatives (logprobs.py has the shape); with ``echo`` the prompt's tokens too, and ``max_tokens`` 0
+then scores the prompt without generating (what lm-evaluation-harness sends to score a text).
+``prompt`` may be text or token ids, one prompt or a list. Semantics follow https://platform.openai.com/docs/api-reference/completions:
 ``max_tokens`` 16 by default, ``temperature`` 1 by default and 0 for greedy, no top-k, and
 ``prompt`` tokens plus ``max_tokens`` must fit the context.
 """
@@ -15,20 +16,18 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from dataclasses import replace
+from http import HTTPStatus
 from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from predictor.core import Completion, GenerationRequest
-from predictor.errors import BadRequest
+from predictor.core import Completion, GenerationRequest, Sampling
+from predictor.errors import BadRequest, Failure
 from predictor.protocols import logprobs, seed
 from predictor.protocols.logprobs import MAX_LOGPROBS
 from predictor.settings import Limits
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
-#: Our field names in messages from the shared validation, and OpenAI's names for them.
-_RENAMED = {"max_new_tokens": "max_tokens", "num_return_sequences": "n", "max_length": "the length limit"}
 
 
 class StreamOptions(BaseModel):
@@ -75,6 +74,17 @@ class CompletionRequest(BaseModel):
             raise ValueError("must hold at least one prompt, and a token-id prompt at least one token")
         return prompt
 
+    # The seed API's own bounds on the same values (seed.py), in OpenAI's field names.
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        return seed.check_stop(stop)
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, temperature: float | None) -> float | None:
+        return seed.check_temperature(temperature)
+
 
 def _ids(items: list) -> bool:
     """A list of token ids (JSON integers; true and false are not ids)."""
@@ -104,7 +114,18 @@ def parse(body: Any, limits: Limits) -> CompletionRequest:
         raise BadRequest(f"n: must be <= {limits.max_return_sequences} (got {req.n})")
     if req.max_tokens == 0 and not req.echo:
         raise BadRequest("max_tokens: must be >= 1 (got 0); 0 is for scoring a prompt, with echo: true")
+    for name, prompt in zip(_names(prompts), prompts, strict=True):
+        try:
+            if isinstance(prompt, str):
+                seed.check_text(prompt)
+        except ValueError as exc:
+            raise BadRequest(f"{name}: {exc}") from None
     return req
+
+
+def _names(prompts: Sequence[Any]) -> list[str]:
+    """How messages name each prompt: ``prompt``, or ``prompt[i]`` when there are several."""
+    return [f"prompt[{i}]" for i in range(len(prompts))] if len(prompts) > 1 else ["prompt"]
 
 
 def prompts_of(req: CompletionRequest) -> list[str | list[int]]:
@@ -113,9 +134,14 @@ def prompts_of(req: CompletionRequest) -> list[str | list[int]]:
     return [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)) else list(prompt)
 
 
-def token_ids(req: CompletionRequest) -> list[list[int] | None]:
-    """Per prompt, the token ids it was sent as (None: text, which the server tokenizes)."""
-    return [prompt if isinstance(prompt, list) else None for prompt in prompts_of(req)]
+def check_vocabulary(req: CompletionRequest, vocabulary: int) -> None:
+    """A 400 naming the first token id outside ``0 .. vocabulary - 1`` (``prompt[1][1]``)."""
+    prompts = prompts_of(req)
+    for name, prompt in zip(_names(prompts), prompts, strict=True):
+        for index, token in enumerate(prompt if isinstance(prompt, list) else ()):
+            if not 0 <= token < vocabulary:
+                raise BadRequest(f"{name}[{index}]: token id {token} is outside the vocabulary "
+                                 f"(0 to {vocabulary - 1})")
 
 
 def copies(req: CompletionRequest) -> int:
@@ -127,49 +153,43 @@ def greedy(req: CompletionRequest) -> bool:
     return req.temperature == 0
 
 
-def prompt_requests(req: CompletionRequest) -> list[seed.PromptRequest]:
-    """The contract's request objects for these prompts (validated again, with our bounds, by plan())."""
-    # max_tokens 0 (echo scoring) becomes 1 for the shared validation; with_penalties sets it back
-    fields: dict[str, Any] = {"max_new_tokens": max(1, max_tokens(req)), "stop": req.stop}
-    if greedy(req):
-        fields["do_sample"] = False
-    else:  # OpenAI samples from the full distribution: no top-k (transformers' default is 50)
-        fields.update(do_sample=True, temperature=req.temperature if req.temperature is not None else 1.0,
-                      top_p=req.top_p, top_k=0, seed=req.seed, num_return_sequences=req.n)
-    given = {name: value for name, value in fields.items() if value is not None}
-    prompts = prompts_of(req)  # a token-id prompt's text comes from its ids (model.prepare)
-    return seed.parse([{"prompt": prompt if isinstance(prompt, str) else "", **given} for prompt in prompts],
-                      len(prompts))
-
-
 def max_tokens(req: CompletionRequest) -> int:
     return req.max_tokens if req.max_tokens is not None else DEFAULT_MAX_TOKENS
 
 
-def with_penalties(req: CompletionRequest, generations: Sequence[GenerationRequest],
-                   context: int) -> list[GenerationRequest]:
-    """Check the context window and add what the contract does not have: OpenAI's penalties, logprobs,
-    and echo scoring (the prompt's logprobs, and with max_tokens 0 no new token)."""
-    wanted, many = max_tokens(req), len(generations) > 1
-    for index, generation in enumerate(generations):
-        if len(generation.input_ids) + wanted > context:
-            name = f"prompt[{index}]" if many else "prompt"
-            raise BadRequest(f"max_tokens: {name} has {len(generation.input_ids)} tokens; with max_tokens "
-                             f"{wanted} that exceeds this server's limit of {context} tokens (prompt plus max_tokens)")
-    scoring = bool(req.echo) and req.logprobs is not None
-    return [replace(generation, sampling=replace(
-        generation.sampling, presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
-        logprobs=req.logprobs, score_prompt=scoring,
-        max_length=len(generation.input_ids) + wanted if wanted == 0 else generation.sampling.max_length))
-        for generation in generations]
+def requests(req: CompletionRequest, texts: Sequence[str], token_ids: Sequence[Sequence[int]],
+             limits: Limits) -> list[GenerationRequest]:
+    """The engine's requests for a parsed request and its prompts' texts and token ids: every prompt,
+    with ``max_tokens``, must fit the context window (``limits.max_length``), or a 400 names it."""
+    context, wanted, names = limits.max_length, max_tokens(req), _names(token_ids)
+    for name, ids in zip(names, token_ids, strict=True):
+        if not ids:
+            raise BadRequest(f"{name}: must not be empty")
+        if len(ids) >= context:
+            raise BadRequest(f"{name}: {len(ids)} tokens is too long: the length limit (prompt + new tokens) is "
+                             f"limited to {context}, so a prompt may have at most {context - 1} tokens")
+    for name, ids in zip(names, token_ids, strict=True):
+        if len(ids) + wanted > context:
+            raise BadRequest(f"max_tokens: {name} has {len(ids)} tokens; with max_tokens {wanted} that exceeds "
+                             f"this server's limit of {context} tokens (prompt plus max_tokens)")
+    return [GenerationRequest(prompt, tuple(ids), sampling(req, len(ids) + wanted),
+                              wants_list=not greedy(req) and (req.n or 1) > 1)
+            for prompt, ids in zip(texts, token_ids, strict=True)]
 
 
-def renamed(error: BadRequest) -> BadRequest:
-    """A message from the shared validation, in OpenAI's field names (``[1].prompt`` -> ``prompt[1]``)."""
-    message = re.sub(r"^\[(\d+)\]\.(\w+)", r"\2[\1]", error.message)
-    for ours, theirs in _RENAMED.items():
-        message = re.sub(rf"\b{ours}\b", theirs, message)
-    return BadRequest(message)
+def sampling(req: CompletionRequest, max_length: int) -> Sampling:
+    """OpenAI's semantics as generation settings: temperature 0 is greedy (one answer, copied ``n``
+    times); otherwise it samples from the full distribution (no top-k: transformers' default is 50),
+    at temperature 1 unless given. The penalties apply to the tokens generated so far. ``echo`` with
+    ``logprobs`` also scores the prompt (``max_tokens`` 0: the prompt only, nothing generated)."""
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    common = {"max_length": max_length, "stop": stop, "presence_penalty": req.presence_penalty,
+              "frequency_penalty": req.frequency_penalty, "logprobs": req.logprobs,
+              "score_prompt": bool(req.echo) and req.logprobs is not None}
+    if greedy(req):
+        return Sampling(**common)
+    return Sampling(**common, do_sample=True, num_return_sequences=req.n or 1, top_k=0, top_p=req.top_p,
+                    temperature=req.temperature if req.temperature is not None else 1.0, seed=req.seed)
 
 
 def finish_reason(completion: Completion) -> str:
@@ -208,6 +228,30 @@ def response(ids: Ids, req: CompletionRequest, requests: Sequence[GenerationRequ
             generated += completion.generated_tokens
     prompt_tokens = sum(len(generation.input_ids) for generation in requests)
     return {**ids.header(), "choices": choices, "usage": usage(prompt_tokens, generated)}
+
+
+def error(failure: Failure) -> dict[str, Any]:
+    """An error in OpenAI's format: its clients read ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": failure.message, "type": _error_type(failure.status),
+                      "param": _field(failure.message), "code": _error_code(failure.status)}}
+
+
+def _error_type(status: int) -> str:
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        return "rate_limit_error"
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
+def _error_code(status: int) -> int | str:
+    # OpenAI answers a bad key with code "invalid_api_key" (its clients raise AuthenticationError on
+    # the 401 whatever the code; scripts that log the body can tell this case by it).
+    return "invalid_api_key" if status == HTTPStatus.UNAUTHORIZED else status
+
+
+def _field(message: str) -> str | None:
+    """The field a validation message names first (``max_tokens: must be >= 1`` -> ``max_tokens``)."""
+    match = re.match(r"(?:\[\d+\]\.)?([a-z_]+)(?:\.\w+)*: ", message)
+    return match.group(1) if match else None
 
 
 def models(name: str, created: int) -> dict[str, Any]:

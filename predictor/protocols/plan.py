@@ -1,6 +1,6 @@
-"""Pure mapping: a validated request and its prompt length -> what to generate, and how.
+"""Pure mapping: validated seed request objects and their prompts' tokens -> GenerationRequests.
 
-Cross-field rules live here (field-level bounds are in api.py). Anything transformers would reject
+Cross-field rules live here (field-level bounds are in seed.py). Anything transformers would reject
 at generate time is rejected here first as a 400, so a bad parameter never becomes a 500.
 Values that are capped or have no effect are reported back in the response's ``message``.
 """
@@ -8,14 +8,38 @@ Values that are capped or have no effect are reported back in the response's ``m
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Sequence
 
-from predictor.core import Sampling
+from predictor.core import GenerationRequest, Sampling
 from predictor.errors import BadRequest
 from predictor.protocols.seed import PromptRequest
 from predictor.settings import Limits
 
 _SAMPLING_ONLY = ("temperature", "top_k", "top_p")
 _BEAM_ONLY = ("early_stopping", "length_penalty")
+
+
+def requests(parsed: Sequence[PromptRequest], token_ids: Sequence[Sequence[int]],
+             limits: Limits) -> list[GenerationRequest]:
+    """The engine's requests for request objects (seed API, v2) and their prompts' token ids.
+
+    Messages about one of several request objects name it (``[1].prompt: must not be empty``).
+    """
+    prepared = []
+    for index, (req, ids) in enumerate(zip(parsed, token_ids, strict=True)):
+        where = f"[{index}]." if len(parsed) > 1 else ""
+        if not ids:
+            raise BadRequest(f"{where}prompt: must not be empty")
+        try:
+            sampling, notes = plan(req, len(ids), limits)
+        except BadRequest as exc:
+            raise BadRequest(where + exc.message) from None
+        prepared.append(GenerationRequest(
+            prompt=req.prompt, input_ids=tuple(ids), sampling=sampling,
+            notes=tuple(f"{where}{note}" for note in notes),
+            wants_list=sampling.num_return_sequences > 1, details=bool(req.details) or req.logprobs is not None,
+        ))
+    return prepared
 
 
 def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampling, tuple[str, ...]]:

@@ -13,9 +13,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from predictor.core import Completion, GenerationRequest
 from predictor.errors import BadRequest
-from predictor.protocols import logprobs
 
 #: Below this a temperature overflows float32 logits (NaN probabilities); vLLM uses the same floor.
 MIN_TEMPERATURE = 1e-5
@@ -66,29 +64,43 @@ class PromptRequest(BaseModel):
     @field_validator("stop")
     @classmethod
     def _stop(cls, stop: str | list[str] | None) -> str | list[str] | None:
-        strings = [stop] if isinstance(stop, str) else stop or []
-        if len(strings) > MAX_STOP_STRINGS:
-            raise ValueError(f"must hold at most {MAX_STOP_STRINGS} strings (got {len(strings)})")
-        if any(not 0 < len(string) <= MAX_STOP_LENGTH for string in strings):
-            raise ValueError(f"strings must be 1 to {MAX_STOP_LENGTH} characters long")
-        return stop
+        return check_stop(stop)
 
     @field_validator("prompt")
     @classmethod
     def _unicode(cls, prompt: str) -> str:
-        # JSON allows lone surrogates (\ud800); they are not text and the tokenizer rejects them.
-        try:
-            prompt.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"must be valid Unicode text (lone surrogate at character {exc.start})") from None
-        return prompt
+        return check_text(prompt)
 
     @field_validator("temperature")
     @classmethod
     def _temperature(cls, temperature: float | None) -> float | None:
-        if temperature is not None and 0 < temperature < MIN_TEMPERATURE:
-            raise ValueError(f"must be 0 (greedy) or >= {MIN_TEMPERATURE:g}")
-        return temperature
+        return check_temperature(temperature)
+
+
+# Checks that OpenAI's request (openai.py) shares: each returns the value or raises ValueError.
+
+def check_stop(stop: str | list[str] | None) -> str | list[str] | None:
+    strings = [stop] if isinstance(stop, str) else stop or []
+    if len(strings) > MAX_STOP_STRINGS:
+        raise ValueError(f"must hold at most {MAX_STOP_STRINGS} strings (got {len(strings)})")
+    if any(not 0 < len(string) <= MAX_STOP_LENGTH for string in strings):
+        raise ValueError(f"strings must be 1 to {MAX_STOP_LENGTH} characters long")
+    return stop
+
+
+def check_text(prompt: str) -> str:
+    # JSON allows lone surrogates (\ud800); they are not text and the tokenizer rejects them.
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"must be valid Unicode text (lone surrogate at character {exc.start})") from None
+    return prompt
+
+
+def check_temperature(temperature: float | None) -> float | None:
+    if temperature is not None and 0 < temperature < MIN_TEMPERATURE:
+        raise ValueError(f"must be 0 (greedy) or >= {MIN_TEMPERATURE:g}")
+    return temperature
 
 
 FIELDS = tuple(PromptRequest.model_fields)
@@ -125,6 +137,11 @@ def _charset(content_type: str | None) -> str:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def body_of(payload: Any, content_type: str | None) -> Any:
+    """The decoded body: KServe hands over JSON it decoded itself, or the raw bytes (decode_body)."""
+    return decode_body(bytes(payload), content_type) if isinstance(payload, (bytes, bytearray)) else payload
 
 
 def parse(body: Any, max_prompts: int) -> list[PromptRequest]:
@@ -204,26 +221,3 @@ def kind(value: Any) -> str:
     """A JSON value's kind, for messages."""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
             type(None): "null"}.get(type(value), "a number")
-
-
-def shape(texts: Sequence[Sequence[str]], wants_list: Sequence[bool]) -> Any:
-    """The response ``data``: a string for one prompt and one sequence, else a list in request order.
-
-    With several prompts each entry is that prompt's text, or its list of texts when it asked
-    for several sequences.
-    """
-    per_prompt = [list(t) if many else t[0] for t, many in zip(texts, wants_list, strict=True)]
-    return per_prompt[0] if len(per_prompt) == 1 else per_prompt
-
-
-def envelope_data(requests: Sequence[GenerationRequest], completions: Sequence[Sequence[Completion]]) -> Any:
-    """The envelope's ``data``: texts, or with ``details`` objects (api.shape gives the nesting)."""
-    values = [[details(c, req.prompt) if req.details else c.text for c in sequences]
-              for req, sequences in zip(requests, completions, strict=True)]
-    return shape(values, [req.wants_list for req in requests])
-
-
-def details(completion: Completion, prompt: str) -> dict[str, Any]:
-    """One sequence's ``details: true`` object; with ``logprobs``, its generated tokens' logprobs."""
-    extra = {} if completion.logprobs is None else {"logprobs": logprobs.of_completion(completion, prompt, False)}
-    return {**completion.details(), **extra}

@@ -1,11 +1,8 @@
-"""Server-sent events: the encoding, fan-in of several generations, and the seed API's ``:stream`` route.
+"""Server-sent events: the encoding, fan-in of several generations, and a stream's last (failed) event.
 
-``POST /v1/models/<name>:stream`` takes the ``:predict`` body for one prompt and answers
-``text/event-stream``: ``data: {"index": i, "text": piece}`` as sequence i's text grows, then one
-``data:`` event with the complete envelope. The response starts with the first piece, so every
-error before it (validation, a full queue, a failure in the first step) is an ordinary error
-response; an error after it ends the stream with a failed envelope event. A client that
-disconnects stops the generation at the next step (web.Tracker cancels the request).
+Shared by the seed API's ``:stream`` route (edge/seed_routes.py) and OpenAI's ``stream: true``
+(edge/openai_routes.py). A stream starts with its first piece (``started``), so errors before it
+are ordinary error responses; one after it becomes the stream's last event (``failure_event``).
 """
 
 from __future__ import annotations
@@ -15,12 +12,7 @@ import json
 import logging
 from typing import Any, AsyncIterator, Callable, Sequence
 
-from fastapi import Request
-from fastapi.responses import StreamingResponse
-
 from predictor import errors
-from predictor.errors import BadRequest, NotFound, NotReady, succeeded
-from predictor.protocols.seed import envelope_data
 from predictor.telemetry import records
 
 log = logging.getLogger("predictor")
@@ -37,15 +29,6 @@ def event(data: Any) -> bytes:
     """One SSE event on one line: JSON escapes newlines and control characters, we the rest."""
     text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False).translate(_LINE_BREAKS)
     return f"data: {text}\n\n".encode()
-
-
-def serving(model, name: str):
-    """``model`` when it is the one named and ready, else the 404 or 503 a client should see."""
-    if name != model.name:
-        raise NotFound(f"model {name!r} is not served here (this server serves {model.name!r})")
-    if not model.ready:
-        raise NotReady(f"model {model.name!r} is not loaded yet")
-    return model
 
 
 async def merge(streams: Sequence[AsyncIterator[Any]]) -> AsyncIterator[tuple[int, Any]]:
@@ -101,28 +84,3 @@ def failure_event(exc: BaseException, render: Callable[[errors.Failure], Any]) -
     if record is not None:
         record.status = failure.status
     return event(render(failure))
-
-
-async def seed_stream(model, model_name: str, request: Request) -> StreamingResponse:
-    """``POST /v1/models/{model_name}:stream``."""
-    model = serving(model, model_name)
-    (prepared, *more) = await model.preprocess(await request.body(), dict(request.headers))
-    if more:
-        raise BadRequest(f"body: a stream carries one prompt (got {len(more) + 1}); use :predict for several")
-    if prepared.sampling.num_beams > 1:
-        raise BadRequest("num_beams: a stream generates without beam search (num_beams 1); use :predict for "
-                         "beam search")
-    events = await started(model.stream([prepared]))
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for _, (kind, index, value) in events:
-                if kind == "text":
-                    yield event({"index": index, "text": value})
-                elif kind == "done":  # logprobs come in the envelope's details objects
-                    message = "; ".join(prepared.notes) or None
-                    yield event(succeeded(envelope_data([prepared], [value]), message))
-        except Exception as exc:
-            yield failure_event(exc, lambda failure: errors.failed(failure.message))
-
-    return StreamingResponse(body(), media_type="text/event-stream", headers=HEADERS)

@@ -17,7 +17,7 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from predictor.core import Completion
-from predictor.errors import BadRequest
+from predictor.errors import BadRequest, Failure
 from predictor.protocols import logprobs, seed
 
 INPUTS = [{"name": "prompt", "datatype": "BYTES", "shape": [-1]}]
@@ -32,8 +32,13 @@ OUTPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1]},
            {"name": "logprobs", "datatype": "BYTES", "shape": [-1]}]
 
 
+def parse(request: InferRequest, max_prompts: int) -> list[seed.PromptRequest]:
+    """A v2 request as validated request objects (the seed API's, one per prompt), or a 400."""
+    return seed.parse(request_objects(request), max_prompts)
+
+
 def request_objects(request: InferRequest) -> list[dict[str, Any]]:
-    """The seed API's request objects for a v2 request (validated by api.parse afterwards)."""
+    """The seed API's request objects for a v2 request, its tensors checked (seed.parse validates them)."""
     prompts = [tensor for tensor in request.inputs if tensor.name == "prompt"]
     others = sorted({tensor.name for tensor in request.inputs} - {"prompt"})
     if others:
@@ -86,6 +91,11 @@ def _text(value: Any) -> Any:
         except UnicodeDecodeError:
             raise BadRequest("inputs.prompt: every element must be UTF-8 text") from None
     return value  # a string, or a wrong type that validation names
+
+
+def error(failure: Failure) -> dict[str, Any]:
+    """An error as KServe's v2 clients expect it: ``{"error": "..."}``."""
+    return {"error": failure.message}
 
 
 def response(model_name: str, request_id: str | None, completions: Sequence[Sequence[Completion]],

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from predictor.telemetry.metrics import Metrics
 
@@ -81,6 +81,22 @@ def reset_record(token: contextvars.Token) -> None:
 def current() -> RequestRecord | None:
     """The record of the request being handled on this task, if any."""
     return _current.get()
+
+
+def begin(prompts: Sequence[str], log_prompts: bool) -> RequestRecord | None:
+    """The current request's record, told how many prompts it has (and, with --log_prompts, which)."""
+    record = current()
+    if record is not None:
+        record.prompts = len(prompts)
+        if log_prompts:
+            record.texts["prompts"] = list(prompts)
+    return record
+
+
+def outputs(record: RequestRecord | None, texts: list[list[str]], log_prompts: bool) -> None:
+    """Each prompt's generated texts, for the log line (with --log_prompts only)."""
+    if record is not None and log_prompts:
+        record.texts["outputs"] = texts
 
 
 def close_record(record: RequestRecord, metrics: Metrics | None, log_prompts: bool) -> None:

@@ -3,79 +3,40 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench.process import ROOT as ROOT  # the tests take ROOT and free_port from here
+from bench.process import ServerProcess
+from bench.process import free_port as free_port
+
 LAUNCHER = Path(__file__).with_name("launch.py")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(ServerProcess):
     """Start the predictor as its own process; stop it (and collect its log) on exit."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
                  launcher: bool = False) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        command = [sys.executable, str(LAUNCHER) if launcher else "-m", *([] if launcher else ["predictor"])]
-        self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [*command, "--http_port", str(self.port), *args], cwd=ROOT, stdout=self._log,
-            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        )
+        super().__init__(args, log_path, env, command=[str(LAUNCHER)] if launcher else ["-m", "predictor"])
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def wait_until_listening(self, timeout: float = 120) -> None:
-        self._poll("/v2/health/live", timeout)
+        self.poll("/v2/health/live", timeout, get=self.client.get)
 
     def wait_until_ready(self, timeout: float = 120) -> None:
-        self._poll("/v2/models/gptj/ready", timeout)
-
-    def _poll(self, path: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if self.client.get(path).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{path} not 200 after {timeout}s:\n{self.log()[-3000:]}")
+        self.poll("/v2/models/gptj/ready", timeout, get=self.client.get)
 
     def predict(self, body, **kwargs) -> httpx.Response:
         return self.client.post("/v1/models/gptj:predict", json=body, **kwargs)
 
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
     def stop(self) -> None:
         self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
+        super().stop()
 
 
 def metrics(server) -> dict[str, float]:

@@ -80,7 +80,7 @@ def check_refusal(response: httpx.Response, shape, message: str, challenge: str)
 
 @pytest.mark.parametrize("method, path, body, shape, status", PROTECTED, ids=[p[1] for p in PROTECTED])
 def test_a_protected_route_needs_the_right_key(secured, method, path, body, shape, status):
-    send = lambda **headers: secured.client.request(method, path, json=body, headers=headers)
+    send = lambda **headers: secured.client.request(method, path, json=body, headers=headers)  # noqa: E731
     check_refusal(send(), shape, "missing API key: send the header 'Authorization: Bearer <key>'", "Bearer")
     check_refusal(send(**bearer("not-" + OLD)), shape, "invalid API key", 'Bearer error="invalid_token"')
     check_refusal(send(Authorization=OLD), shape, "the Authorization header must be 'Bearer <key>'", "Bearer")
@@ -132,7 +132,7 @@ def test_kserves_client_sends_the_header(secured):
 def test_rotation_takes_effect_within_seconds_without_a_restart(secured, keys_dir):
     """Add the new key, move clients over, remove the old one: the kubelet swaps the Secret volume."""
     pid = secured.process.pid
-    ask = lambda key: secured.predict({"prompt": "rotate", "max_length": 20}, headers=bearer(key)).status_code
+    ask = lambda key: secured.predict({"prompt": "rotate", "max_length": 20}, headers=bearer(key)).status_code  # noqa: E731
     try:
         publish(keys_dir, "..v2", [OTHER, OLD, NEW])
         wait_for(lambda: ask(NEW) == 200, timeout=5)

@@ -59,9 +59,8 @@ def test_engine_gauges_are_on_metrics_and_idle_after_work(server):
 
 def test_one_failing_request_leaves_its_batch_mates_alone(start_server, tiny_dir, cache_dir):
     s = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--batch_wait_ms", "300",
-                      "--max_batch_wait_ms", "1000"],
-                     launcher=True, env={"GPTJ_TEST_FAIL_PROMPT": "explode"})
-    bodies = [{"prompt": "calm one", "max_length": 20}, {"prompt": "please explode", "max_length": 20},
+                      "--max_batch_wait_ms", "1000", "--fault_injection", "true"])
+    bodies = [{"prompt": "calm one", "max_length": 20}, {"prompt": "please [[fault:prefill]]", "max_length": 60},
               {"prompt": "calm two", "max_length": 20}]
     calm1, exploded, calm2 = concurrently(s.url, bodies)
     assert calm1.status_code == calm2.status_code == 200

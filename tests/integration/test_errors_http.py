@@ -181,13 +181,12 @@ def test_errors_keep_the_connection_alive(server):
 
 
 def test_internal_errors_are_500_envelopes_without_details(start_server, tiny_dir, cache_dir):
-    s = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir)], launcher=True,
-                     env={"GPTJ_TEST_FAIL_PROMPT": "explode"})
-    message = failed(s.predict({"prompt": "please explode", "max_length": 20}), 500)
+    s = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--fault_injection", "true"])
+    message = failed(s.predict({"prompt": "please [[fault:error]]", "max_length": 60}), 500)
     assert message == "generation failed; see the server log"
-    assert "secret-internal-detail" in s.log()  # the details go to the log, not to the client
+    assert "injected by --fault_injection" in s.log()  # the details go to the log, not to the client
     # one failed prompt fails its request only; the engine keeps serving
     assert s.predict({"prompt": "calm", "max_length": 20}).json()["status"] == "success"
-    mixed = s.predict([{"prompt": "calm", "max_length": 20}, {"prompt": "explode", "max_length": 20}])
+    mixed = s.predict([{"prompt": "calm", "max_length": 20}, {"prompt": "[[fault:error]]", "max_length": 60}])
     assert failed(mixed, 500) == "generation failed; see the server log"
     assert s.predict({"prompt": "calm again", "max_length": 20}).status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predictor.errors import BadRequest
-from predictor.protocols import seed
+from predictor.protocols import envelope, seed
 
 MAX_PROMPTS = 4
 
@@ -165,4 +165,4 @@ def test_integer_accepted_where_a_float_is_expected():
     ([["a1", "a2"], ["b"]], [True, False], [["a1", "a2"], "b"]),
 ])
 def test_shape(texts, wants_list, data):
-    assert seed.shape(texts, wants_list) == data
+    assert envelope.shape(texts, wants_list) == data

@@ -6,7 +6,7 @@ import pytest
 
 from predictor.core import Completion, GenerationRequest, Sampling
 from predictor.generation.text import TextStream, cut_at_stop
-from predictor.protocols.seed import envelope_data
+from predictor.protocols import envelope
 
 
 @pytest.mark.parametrize("text, stops, expected", [
@@ -63,11 +63,11 @@ def request(details=False, n=1) -> GenerationRequest:
 
 def test_envelope_data_with_and_without_details():
     completion = Completion("P and more", " and more", "stop", 1, 2)
-    assert envelope_data([request()], [[completion]]) == "P and more"
-    assert envelope_data([request(details=True)], [[completion]]) == {
+    assert envelope.data([request()], [[completion]]) == "P and more"
+    assert envelope.data([request(details=True)], [[completion]]) == {
         "text": "P and more", "finish_reason": "stop", "prompt_tokens": 1, "generated_tokens": 2}
-    assert envelope_data([request(), request(details=True, n=2)], [[completion], [completion, completion]]) == [
-        "P and more", [completion.details(), completion.details()]]
+    assert envelope.data([request(), request(details=True, n=2)], [[completion], [completion, completion]]) == [
+        "P and more", [envelope.details(completion), envelope.details(completion)]]
 
 
 def test_each_step_decodes_only_the_newest_tokens():

@@ -55,7 +55,7 @@ GREEDY = [{"max_length": 40}, {"max_length": 30, "repetition_penalty": 1.5},
 
 
 def test_greedy_rows_joining_at_different_steps_match_generate(loaded):
-    reqs = [request(loaded, p, **f) for p, f in zip(PROMPTS, GREEDY)]
+    reqs = [request(loaded, p, **f) for p, f in zip(PROMPTS, GREEDY, strict=False)]
     results = run(loaded, {0: reqs[:2], 3: reqs[2:4], 9: [reqs[4]], 15: [reqs[5]]})
     for owner, req in enumerate(reqs):
         assert results[owner] == generate(loaded, req), req.sampling

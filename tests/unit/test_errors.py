@@ -8,6 +8,7 @@ from kserve import errors as kserve_errors
 from starlette.exceptions import HTTPException
 
 from predictor import errors
+from predictor.protocols import envelope
 
 
 @pytest.mark.parametrize("exc, status, message", [
@@ -36,5 +37,5 @@ def test_headers_are_kept():
 
 
 def test_envelopes():
-    assert errors.failed("x") == {"status": "failed", "data": None, "message": "x"}
-    assert errors.succeeded("text") == {"status": "success", "data": "text", "message": None}
+    assert envelope.failed("x") == {"status": "failed", "data": None, "message": "x"}
+    assert envelope.succeeded("text") == {"status": "success", "data": "text", "message": None}

@@ -43,9 +43,7 @@ def read_lock(text: str) -> dict[str, Pin]:
             current = pins[canonicalize_name(match[1])] = Pin(match[2])
         elif current is not None and (match := re.search(r"--hash=sha256:([0-9a-f]{64})", line)):
             current.hashes.add(match[1])
-        elif current is not None and (match := re.match(r"\s+# via (.+)", line)):
-            current.via.add(match[1].strip())
-        elif current is not None and (match := re.match(r"\s+#   (.+)", line)):
+        elif current is not None and (match := re.match(r"\s+#(?: via |   )(.+)", line)):  # "# via x" or "#   x"
             current.via.add(match[1].strip())
         elif line.strip() and not line.lstrip().startswith("#") and current is None:
             raise AssertionError(f"not a pinned requirement: {line!r}")

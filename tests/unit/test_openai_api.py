@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from predictor.core import Completion, GenerationRequest, Sampling
@@ -52,30 +54,47 @@ def test_parse_accepts_off_values_of_unsupported_fields():
 
 
 @pytest.mark.parametrize("fields, expected", [
-    ({}, {"max_new_tokens": 16, "do_sample": True, "temperature": 1.0, "top_k": 0}),
-    ({"temperature": 0, "n": 3}, {"max_new_tokens": 16, "do_sample": False}),
+    ({}, {"do_sample": True, "temperature": 1.0, "top_k": 0}),
+    ({"temperature": 0, "n": 3}, {}),  # greedy: one answer, copied n times
     ({"temperature": 0.5, "top_p": 0.9, "n": 2, "seed": 7, "stop": ["\n"], "max_tokens": 5},
-     {"max_new_tokens": 5, "do_sample": True, "temperature": 0.5, "top_p": 0.9, "top_k": 0, "seed": 7,
-      "num_return_sequences": 2, "stop": ["\n"]}),
+     {"max_length": 3 + 5, "do_sample": True, "temperature": 0.5, "top_p": 0.9, "top_k": 0, "seed": 7,
+      "num_return_sequences": 2, "stop": ("\n",)}),
+    ({"presence_penalty": 0.5, "frequency_penalty": -1, "stop": "x"},
+     {"do_sample": True, "temperature": 1.0, "top_k": 0, "presence_penalty": 0.5, "frequency_penalty": -1,
+      "stop": ("x",)}),
 ])
-def test_translation_to_the_contract(fields, expected):
-    (req,) = oa.prompt_requests(oa.parse({**BASE, **fields}, Limits()))
-    assert req.model_dump(exclude_none=True) == {"prompt": "Hello", **expected}
+def test_one_translation_into_the_engines_request(fields, expected):
+    (generation,) = oa.requests(oa.parse({**BASE, **fields}, Limits()), ["Hello"], [[1, 2, 3]], Limits())
+    assert generation.prompt == "Hello" and generation.input_ids == (1, 2, 3) and generation.notes == ()
+    assert generation.sampling == Sampling(**{"max_length": 3 + 16, **expected})
+    assert generation.wants_list == (expected.get("num_return_sequences", 1) > 1)
 
 
-@pytest.mark.parametrize("prompt, ids", [
-    ("Hello", [None]), (["a", "b"], [None, None]), ([5, 6], [[5, 6]]), ([[5], [6, 7]], [[5], [6, 7]])])
-def test_token_id_prompts_are_one_or_many(prompt, ids):
-    req = oa.parse({**BASE, "prompt": prompt}, Limits())
-    assert oa.token_ids(req) == ids
-    assert len(oa.prompt_requests(req)) == len(ids)
+@pytest.mark.parametrize("prompt, prompts", [
+    ("Hello", ["Hello"]), (["a", "b"], ["a", "b"]), ([5, 6], [[5, 6]]), ([[5], [6, 7]], [[5], [6, 7]])])
+def test_token_id_prompts_are_one_or_many(prompt, prompts):
+    assert oa.prompts_of(oa.parse({**BASE, "prompt": prompt}, Limits())) == prompts
 
 
-def test_the_contracts_own_checks_come_back_in_openais_names():
-    req = oa.parse({**BASE, "prompt": ["fine", "bad \ud800"]}, Limits())
+@pytest.mark.parametrize("prompt, message", [
+    ([5, 50257], "prompt[1]: token id 50257 is outside the vocabulary (0 to 50256)"),
+    ([[5], [6, -1]], "prompt[1][1]: token id -1 is outside the vocabulary (0 to 50256)")])
+def test_token_ids_outside_the_vocabulary_are_named(prompt, message):
+    with pytest.raises(BadRequest, match=re.escape(message)):
+        oa.check_vocabulary(oa.parse({**BASE, "prompt": prompt}, Limits()), 50257)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"prompt": ["fine", "bad \ud800"]}, "prompt[1]: must be valid Unicode text (lone surrogate at character 4)"),
+    ({"prompt": "bad \ud800"}, "prompt: must be valid Unicode text (lone surrogate at character 4)"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop: must hold at most 4 strings (got 5)"),
+    ({"stop": ""}, "stop: strings must be 1 to 100 characters long"),
+    ({"temperature": 1e-6}, "temperature: must be 0 (greedy) or >= 1e-05"),
+])
+def test_the_seed_apis_bounds_hold_in_openais_names(fields, message):
     with pytest.raises(BadRequest) as caught:
-        oa.prompt_requests(req)
-    assert oa.renamed(caught.value).message.startswith("prompt[1]: must be valid Unicode text")
+        oa.parse({**BASE, **fields}, Limits())
+    assert caught.value.message == message
 
 
 def test_greedy_n_copies_one_answer():
@@ -83,27 +102,31 @@ def test_greedy_n_copies_one_answer():
     assert oa.copies(oa.parse({**BASE, "n": 3}, Limits())) == 1  # sampling draws n answers
 
 
-@pytest.mark.parametrize("message, renamed", [
-    ("max_new_tokens: must be >= 1", "max_tokens: must be >= 1"),
-    ("[1].prompt: must not be empty", "prompt[1]: must not be empty"),
-    ("num_return_sequences: must be <= 8 (got 9)", "n: must be <= 8 (got 9)"),
+@pytest.mark.parametrize("prompts, token_ids, message", [
+    (["a", ""], [[1], []], "prompt[1]: must not be empty"),
+    ("", [[]], "prompt: must not be empty"),
+    (["a", "b"], [[1], list(range(512))], "prompt[1]: 512 tokens is too long: the length limit (prompt + new "
+                                          "tokens) is limited to 512, so a prompt may have at most 511 tokens"),
+    (["a", "b"], [[1], list(range(503))], "max_tokens: prompt[1] has 503 tokens; with max_tokens 10 that exceeds "
+                                          "this server's limit of 512 tokens (prompt plus max_tokens)"),
+    ("a", [list(range(503))], "max_tokens: prompt has 503 tokens; with max_tokens 10 that exceeds this server's "
+                              "limit of 512 tokens (prompt plus max_tokens)"),
 ])
-def test_messages_use_openais_names(message, renamed):
-    assert oa.renamed(BadRequest(message)).message == renamed
+def test_prompts_that_do_not_fit_are_400s_naming_the_prompt(prompts, token_ids, message):
+    req = oa.parse({**BASE, "prompt": prompts, "max_tokens": 10}, Limits())
+    with pytest.raises(BadRequest) as caught:
+        oa.requests(req, oa.prompts_of(req), token_ids, Limits())
+    assert caught.value.message == message
+
+
+def test_a_prompt_that_just_fits_the_context():
+    req = oa.parse({**BASE, "max_tokens": 10}, Limits())
+    (generation,) = oa.requests(req, oa.prompts_of(req), [list(range(502))], Limits())
+    assert generation.sampling.max_length == 512
 
 
 def generation(prompt: str, tokens: int) -> GenerationRequest:
     return GenerationRequest(prompt, tuple(range(tokens)), Sampling(max_length=tokens + 16))
-
-
-def test_the_context_limit_is_a_400_and_penalties_are_added():
-    req = oa.parse({**BASE, "max_tokens": 10, "presence_penalty": 0.5, "frequency_penalty": -1}, Limits())
-    (ok,) = oa.with_penalties(req, [generation("Hello", 502)], context=512)
-    assert (ok.sampling.presence_penalty, ok.sampling.frequency_penalty) == (0.5, -1)
-    with pytest.raises(BadRequest) as caught:
-        oa.with_penalties(req, [generation("a", 1), generation("b", 503)], context=512)
-    assert caught.value.message == ("max_tokens: prompt[1] has 503 tokens; with max_tokens 10 that exceeds this "
-                                    "server's limit of 512 tokens (prompt plus max_tokens)")
 
 
 def test_response_orders_choices_by_prompt_then_n_and_counts_usage():

@@ -136,7 +136,7 @@ def test_the_cache_is_sized_from_free_gpu_memory(monkeypatch, caplog, free_gib, 
             paths._rows_that_fit(_OnAGpu(), settings, 64, per_token)
         return
     assert paths._rows_that_fit(_OnAGpu(), settings, 64, per_token) == rows
-    assert ("fits %d rows of 512 tokens, not --max_batch_size 64" % rows in caplog.text) == (rows < 64)
+    assert (f"fits {rows} rows of 512 tokens, not --max_batch_size 64" in caplog.text) == (rows < 64)
 
 
 def test_a_failed_graph_capture_leaves_the_static_path_serving(tiny_dir, loaded, monkeypatch, caplog):

@@ -1,0 +1,56 @@
+"""Building the serving stack from settings: weights, the decode path, the runner, the engine thread.
+
+The one factory (``GPTJModel.load`` calls it, off the event loop): it knows every layer below the
+edge, so the model does not have to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from predictor.engine.engine import Engine
+from predictor.engine.faults import Faults
+from predictor.generation import paths
+from predictor.generation.beams import Runner
+from predictor.loading import loader
+from predictor.settings import Settings
+from predictor.telemetry.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A loaded model and the running engine that owns it."""
+
+    loaded: loader.Loaded
+    engine: Engine
+
+    def token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Each prompt's token ids (blocking: call it off the event loop)."""
+        # The Rust tokenizer directly: its encode is safe to call from several threads at once.
+        backend = self.loaded.tokenizer.backend_tokenizer
+        return [backend.encode(prompt).ids for prompt in prompts]
+
+    @property
+    def vocabulary(self) -> int:
+        """How many token ids the tokenizer knows (ids run from 0 to this minus 1)."""
+        return len(self.loaded.tokenizer)
+
+    def encode(self, prompts: Sequence[str | list[int]]) -> tuple[list[str], list[list[int]]]:
+        """Each prompt's text and token ids, from either (OpenAI's prompts may be token ids, checked
+        against ``vocabulary`` by the protocol first); blocking: call it off the event loop."""
+        texts = [p if isinstance(p, str) else self.loaded.tokenizer.decode(p, clean_up_tokenization_spaces=False)
+                 for p in prompts]
+        given = iter(self.token_ids([p for p in prompts if isinstance(p, str)]))
+        return texts, [next(given) if isinstance(p, str) else list(p) for p in prompts]
+
+
+def build(settings: Settings, metrics: Metrics | None) -> Stack:
+    """Load the weights, choose the decode path and start the engine thread on them."""
+    loaded = loader.load(settings)
+    decoder, policy = paths.decoder_for(loaded, settings)
+    operations = settings.operations
+    engine = Engine(Runner(loaded, decoder), policy, metrics, max_queued=operations.max_queued_requests,
+                    faults=Faults(operations.fault_injection), stall_s=operations.engine_stall_s)
+    engine.start()
+    return Stack(loaded, engine)
