@@ -35,8 +35,12 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int)
     parser.add_argument("--concurrency", type=int, nargs="+", help="concurrent clients to measure")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="where the JSON and models go")
-    parser.add_argument("--results", type=Path, default=Path("bench/results"),
-                        help="GPU runs: where the summary JSON goes (one file per device and day)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path("bench/results"),
+        help="GPU runs: where the summary JSON goes (one file per device and day)",
+    )
     args = parser.parse_args(argv)
     shape, prompt_tokens, new_tokens, levels = DEFAULTS[args.device]
     args.shape = args.shape or shape
@@ -57,8 +61,9 @@ def measure_raw(args, path: Path, workload) -> dict:
     eos = model.config.eos_token_id
     figures = {
         "raw_tok_per_s_batch1": raw.tokens_per_second(model, workload[:4], 1, args.new_tokens, eos, args.device),
-        f"raw_tok_per_s_batch{top}": raw.tokens_per_second(model, workload[:top], top, args.new_tokens, eos,
-                                                            args.device),
+        f"raw_tok_per_s_batch{top}": raw.tokens_per_second(
+            model, workload[:top], top, args.new_tokens, eos, args.device
+        ),
     }
     del model
     gc.collect()
@@ -70,14 +75,18 @@ def measure_server(args, path: Path, workload) -> dict:
     top = max(args.concurrency)
     # Room for every concurrent client at once (the defaults suit a 24 GB GPU; the benchmark measures
     # the engine, not the memory budget): rows x (prompt + new tokens).
-    extra = ["--max_batch_size", str(max(top, 32)),
-             "--max_batch_tokens", str(max(top, 32) * (args.prompt_tokens + args.new_tokens))]
+    extra = [
+        "--max_batch_size",
+        str(max(top, 32)),
+        "--max_batch_tokens",
+        str(max(top, 32) * (args.prompt_tokens + args.new_tokens)),
+    ]
     if args.device == "cuda":  # room for the 1024-token prompts of the TTFT row
         extra += ["--max_length_limit", str(CUDA_MAX_LENGTH)]
     with server.Server(path, args.out / "models", extra) as running:
         figures["load_seconds"] = running.ready_seconds
         # One at a time: 16 requests on a CPU (the issue's comparison), 8 on a GPU (a per-request figure).
-        sequential = server.load(running.url, workload[:top if args.device == "cpu" else 8], args.new_tokens, 1)
+        sequential = server.load(running.url, workload[: top if args.device == "cpu" else 8], args.new_tokens, 1)
         figures["sequential"] = summary(sequential)
         for level in args.concurrency:
             count = max(level, 16) if args.device == "cpu" else max(2 * level, 8)
@@ -95,8 +104,14 @@ def measure_server(args, path: Path, workload) -> dict:
 
 
 def summary(load: server.Load) -> dict:
-    return {"requests": load.requests, "seconds": load.seconds, "req_per_s": load.req_per_s,
-            "tok_per_s": load.tok_per_s, "p50_s": load.percentile(50), "p95_s": load.percentile(95)}
+    return {
+        "requests": load.requests,
+        "seconds": load.seconds,
+        "req_per_s": load.req_per_s,
+        "tok_per_s": load.tok_per_s,
+        "p50_s": load.percentile(50),
+        "p95_s": load.percentile(95),
+    }
 
 
 def main(argv=None) -> int:
@@ -105,8 +120,14 @@ def main(argv=None) -> int:
     path = model_dir(args.shape, args.out / "models")
     top = max(args.concurrency)
     workload = prompts(path, max(top, 16) if args.device == "cpu" else max(2 * top, 8), args.prompt_tokens)
-    results = {"device": device_name(args.device), "shape": args.shape, "prompt_tokens": args.prompt_tokens,
-               "new_tokens": args.new_tokens, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": versions()}
+    results = {
+        "device": device_name(args.device),
+        "shape": args.shape,
+        "prompt_tokens": args.prompt_tokens,
+        "new_tokens": args.new_tokens,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "versions": versions(),
+    }
     results.update(measure_raw(args, path, workload))
     results.update(measure_server(args, path, workload))
     results.update(ratios(results, top))
@@ -125,16 +146,36 @@ def main(argv=None) -> int:
 def summary_for_results(results: dict) -> dict:
     """bench/results/: the figures docs/performance.md quotes, under stable keys."""
     levels = results["levels"]
-    keys = ("device", "roofline_ms_per_token", "batch1_ms_per_token", "ttft_ms_128", "ttft_ms_1024", "load_seconds",
-            "peak_gpu_memory_gb", "copy_bandwidth_gb_s", "hf_generate_batch1_ms_per_token",
-            "greedy_matches_eager_reference", "greedy_first_mismatch", "fed_argmax_agreement", "fed_max_logit_error",
-            "fed_disagreement_max_margin", "decode_path", "cuda_graphs", "hf_attention", "versions", "when")
-    return {**{key: results.get(key) for key in keys},
-            "tok_per_s": {str(level): load["tok_per_s"] for level, load in levels.items()},
-            # the old service took one request at a time: the same throughput at any number of clients
-            "naive_tok_per_s": {str(level): results["naive_tok_per_s"] for level in levels},
-            "speedup_vs_naive": {str(level): load["tok_per_s"] / results["naive_tok_per_s"]
-                                 for level, load in levels.items()}}
+    keys = (
+        "device",
+        "roofline_ms_per_token",
+        "batch1_ms_per_token",
+        "ttft_ms_128",
+        "ttft_ms_1024",
+        "load_seconds",
+        "peak_gpu_memory_gb",
+        "copy_bandwidth_gb_s",
+        "hf_generate_batch1_ms_per_token",
+        "greedy_matches_eager_reference",
+        "greedy_first_mismatch",
+        "fed_argmax_agreement",
+        "fed_max_logit_error",
+        "fed_disagreement_max_margin",
+        "decode_path",
+        "cuda_graphs",
+        "hf_attention",
+        "versions",
+        "when",
+    )
+    return {
+        **{key: results.get(key) for key in keys},
+        "tok_per_s": {str(level): load["tok_per_s"] for level, load in levels.items()},
+        # the old service took one request at a time: the same throughput at any number of clients
+        "naive_tok_per_s": {str(level): results["naive_tok_per_s"] for level in levels},
+        "speedup_vs_naive": {
+            str(level): load["tok_per_s"] / results["naive_tok_per_s"] for level, load in levels.items()
+        },
+    }
 
 
 def ratios(results: dict, top: int) -> dict:
@@ -142,7 +183,8 @@ def ratios(results: dict, top: int) -> dict:
     per_request = sequential["seconds"] / sequential["requests"]
     return {
         "speedup_concurrent_vs_sequential": per_request * concurrent["requests"] / concurrent["seconds"],
-        "speedup_fresh_connections_vs_sequential": per_request * results["fresh_connections"]["requests"]
+        "speedup_fresh_connections_vs_sequential": per_request
+        * results["fresh_connections"]["requests"]
         / results["fresh_connections"]["seconds"],
         "server_vs_raw_batched": concurrent["tok_per_s"] / results[f"raw_tok_per_s_batch{top}"],
         "raw_batched_vs_batch1": results[f"raw_tok_per_s_batch{top}"] / results["raw_tok_per_s_batch1"],
@@ -151,35 +193,67 @@ def ratios(results: dict, top: int) -> dict:
 
 
 def table(results: dict, top: int) -> str:
-    rows = [("device", results["device"]), ("model", f"{results['shape']}, {results['prompt_tokens']} prompt + "
-                                                     f"{results['new_tokens']} new tokens per request")]
+    rows = [
+        ("device", results["device"]),
+        (
+            "model",
+            f"{results['shape']}, {results['prompt_tokens']} prompt + {results['new_tokens']} new tokens per request",
+        ),
+    ]
     rows += [(f"raw generate, batch {b}", f"{results[f'raw_tok_per_s_batch{b}']:.0f} tok/s") for b in (1, top)]
-    for name, load in [("server, one at a time", results["sequential"])] + [
-            (f"server, {level} concurrent", load) for level, load in results["levels"].items()] + [
+    for name, load in (
+        [("server, one at a time", results["sequential"])]
+        + [(f"server, {level} concurrent", load) for level, load in results["levels"].items()]
+        + [
             (f"server, {top} at once, new connections", results["fresh_connections"]),
-            (f"server, {top} concurrent, logprobs 5", results["logprobs5"])]:
-        rows.append((name, f"{load['req_per_s']:.2f} req/s  {load['tok_per_s']:.0f} tok/s  "
-                           f"p50 {load['p50_s'] * 1000:.0f} ms  p95 {load['p95_s'] * 1000:.0f} ms"))
-    rows += [(f"{top} concurrent vs one at a time", f"{results['speedup_concurrent_vs_sequential']:.2f}x faster"),
-             ("  ... with new connections", f"{results['speedup_fresh_connections_vs_sequential']:.2f}x faster"),
-             (f"server / raw generate at batch {top}", f"{results['server_vs_raw_batched']:.0%}"),
-             (f"logprobs 5 / off, {top} concurrent", f"{results['logprobs5_vs_off']:.0%} of the throughput"),
-             (f"raw batch {top} / raw batch 1", f"{results['raw_batched_vs_batch1']:.2f}x")]
-    for key, label in (("roofline_ms_per_token", "memory roofline, batch 1"),
-                       ("batch1_ms_per_token", "decode, batch 1 (server's path)"),
-                       ("hf_generate_batch1_ms_per_token", "decode, batch 1 (generate)"),
-                       ("ttft_ms_128", "TTFT, 128 tokens"), ("ttft_ms_1024", "TTFT, 1024 tokens")):
+            (f"server, {top} concurrent, logprobs 5", results["logprobs5"]),
+        ]
+    ):
+        rows.append(
+            (
+                name,
+                f"{load['req_per_s']:.2f} req/s  {load['tok_per_s']:.0f} tok/s  "
+                f"p50 {load['p50_s'] * 1000:.0f} ms  p95 {load['p95_s'] * 1000:.0f} ms",
+            )
+        )
+    rows += [
+        (f"{top} concurrent vs one at a time", f"{results['speedup_concurrent_vs_sequential']:.2f}x faster"),
+        ("  ... with new connections", f"{results['speedup_fresh_connections_vs_sequential']:.2f}x faster"),
+        (f"server / raw generate at batch {top}", f"{results['server_vs_raw_batched']:.0%}"),
+        (f"logprobs 5 / off, {top} concurrent", f"{results['logprobs5_vs_off']:.0%} of the throughput"),
+        (f"raw batch {top} / raw batch 1", f"{results['raw_batched_vs_batch1']:.2f}x"),
+    ]
+    for key, label in (
+        ("roofline_ms_per_token", "memory roofline, batch 1"),
+        ("batch1_ms_per_token", "decode, batch 1 (server's path)"),
+        ("hf_generate_batch1_ms_per_token", "decode, batch 1 (generate)"),
+        ("ttft_ms_128", "TTFT, 128 tokens"),
+        ("ttft_ms_1024", "TTFT, 1024 tokens"),
+    ):
         if key in results:
             rows.append((label, f"{results[key]:.2f} ms" + ("/token" if "per_token" in key else "")))
     if "naive_tok_per_s" in results:
         rows.append(("naive (generate, eager, one at a time)", f"{results['naive_tok_per_s']:.0f} tok/s"))
-        rows += [(f"server, {level} concurrent / naive", f"{load['tok_per_s'] / results['naive_tok_per_s']:.1f}x")
-                 for level, load in results["levels"].items()]
-        rows.append(("greedy tokens = eager reference", "yes" if results["greedy_matches_eager_reference"]
-                     else f"no, from token {results['greedy_first_mismatch']}"))
-        rows.append(("  ... fed the reference's tokens", f"{results['fed_argmax_agreement']:.1%} same argmax, max logit "
-                     f"error {results['fed_max_logit_error']:.3f}, widest top-2 gap where they differ "
-                     f"{results['fed_disagreement_max_margin']:.3f}"))
+        rows += [
+            (f"server, {level} concurrent / naive", f"{load['tok_per_s'] / results['naive_tok_per_s']:.1f}x")
+            for level, load in results["levels"].items()
+        ]
+        rows.append(
+            (
+                "greedy tokens = eager reference",
+                "yes"
+                if results["greedy_matches_eager_reference"]
+                else f"no, from token {results['greedy_first_mismatch']}",
+            )
+        )
+        rows.append(
+            (
+                "  ... fed the reference's tokens",
+                f"{results['fed_argmax_agreement']:.1%} same argmax, max logit "
+                f"error {results['fed_max_logit_error']:.3f}, widest top-2 gap where they differ "
+                f"{results['fed_disagreement_max_margin']:.3f}",
+            )
+        )
         rows.append(("peak GPU memory (server)", f"{results['peak_gpu_memory_gb']:.1f} GB"))
     rows.append(("server start to ready", f"{results['load_seconds']:.1f} s"))
     width = max(len(name) for name, _ in rows)
@@ -190,8 +264,12 @@ def versions() -> dict:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "cuda": torch.version.cuda}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.version.cuda,
+    }
 
 
 def device_name(device: str) -> str:

@@ -27,20 +27,32 @@ from .workload import Prompt
 CHECK_TOKENS = 64  # greedy tokens compared with the eager reference
 
 
-def measure(path: Path, workload: Sequence[Prompt], new_tokens: int, top: int, max_len: int,
-            device: str = "cuda", copy_gb: float = 4.0) -> dict:
+def measure(
+    path: Path,
+    workload: Sequence[Prompt],
+    new_tokens: int,
+    top: int,
+    max_len: int,
+    device: str = "cuda",
+    copy_gb: float = 4.0,
+) -> dict:
     """Every figure above; ``device`` "cpu" (with a small ``copy_gb``) only to try the code without a GPU."""
     from predictor.generation import paths
     from predictor.loading import loader
     from predictor.settings import parse_settings
 
-    settings = parse_settings(["--model", str(path), "--max_batch_size", "1", "--max_length_limit", str(max_len),
-                               "--decode_path", "static"], {})  # the fast path, also when tried on a CPU
+    settings = parse_settings(
+        ["--model", str(path), "--max_batch_size", "1", "--max_length_limit", str(max_len), "--decode_path", "static"],
+        {},
+    )  # the fast path, also when tried on a CPU
     loaded = loader.load(settings)
     model, eos = loaded.model, loaded.eos_token_id
     bandwidth, weights = raw.copy_bandwidth(device, copy_gb), raw.weight_bytes(model)
-    figures = {"copy_bandwidth_gb_s": bandwidth / 1e9, "weight_gb": weights / 1e9,
-               "roofline_ms_per_token": weights / bandwidth * 1000}
+    figures = {
+        "copy_bandwidth_gb_s": bandwidth / 1e9,
+        "weight_gb": weights / 1e9,
+        "roofline_ms_per_token": weights / bandwidth * 1000,
+    }
     default = model.config._attn_implementation
     _attention(model, "eager")
     reference = raw.generate(model, [workload[0]], CHECK_TOKENS, eos)[0, -CHECK_TOKENS:].tolist()
@@ -49,8 +61,9 @@ def measure(path: Path, workload: Sequence[Prompt], new_tokens: int, top: int, m
     _attention(model, default)  # sdpa where transformers has it for GPT-J (5.24), else eager (5.17)
     figures["hf_attention"] = default
     figures["hf_generate_batch1_ms_per_token"] = raw.decode_ms_per_token(model, workload[0], new_tokens, eos, device)[0]
-    figures[f"raw_tok_per_s_batch{top}"] = raw.tokens_per_second(model, workload[:top], top, new_tokens, eos, device,
-                                                                 repeats=1)
+    figures[f"raw_tok_per_s_batch{top}"] = raw.tokens_per_second(
+        model, workload[:top], top, new_tokens, eos, device, repeats=1
+    )
     figures["raw_tok_per_s_batch1"] = 1000 / figures["hf_generate_batch1_ms_per_token"]
     decoder, _ = paths.decoder_for(loaded, settings)
     figures["decode_path"] = "static" if decoder is not None else "dynamic"
@@ -78,7 +91,7 @@ def _reference_logits(model, prompt: Prompt, reference: list[int]) -> torch.Tens
     """The eager model's next-token logits at each reference token, from one forward over it all."""
     with torch.inference_mode():
         ids = torch.tensor([list(prompt.ids) + reference], device=model.device)
-        return model(input_ids=ids).logits[0, len(prompt.ids) - 1:-1].float()
+        return model(input_ids=ids).logits[0, len(prompt.ids) - 1 : -1].float()
 
 
 def _fed_logits(decoder, prompt: Prompt, reference: list[int]) -> torch.Tensor:
@@ -94,10 +107,12 @@ def _agreement(expected: torch.Tensor, ours: torch.Tensor) -> dict:
     differ = expected.argmax(-1) != ours.argmax(-1)
     top2 = expected.topk(2, dim=-1).values
     margins = (top2[:, 0] - top2[:, 1])[differ]
-    return {"fed_argmax_agreement": 1 - differ.float().mean().item(),
-            "fed_max_logit_error": (expected - ours).abs().max().item(),
-            # the widest reference top-2 gap where the choices differ: small means near-ties only
-            "fed_disagreement_max_margin": margins.max().item() if len(margins) else 0.0}
+    return {
+        "fed_argmax_agreement": 1 - differ.float().mean().item(),
+        "fed_max_logit_error": (expected - ours).abs().max().item(),
+        # the widest reference top-2 gap where the choices differ: small means near-ties only
+        "fed_disagreement_max_margin": margins.max().item() if len(margins) else 0.0,
+    }
 
 
 def _greedy(loaded, decoder, prompt: Prompt, new_tokens: int) -> tuple[list[int], float, list[float]]:
@@ -119,5 +134,7 @@ def _greedy(loaded, decoder, prompt: Prompt, new_tokens: int) -> tuple[list[int]
 
 def _decode_timings(loaded, decoder, prompt: Prompt, new_tokens: int) -> dict:
     runs = [_greedy(loaded, decoder, prompt, new_tokens) for _ in range(3)]  # the first warms up
-    return {"batch1_ms_per_token": statistics.median(statistics.median(steps) for _, _, steps in runs[1:]) * 1000,
-            "ttft_ms_inprocess_128": statistics.median(first for _, first, _ in runs[1:]) * 1000}
+    return {
+        "batch1_ms_per_token": statistics.median(statistics.median(steps) for _, _, steps in runs[1:]) * 1000,
+        "ttft_ms_inprocess_128": statistics.median(first for _, first, _ in runs[1:]) * 1000,
+    }

@@ -29,20 +29,29 @@ class ServerProcess:
     """The server as its own process, its output in ``log_path`` (or a function of the port that names
     it); ``command`` replaces ``-m predictor``."""
 
-    def __init__(self, args: Sequence[str], log_path: Path | Callable[[int], Path],
-                 env: dict[str, str] | None = None, command: Sequence[str] = ("-m", "predictor")) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        log_path: Path | Callable[[int], Path],
+        env: dict[str, str] | None = None,
+        command: Sequence[str] = ("-m", "predictor"),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path(self.port) if callable(log_path) else log_path
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - open for the process's lifetime; stop() closes it
         path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
         self.process = subprocess.Popen(
-            [sys.executable, *command, "--http_port", str(self.port), *args], cwd=ROOT, stdout=self._log,
-            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": path, **(env or {})},
+            [sys.executable, *command, "--http_port", str(self.port), *args],
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": path, **(env or {})},
         )
 
-    def poll(self, path: str, timeout: float, interval: float = 0.1,
-             get: Callable[[str], httpx.Response] | None = None) -> None:
+    def poll(
+        self, path: str, timeout: float, interval: float = 0.1, get: Callable[[str], httpx.Response] | None = None
+    ) -> None:
         """Wait until ``GET path`` answers 200; raise if the process exits first or time runs out."""
         get = get or (lambda p: httpx.get(self.url + p, timeout=2))
         deadline = time.monotonic() + timeout

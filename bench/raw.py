@@ -44,18 +44,20 @@ def generate(model, prompts: Sequence[Prompt], new_tokens: int, eos: int) -> tor
     width = max(len(p.ids) for p in prompts)
     ids = torch.tensor([[eos] * (width - len(p.ids)) + list(p.ids) for p in prompts], device=model.device)
     mask = torch.tensor([[0] * (width - len(p.ids)) + [1] * len(p.ids) for p in prompts], device=model.device)
-    config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                              pad_token_id=eos, eos_token_id=eos)
+    config = GenerationConfig(
+        max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=eos, eos_token_id=eos
+    )
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     assert out.shape[1] == width + new_tokens
     return out
 
 
-def tokens_per_second(model, prompts: Sequence[Prompt], batch: int, new_tokens: int, eos: int, device: str,
-                      repeats: int = 3) -> float:
+def tokens_per_second(
+    model, prompts: Sequence[Prompt], batch: int, new_tokens: int, eos: int, device: str, repeats: int = 3
+) -> float:
     """Generated tokens per second at ``batch`` prompts per generate call."""
-    chunks = [prompts[i:i + batch] for i in range(0, len(prompts), batch)]
+    chunks = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
     seconds = timed(lambda: [generate(model, chunk, new_tokens, eos) for chunk in chunks], device, repeats)
     return sum(len(c) for c in chunks) * new_tokens / seconds
 

@@ -36,8 +36,11 @@ class Load:
         return self.requests * self.new_tokens / self.seconds
 
     def percentile(self, q: int) -> float:
-        return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1] if len(self.latencies) > 1 \
+        return (
+            statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1]
+            if len(self.latencies) > 1
             else self.latencies[0]
+        )
 
 
 class Server(ServerProcess):
@@ -45,8 +48,10 @@ class Server(ServerProcess):
 
     def __init__(self, model: Path, cache: Path, extra: Sequence[str] = ()) -> None:
         # extra: more predictor flags, e.g. a batch large enough for the most concurrent clients
-        super().__init__(["--model", str(model), "--cache_dir", str(cache), "--enable_latency_logging", "false",
-                          *extra], lambda port: cache / f"server-{port}.log")
+        super().__init__(
+            ["--model", str(model), "--cache_dir", str(cache), "--enable_latency_logging", "false", *extra],
+            lambda port: cache / f"server-{port}.log",
+        )
         self.started = time.monotonic()
         self.ready_seconds = float("nan")
 
@@ -65,8 +70,13 @@ def body(prompt: Prompt, new_tokens: int, logprobs: int | None = None) -> list[d
     return [{"prompt": prompt.text, "max_length": len(prompt.ids) + new_tokens, **extra}]
 
 
-async def _client(client: httpx.AsyncClient, prompts: list[Prompt], new_tokens: int, latencies: list[float],
-                  logprobs: int | None = None) -> None:
+async def _client(
+    client: httpx.AsyncClient,
+    prompts: list[Prompt],
+    new_tokens: int,
+    latencies: list[float],
+    logprobs: int | None = None,
+) -> None:
     for prompt in prompts:
         started = time.perf_counter()
         response = await client.post("/v1/models/gptj:predict", json=body(prompt, new_tokens, logprobs))
@@ -75,8 +85,9 @@ async def _client(client: httpx.AsyncClient, prompts: list[Prompt], new_tokens: 
             raise RuntimeError(f"request failed: {response.status_code} {response.text[:200]}")
 
 
-async def _load(url: str, prompts: Sequence[Prompt], new_tokens: int, concurrency: int,
-                logprobs: int | None = None) -> Load:
+async def _load(
+    url: str, prompts: Sequence[Prompt], new_tokens: int, concurrency: int, logprobs: int | None = None
+) -> Load:
     """``concurrency`` clients, each sending its share of ``prompts`` one after another."""
     shares = [list(prompts[i::concurrency]) for i in range(concurrency)]
     latencies: list[float] = []
@@ -105,8 +116,12 @@ def fresh_connections(url: str, prompts: Sequence[Prompt], new_tokens: int) -> L
         started = time.perf_counter()
         connection = http.client.HTTPConnection(host, int(port), timeout=3600)
         try:
-            connection.request("POST", "/v1/models/gptj:predict", body=json.dumps(body(prompt, new_tokens)),
-                               headers={"Content-Type": "application/json"})
+            connection.request(
+                "POST",
+                "/v1/models/gptj:predict",
+                body=json.dumps(body(prompt, new_tokens)),
+                headers={"Content-Type": "application/json"},
+            )
             response = connection.getresponse()
             payload = response.read()
             if response.status != 200:

@@ -11,8 +11,9 @@ from predictor.loading import tiny
 # The CPU shape, and GPT-J-6B's own (random fp16 weights run exactly as fast as the real ones).
 SHAPES = {
     "small": tiny.TinySpec(n_layer=4, n_embd=256, n_head=8, rotary_dim=32, model_vocab_size=50400),
-    "gptj-6b": tiny.TinySpec(n_layer=28, n_embd=4096, n_head=16, rotary_dim=64, model_vocab_size=50400,
-                             dtype="float16"),
+    "gptj-6b": tiny.TinySpec(
+        n_layer=28, n_embd=4096, n_head=16, rotary_dim=64, model_vocab_size=50400, dtype="float16"
+    ),
     "tiny": tiny.TinySpec(n_layer=1, n_embd=64, n_head=4, rotary_dim=16, model_vocab_size=50400),  # smoke
 }
 

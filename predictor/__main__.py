@@ -12,9 +12,21 @@ from typing import Sequence
 log = logging.getLogger("predictor")
 
 # KServe ModelServer constructor arguments, by the name of the flag that carries each.
-_SERVER_ARGS = ("http_port", "grpc_port", "workers", "max_threads", "max_asyncio_workers", "enable_grpc",
-                "enable_docs_url", "enable_latency_logging", "access_log_format", "event_loop",
-                "timeout_keep_alive", "ssl_certfile", "ssl_keyfile")
+_SERVER_ARGS = (
+    "http_port",
+    "grpc_port",
+    "workers",
+    "max_threads",
+    "max_asyncio_workers",
+    "enable_grpc",
+    "enable_docs_url",
+    "enable_latency_logging",
+    "access_log_format",
+    "event_loop",
+    "timeout_keep_alive",
+    "ssl_certfile",
+    "ssl_keyfile",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,8 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the background, and let /v2/models/<name>/ready answer 503 until load() sets `ready`.
     server.register_model(model)
     threading.Thread(target=_load_or_exit, args=(model,), name="loader", daemon=True).start()
-    log.info("serving model %r (source %s) on port %d", settings.model_name, settings.model,
-             settings.server.http_port)
+    log.info("serving model %r (source %s) on port %d", settings.model_name, settings.model, settings.server.http_port)
     server.start([])
     return 0
 

@@ -87,8 +87,9 @@ class EngineUnhealthy(PredictorError):
 
     @classmethod
     def because(cls, reason: str) -> EngineUnhealthy:
-        return cls(f"the model engine failed: {reason}; this replica is restarting, retry (another replica "
-                   "will answer)")
+        return cls(
+            f"the model engine failed: {reason}; this replica is restarting, retry (another replica will answer)"
+        )
 
 
 class ResourceExhausted(_RetryLater):

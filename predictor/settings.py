@@ -90,8 +90,9 @@ class Settings:
     server: argparse.Namespace  # KServe's ModelServer flags, passed through untouched
 
 
-def _number(kind: Callable[[str], float], low: float, high: float | None = None, *, unit: str = "",
-            above: bool = False) -> Callable[[str], Any]:
+def _number(
+    kind: Callable[[str], float], low: float, high: float | None = None, *, unit: str = "", above: bool = False
+) -> Callable[[str], Any]:
     """A parser for a number of ``kind`` in [low, high] (``above``: low itself excluded); one message shape."""
 
     def parse(value: str) -> Any:
@@ -151,56 +152,165 @@ def _default_cache_dir(environ: Mapping[str, str]) -> str:
 # (flag, env var, parse, default or a function of the environment, help)
 _Option = tuple[str, str, Callable[[str], Any], Any, str]
 _OPTIONS: tuple[_Option, ...] = (
-    ("model", "GPTJ_MODEL", str, None,
-     "model source: 'tiny' (embedded random GPT-J), a local directory, or a Hugging Face hub id; "
-     f"default: {KSERVE_MOUNT} when it exists, else 'tiny'"),
+    (
+        "model",
+        "GPTJ_MODEL",
+        str,
+        None,
+        "model source: 'tiny' (embedded random GPT-J), a local directory, or a Hugging Face hub id; "
+        f"default: {KSERVE_MOUNT} when it exists, else 'tiny'",
+    ),
     ("dtype", "GPTJ_DTYPE", _choice(*DTYPES), "auto", "weights dtype: auto = float16 on CUDA, float32 on CPU"),
-    ("device_map", "GPTJ_DEVICE_MAP", str, "auto",
-     "accelerate device_map on CUDA ('auto' spreads layers over every visible GPU)"),
+    (
+        "device_map",
+        "GPTJ_DEVICE_MAP",
+        str,
+        "auto",
+        "accelerate device_map on CUDA ('auto' spreads layers over every visible GPU)",
+    ),
     ("cache_dir", "GPTJ_CACHE_DIR", str, _default_cache_dir, "where the tiny model is built once"),
-    ("max_length_limit", "GPTJ_MAX_LENGTH_LIMIT", _positive, Limits.max_length,
-     "cap on max_length (prompt + new tokens)"),
+    (
+        "max_length_limit",
+        "GPTJ_MAX_LENGTH_LIMIT",
+        _positive,
+        Limits.max_length,
+        "cap on max_length (prompt + new tokens)",
+    ),
     ("min_length_limit", "GPTJ_MIN_LENGTH_LIMIT", _non_negative, Limits.min_length, "cap on min_length"),
-    ("default_new_tokens", "GPTJ_DEFAULT_NEW_TOKENS", _positive, Limits.default_new_tokens,
-     "new tokens generated when a request gives no max_length"),
+    (
+        "default_new_tokens",
+        "GPTJ_DEFAULT_NEW_TOKENS",
+        _positive,
+        Limits.default_new_tokens,
+        "new tokens generated when a request gives no max_length",
+    ),
     ("max_num_beams", "GPTJ_MAX_NUM_BEAMS", _positive, Limits.max_num_beams, "largest num_beams"),
-    ("max_return_sequences", "GPTJ_MAX_RETURN_SEQUENCES", _positive, Limits.max_return_sequences,
-     "largest num_return_sequences"),
+    (
+        "max_return_sequences",
+        "GPTJ_MAX_RETURN_SEQUENCES",
+        _positive,
+        Limits.max_return_sequences,
+        "largest num_return_sequences",
+    ),
     ("max_prompts", "GPTJ_MAX_PROMPTS", _positive, Limits.max_prompts, "request objects per body"),
-    ("max_body_bytes", "GPTJ_MAX_BODY_BYTES", _positive, Limits.max_body_bytes,
-     "largest request body in bytes (413 above)"),
-    ("max_batch_size", "GPTJ_MAX_BATCH_SIZE", _positive, BatchPolicy.max_batch_size,
-     "most requests generated together"),
-    ("max_batch_tokens", "GPTJ_MAX_BATCH_TOKENS", _positive, BatchPolicy.max_batch_tokens,
-     "most tokens in a batch: rows x (longest prompt + most new tokens)"),
-    ("batch_wait_ms", "GPTJ_BATCH_WAIT_MS", _milliseconds, BatchPolicy.batch_wait_s * 1000,
-     "start a batch once no request has arrived for this long"),
-    ("max_batch_wait_ms", "GPTJ_MAX_BATCH_WAIT_MS", _milliseconds, BatchPolicy.max_batch_wait_s * 1000,
-     "start a batch at the latest this long after its oldest request arrived"),
-    ("max_queued_requests", "GPTJ_MAX_QUEUED_REQUESTS", _positive, Operations.max_queued_requests,
-     "prompts that may wait for the batch; more get 429 with Retry-After"),
-    ("request_timeout_seconds", "GPTJ_REQUEST_TIMEOUT_SECONDS", _seconds, Operations.request_timeout_s,
-     "a request not answered this long after it arrived is stopped and gets 504 (0: no limit)"),
-    ("drain_timeout_seconds", "GPTJ_DRAIN_TIMEOUT_SECONDS", _seconds, Operations.drain_timeout_s,
-     "on SIGTERM, wait at most this long for in-flight requests (keep below terminationGracePeriodSeconds)"),
-    ("log_prompts", "GPTJ_LOG_PROMPTS", _bool, Operations.log_prompts,
-     "put prompts and outputs in the per-request log line"),
-    ("fault_injection", "GPTJ_FAULT_INJECTION", _bool, Operations.fault_injection,
-     ("for failure testing: [[fault:oom]], [[fault:error]], [[fault:fatal]], [[fault:stall]] or "
-      "[[fault:device]] in a prompt injects that failure")),
-    ("engine_stall_seconds", "GPTJ_ENGINE_STALL_SECONDS", _stall_seconds, Operations.engine_stall_s,
-     "a generation step running longer than this marks the engine failed: liveness answers 503"),
-    ("api_keys_file", "GPTJ_API_KEYS_FILE", str, "",
-     ("file of accepted API keys, one per line (clients send Authorization: Bearer <key>); "
-      "re-read when it changes; empty: no authentication")),
-    ("decode_path", "GPTJ_DECODE_PATH", _choice("auto", "static", "dynamic"), Speed.decode_path,
-     "auto: a preallocated KV cache (static) on one GPU, a growing one (dynamic) elsewhere"),
-    ("cuda_graphs", "GPTJ_CUDA_GRAPHS", _bool, Speed.cuda_graphs,
-     "replay the static path's decode step as CUDA graphs"),
-    ("kv_cache_memory_fraction", "GPTJ_KV_CACHE_MEMORY_FRACTION", _fraction, Speed.kv_cache_memory_fraction,
-     "share of the GPU memory free after loading that the static KV cache may take"),
-    ("attn_implementation", "GPTJ_ATTN_IMPLEMENTATION", _choice("auto", "sdpa", "eager"), Speed.attn_implementation,
-     "transformers' attention for prefill and beam search (auto: sdpa where the installed transformers has it)"),
+    (
+        "max_body_bytes",
+        "GPTJ_MAX_BODY_BYTES",
+        _positive,
+        Limits.max_body_bytes,
+        "largest request body in bytes (413 above)",
+    ),
+    (
+        "max_batch_size",
+        "GPTJ_MAX_BATCH_SIZE",
+        _positive,
+        BatchPolicy.max_batch_size,
+        "most requests generated together",
+    ),
+    (
+        "max_batch_tokens",
+        "GPTJ_MAX_BATCH_TOKENS",
+        _positive,
+        BatchPolicy.max_batch_tokens,
+        "most tokens in a batch: rows x (longest prompt + most new tokens)",
+    ),
+    (
+        "batch_wait_ms",
+        "GPTJ_BATCH_WAIT_MS",
+        _milliseconds,
+        BatchPolicy.batch_wait_s * 1000,
+        "start a batch once no request has arrived for this long",
+    ),
+    (
+        "max_batch_wait_ms",
+        "GPTJ_MAX_BATCH_WAIT_MS",
+        _milliseconds,
+        BatchPolicy.max_batch_wait_s * 1000,
+        "start a batch at the latest this long after its oldest request arrived",
+    ),
+    (
+        "max_queued_requests",
+        "GPTJ_MAX_QUEUED_REQUESTS",
+        _positive,
+        Operations.max_queued_requests,
+        "prompts that may wait for the batch; more get 429 with Retry-After",
+    ),
+    (
+        "request_timeout_seconds",
+        "GPTJ_REQUEST_TIMEOUT_SECONDS",
+        _seconds,
+        Operations.request_timeout_s,
+        "a request not answered this long after it arrived is stopped and gets 504 (0: no limit)",
+    ),
+    (
+        "drain_timeout_seconds",
+        "GPTJ_DRAIN_TIMEOUT_SECONDS",
+        _seconds,
+        Operations.drain_timeout_s,
+        "on SIGTERM, wait at most this long for in-flight requests (keep below terminationGracePeriodSeconds)",
+    ),
+    (
+        "log_prompts",
+        "GPTJ_LOG_PROMPTS",
+        _bool,
+        Operations.log_prompts,
+        "put prompts and outputs in the per-request log line",
+    ),
+    (
+        "fault_injection",
+        "GPTJ_FAULT_INJECTION",
+        _bool,
+        Operations.fault_injection,
+        (
+            "for failure testing: [[fault:oom]], [[fault:error]], [[fault:fatal]], [[fault:stall]] or "
+            "[[fault:device]] in a prompt injects that failure"
+        ),
+    ),
+    (
+        "engine_stall_seconds",
+        "GPTJ_ENGINE_STALL_SECONDS",
+        _stall_seconds,
+        Operations.engine_stall_s,
+        "a generation step running longer than this marks the engine failed: liveness answers 503",
+    ),
+    (
+        "api_keys_file",
+        "GPTJ_API_KEYS_FILE",
+        str,
+        "",
+        (
+            "file of accepted API keys, one per line (clients send Authorization: Bearer <key>); "
+            "re-read when it changes; empty: no authentication"
+        ),
+    ),
+    (
+        "decode_path",
+        "GPTJ_DECODE_PATH",
+        _choice("auto", "static", "dynamic"),
+        Speed.decode_path,
+        "auto: a preallocated KV cache (static) on one GPU, a growing one (dynamic) elsewhere",
+    ),
+    (
+        "cuda_graphs",
+        "GPTJ_CUDA_GRAPHS",
+        _bool,
+        Speed.cuda_graphs,
+        "replay the static path's decode step as CUDA graphs",
+    ),
+    (
+        "kv_cache_memory_fraction",
+        "GPTJ_KV_CACHE_MEMORY_FRACTION",
+        _fraction,
+        Speed.kv_cache_memory_fraction,
+        "share of the GPU memory free after loading that the static KV cache may take",
+    ),
+    (
+        "attn_implementation",
+        "GPTJ_ATTN_IMPLEMENTATION",
+        _choice("auto", "sdpa", "eager"),
+        Speed.attn_implementation,
+        "transformers' attention for prefill and beam search (auto: sdpa where the installed transformers has it)",
+    ),
 )
 
 
@@ -232,8 +342,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                 default = parse(environ[env])
             except ValueError as exc:
                 parser.error(f"environment variable {env}: {exc}")
-        parser.add_argument(f"--{flag}", type=_argparse_type(parse), default=default,
-                            help=f"{help_text} [env {env}]")
+        parser.add_argument(f"--{flag}", type=_argparse_type(parse), default=default, help=f"{help_text} [env {env}]")
     return parser
 
 
@@ -249,8 +358,7 @@ def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def parse_settings(argv: Sequence[str] | None = None,
-                   environ: Mapping[str, str] | None = None) -> Settings:
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parse flags and environment into validated Settings (exits 2 with a message on error)."""
     environ = os.environ if environ is None else environ
     parser = build_parser(environ)
@@ -262,20 +370,38 @@ def parse_settings(argv: Sequence[str] | None = None,
     limits = Limits(**{f.name: getattr(args, _limit_flag(f.name)) for f in fields(Limits)})
     # A min_length cap above the max_length cap could never be met; lowering one limit alone is fine.
     limits = replace(limits, min_length=min(limits.min_length, limits.max_length))
-    batch = BatchPolicy(max_batch_size=args.max_batch_size, max_batch_tokens=args.max_batch_tokens,
-                        batch_wait_s=args.batch_wait_ms / 1000, max_batch_wait_s=args.max_batch_wait_ms / 1000)
-    operations = Operations(max_queued_requests=args.max_queued_requests,
-                            request_timeout_s=args.request_timeout_seconds or None,
-                            drain_timeout_s=args.drain_timeout_seconds, log_prompts=args.log_prompts,
-                            fault_injection=args.fault_injection, engine_stall_s=args.engine_stall_seconds,
-                            api_keys_file=Path(args.api_keys_file) if args.api_keys_file else None)
-    speed = Speed(decode_path=args.decode_path, cuda_graphs=args.cuda_graphs,
-                  kv_cache_memory_fraction=args.kv_cache_memory_fraction,
-                  attn_implementation=args.attn_implementation)
+    batch = BatchPolicy(
+        max_batch_size=args.max_batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        batch_wait_s=args.batch_wait_ms / 1000,
+        max_batch_wait_s=args.max_batch_wait_ms / 1000,
+    )
+    operations = Operations(
+        max_queued_requests=args.max_queued_requests,
+        request_timeout_s=args.request_timeout_seconds or None,
+        drain_timeout_s=args.drain_timeout_seconds,
+        log_prompts=args.log_prompts,
+        fault_injection=args.fault_injection,
+        engine_stall_s=args.engine_stall_seconds,
+        api_keys_file=Path(args.api_keys_file) if args.api_keys_file else None,
+    )
+    speed = Speed(
+        decode_path=args.decode_path,
+        cuda_graphs=args.cuda_graphs,
+        kv_cache_memory_fraction=args.kv_cache_memory_fraction,
+        attn_implementation=args.attn_implementation,
+    )
     model = args.model or (str(KSERVE_MOUNT) if KSERVE_MOUNT.is_dir() else "tiny")
     return Settings(
-        model_name=args.model_name, model=model, dtype=args.dtype, device_map=args.device_map,
-        cache_dir=Path(args.cache_dir), limits=limits, batch=batch, operations=operations, speed=speed,
+        model_name=args.model_name,
+        model=model,
+        dtype=args.dtype,
+        device_map=args.device_map,
+        cache_dir=Path(args.cache_dir),
+        limits=limits,
+        batch=batch,
+        operations=operations,
+        speed=speed,
         server=args,
     )
 

@@ -58,7 +58,7 @@ class Reference:
         config = GenerationConfig(pad_token_id=self.eos, eos_token_id=self.eos, **params)
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
-        return [prompt + self.tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in out]
+        return [prompt + self.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
 
     def tokens(self, text: str) -> int:
         return len(self.tokenizer(text).input_ids)

@@ -36,7 +36,8 @@ def model_dir(cache_dir: Path) -> Path:
     path = tiny.ensure(cache_dir, tiny.TinySpec(**fixture["model"]["spec"]))
     assert weights_digest(path) == fixture["model"]["weights_sha256"], (
         "the tiny model's weights changed since the golden fixtures were written: "
-        "rerun scripts/golden-fixtures.sh and commit tests/fixtures/golden.json")
+        "rerun scripts/golden-fixtures.sh and commit tests/fixtures/golden.json"
+    )
     return path
 
 

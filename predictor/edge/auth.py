@@ -33,8 +33,10 @@ from predictor.errors import Unauthorized
 
 log = logging.getLogger("predictor")
 
-_OPEN = re.compile(r"/|/metrics|/v2/health/(?:live|ready)|/v2/models/[^/]+(?:/versions/[^/]+)?/ready"
-                   r"|/v1/models/[^/:]+")
+_OPEN = re.compile(
+    r"/|/metrics|/v2/health/(?:live|ready)|/v2/models/[^/]+(?:/versions/[^/]+)?/ready"
+    r"|/v1/models/[^/:]+"
+)
 
 
 def is_open(method: str, path: str) -> bool:
@@ -103,8 +105,11 @@ class ApiKeys:
             if strict:
                 raise ValueError(f"--api_keys_file {self.path}: {exc.strerror or exc}") from None
             if str(exc) != self._error:
-                log.warning("cannot re-read --api_keys_file %s (%s); the keys read before stay in use",
-                            self.path, exc.strerror or exc)
+                log.warning(
+                    "cannot re-read --api_keys_file %s (%s); the keys read before stay in use",
+                    self.path,
+                    exc.strerror or exc,
+                )
             self._error = str(exc)
             return
         self._error = None

@@ -37,6 +37,7 @@ class Lifecycle:
 
     def lifespan(self, original: Callable) -> Callable:
         """Wrap the app's lifespan so that start-up installs the SIGTERM handler."""
+
         @contextlib.asynccontextmanager
         async def lifespan(app):
             self.install()

@@ -74,8 +74,9 @@ class GPTJModel(Model):
         if self._stack is not None:
             self._stack.engine.stop(timeout=5)
 
-    async def __call__(self, body: Any, headers: dict[str, str] | None = None,
-                       verb: InferenceVerb = InferenceVerb.PREDICT) -> tuple[Any, dict[str, str]]:
+    async def __call__(
+        self, body: Any, headers: dict[str, str] | None = None, verb: InferenceVerb = InferenceVerb.PREDICT
+    ) -> tuple[Any, dict[str, str]]:
         """KServe's entry for v1/v2 inference; over gRPC, our errors become gRPC statuses (grpc_status.py)."""
         try:
             return await super().__call__(body, headers, verb)
@@ -128,14 +129,21 @@ class GPTJModel(Model):
                     records.outputs(record, [outputs[i] for i in range(len(requests))], self._log_prompts)
             yield index, event
 
-    async def postprocess(self, result: Generated, headers: dict[str, str] | None = None,
-                          response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+    async def postprocess(
+        self, result: Generated, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
         """Results -> the success envelope (or a v2 response); capped or ignored parameters in ``message``."""
         requests, completions = result.requests, result.completions
         if requests.infer is not None:
             notes = [note for req in requests for note in req.notes]
-            return v2.response(self.name, requests.infer.id, completions, any(r.details for r in requests), notes,
-                               [r.prompt for r in requests])
+            return v2.response(
+                self.name,
+                requests.infer.id,
+                completions,
+                any(r.details for r in requests),
+                notes,
+                [r.prompt for r in requests],
+            )
         return envelope.answer(requests, completions)
 
     def get_input_types(self) -> list[dict]:
@@ -180,4 +188,3 @@ class Prepared(list):
 class Generated:
     requests: Prepared
     completions: list[list[Completion]]
-

@@ -41,8 +41,9 @@ async def completions(model: Serving, request: Request) -> JSONResponse | Stream
     return JSONResponse(oa.response(oa.Ids(model.name), req, generations, results))
 
 
-async def _stream(model: Serving, req: oa.CompletionRequest,
-                  generations: Sequence[GenerationRequest]) -> StreamingResponse:
+async def _stream(
+    model: Serving, req: oa.CompletionRequest, generations: Sequence[GenerationRequest]
+) -> StreamingResponse:
     ids, width = oa.Ids(model.name), (req.n or 1)
     include_usage = req.stream_options is not None and req.stream_options.include_usage
     events = await started(model.stream(generations))
@@ -55,14 +56,16 @@ async def _stream(model: Serving, req: oa.CompletionRequest,
         tokens = _StreamedLogprobs(generations, req.logprobs is not None)
         try:
             if req.echo and req.logprobs is None:  # with logprobs, when the prefill has scored the prompt
-                yield chunk([oa.choice(p * width + j, g.prompt, None)
-                             for p, g in enumerate(generations) for j in range(width)])
+                yield chunk(
+                    [oa.choice(p * width + j, g.prompt, None) for p, g in enumerate(generations) for j in range(width)]
+                )
             generated = 0
             async for prompt, (kind, index, value) in events:
                 if kind == "prompt_logprobs":
                     scored = logprobs.render(value)
-                    yield chunk([oa.choice(prompt * width + j, generations[prompt].prompt, None, scored)
-                                 for j in range(width)])
+                    yield chunk(
+                        [oa.choice(prompt * width + j, generations[prompt].prompt, None, scored) for j in range(width)]
+                    )
                 elif kind == "logprobs":
                     tokens.add(prompt, index, value)
                 elif kind == "text":
@@ -88,8 +91,9 @@ def _choices(req: oa.CompletionRequest, prompt: int, sequence: int) -> list[int]
     return [prompt * width + sequence * copies + copy for copy in range(copies)]
 
 
-def _finals(req: oa.CompletionRequest, prompt: int, completions: list[Completion],
-            tokens: _StreamedLogprobs) -> tuple[list[dict], int]:
+def _finals(
+    req: oa.CompletionRequest, prompt: int, completions: list[Completion], tokens: _StreamedLogprobs
+) -> tuple[list[dict], int]:
     """The last chunk's choices for one prompt (empty text, the finish reason, logprobs not yet sent),
     and its tokens."""
     choices, count = [], 0

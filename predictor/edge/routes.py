@@ -83,8 +83,9 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 def _refuse_other_methods(app: FastAPI) -> None:
     for path, allowed in INFERENCE_ROUTES.items():
-        app.add_api_route(path, _refuser(allowed), methods=[m for m in _METHODS if m not in allowed],
-                          include_in_schema=False)
+        app.add_api_route(
+            path, _refuser(allowed), methods=[m for m in _METHODS if m not in allowed], include_in_schema=False
+        )
 
 
 def _refuser(allowed: tuple[str, ...]):

@@ -27,8 +27,9 @@ async def seed_stream(model: Serving, model_name: str, request: Request) -> Stre
     if more:
         raise BadRequest(f"body: a stream carries one prompt (got {len(more) + 1}); use :predict for several")
     if prepared.sampling.num_beams > 1:
-        raise BadRequest("num_beams: a stream generates without beam search (num_beams 1); use :predict for "
-                         "beam search")
+        raise BadRequest(
+            "num_beams: a stream generates without beam search (num_beams 1); use :predict for beam search"
+        )
     events = await started(model.stream([prepared]))
 
     async def body() -> AsyncIterator[bytes]:

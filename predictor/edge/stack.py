@@ -39,8 +39,10 @@ class Stack:
     def encode(self, prompts: Sequence[str | list[int]]) -> tuple[list[str], list[list[int]]]:
         """Each prompt's text and token ids, from either (OpenAI's prompts may be token ids, checked
         against ``vocabulary`` by the protocol first); blocking: call it off the event loop."""
-        texts = [p if isinstance(p, str) else self.loaded.tokenizer.decode(p, clean_up_tokenization_spaces=False)
-                 for p in prompts]
+        texts = [
+            p if isinstance(p, str) else self.loaded.tokenizer.decode(p, clean_up_tokenization_spaces=False)
+            for p in prompts
+        ]
         given = iter(self.token_ids([p for p in prompts if isinstance(p, str)]))
         return texts, [next(given) if isinstance(p, str) else list(p) for p in prompts]
 
@@ -50,7 +52,13 @@ def build(settings: Settings, metrics: Metrics | None) -> Stack:
     loaded = loader.load(settings)
     decoder, policy = paths.decoder_for(loaded, settings)
     operations = settings.operations
-    engine = Engine(Runner(loaded, decoder), policy, metrics, max_queued=operations.max_queued_requests,
-                    faults=Faults(operations.fault_injection), stall_s=operations.engine_stall_s)
+    engine = Engine(
+        Runner(loaded, decoder),
+        policy,
+        metrics,
+        max_queued=operations.max_queued_requests,
+        faults=Faults(operations.fault_injection),
+        stall_s=operations.engine_stall_s,
+    )
     engine.start()
     return Stack(loaded, engine)

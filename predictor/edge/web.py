@@ -238,8 +238,13 @@ class Tracker:
             watcher.cancel()
 
 
-def install(app: FastAPI, settings: Settings, metrics: Metrics | None = None,
-            lifecycle: Lifecycle | None = None, keys: ApiKeys | None = None) -> None:
+def install(
+    app: FastAPI,
+    settings: Settings,
+    metrics: Metrics | None = None,
+    lifecycle: Lifecycle | None = None,
+    keys: ApiKeys | None = None,
+) -> None:
     """Apply our error handling, limits, API keys and request tracking to KServe's app (before it starts)."""
     pinned = {cls: _handle for cls in (*errors.HANDLED, Exception)}
     app.exception_handlers = _PinnedHandlers(app.exception_handlers, pinned)
@@ -247,6 +252,5 @@ def install(app: FastAPI, settings: Settings, metrics: Metrics | None = None,
         app.add_middleware(Auth, keys=keys, metrics=metrics)
     app.add_middleware(Guard, max_body_bytes=settings.limits.max_body_bytes)
     if lifecycle is not None:  # added last: outermost, so it sees every answer, the Guard's too
-        app.add_middleware(Tracker, lifecycle=lifecycle, metrics=metrics,
-                           log_prompts=settings.operations.log_prompts)
+        app.add_middleware(Tracker, lifecycle=lifecycle, metrics=metrics, log_prompts=settings.operations.log_prompts)
         app.router.lifespan_context = lifecycle.lifespan(app.router.lifespan_context)

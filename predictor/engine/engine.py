@@ -40,9 +40,15 @@ log = logging.getLogger("predictor")
 class Engine:
     """A bounded queue in front of a single worker thread that runs the batches."""
 
-    def __init__(self, backend: Backend, policy: BatchPolicy = BatchPolicy(), metrics: Metrics | None = None,
-                 max_queued: int = 1 << 30, faults: Faults | None = None,
-                 stall_s: float = Operations.engine_stall_s) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        policy: BatchPolicy = BatchPolicy(),
+        metrics: Metrics | None = None,
+        max_queued: int = 1 << 30,
+        faults: Faults | None = None,
+        stall_s: float = Operations.engine_stall_s,
+    ) -> None:
         self._metrics = metrics
         self._max_queued, self._queued, self._lock = max_queued, 0, threading.Lock()
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -86,8 +92,12 @@ class Engine:
         set_gauge(self._metrics, "engine_healthy", 0)
         with self._lock:  # after the failure latched: no new job joins the set (_admit checks it)
             jobs = list(self._jobs)
-        log.error("engine unhealthy: %s; %d request(s) in flight or queued get 503, and so will new ones; "
-                  "liveness answers 503 until the pod is restarted", reason, len(jobs))
+        log.error(
+            "engine unhealthy: %s; %d request(s) in flight or queued get 503, and so will new ones; "
+            "liveness answers 503 until the pod is restarted",
+            reason,
+            len(jobs),
+        )
         for job in jobs:
             job.settle(exception=EngineUnhealthy.because(reason))
 
@@ -106,8 +116,9 @@ class Engine:
     def idle(self) -> bool:
         return self._queued == 0 and not self._worker.running
 
-    async def run(self, requests: Sequence[GenerationRequest], record: RequestRecord | None = None,
-                  timeout: float | None = None) -> list[list[Completion]]:
+    async def run(
+        self, requests: Sequence[GenerationRequest], record: RequestRecord | None = None, timeout: float | None = None
+    ) -> list[list[Completion]]:
         """Generate for every request; their completions in order. Cancelling this stops their generation."""
         if self._stopped:
             raise NotReady("the server is shutting down")
@@ -120,16 +131,18 @@ class Engine:
                 self._queue.put(job)
             return list(await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), timeout))
         except TimeoutError:
-            raise DeadlineExceeded("the request was not finished within the server's request timeout; "
-                                   "its generation was stopped") from None
+            raise DeadlineExceeded(
+                "the request was not finished within the server's request timeout; its generation was stopped"
+            ) from None
         finally:
             self._forget(jobs)
             for job in jobs:  # a failed or abandoned request takes its other prompts with it
                 if not job.future.done():
                     job.future.cancel()
 
-    async def stream(self, request: GenerationRequest, record: RequestRecord | None = None,
-                     timeout: float | None = None) -> AsyncIterator[tuple]:
+    async def stream(
+        self, request: GenerationRequest, record: RequestRecord | None = None, timeout: float | None = None
+    ) -> AsyncIterator[tuple]:
         """Generate for one request, yielding ("text", sequence, piece) as the text grows, then
         ("done", None, completions). Closing the iterator stops the generation."""
         if self._stopped:
@@ -146,8 +159,9 @@ class Engine:
                 try:
                     kind, index, piece = await asyncio.wait_for(job.stream.get(), remaining)
                 except TimeoutError:
-                    raise DeadlineExceeded("the request was not finished within the server's request "
-                                           "timeout; its generation was stopped") from None
+                    raise DeadlineExceeded(
+                        "the request was not finished within the server's request timeout; its generation was stopped"
+                    ) from None
                 if kind == "end":
                     break
                 yield kind, index, piece
@@ -160,8 +174,9 @@ class Engine:
     def _reserve(self, count: int) -> None:
         with self._lock:
             if self._queued + count > self._max_queued:
-                raise Overloaded(f"the queue is full ({self._queued} prompts waiting, at most "
-                                 f"{self._max_queued}); retry later")
+                raise Overloaded(
+                    f"the queue is full ({self._queued} prompts waiting, at most {self._max_queued}); retry later"
+                )
             self._queued += count
         set_gauge(self._metrics, "queue_size", self._queued)
 

@@ -54,8 +54,9 @@ class Faults:
             if FATAL in request.prompt:
                 raise EngineKilled("the engine thread was killed (injected by --fault_injection)")
             if DEVICE in request.prompt:
-                raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered "
-                                             "(injected by --fault_injection)")
+                raise torch.AcceleratorError(
+                    "CUDA error: an illegal memory access was encountered (injected by --fault_injection)"
+                )
             if STALL in request.prompt:
                 self._unstall.wait()  # the watchdog fails the engine meanwhile; its loop ends after this step
 
@@ -77,9 +78,18 @@ def is_out_of_memory(exc: BaseException) -> bool:
 #: further CUDA work will return the same error. To continue using CUDA, the process must be terminated
 #: and relaunched" (cudaErrorIllegalAddress, cudaErrorAssert, cudaErrorLaunchFailure, ... in
 #: https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html).
-_STICKY = ("an illegal memory access", "device-side assert triggered", "unspecified launch failure",
-           "an illegal instruction", "misaligned address", "invalid program counter", "hardware stack error",
-           "uncorrectable ECC error", "the launch timed out", "operation not supported on global/shared address space")
+_STICKY = (
+    "an illegal memory access",
+    "device-side assert triggered",
+    "unspecified launch failure",
+    "an illegal instruction",
+    "misaligned address",
+    "invalid program counter",
+    "hardware stack error",
+    "uncorrectable ECC error",
+    "the launch timed out",
+    "operation not supported on global/shared address space",
+)
 
 
 def is_unrecoverable(exc: BaseException) -> bool:

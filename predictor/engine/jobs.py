@@ -67,6 +67,7 @@ class Job:
 
     def settle(self, *, result: list | None = None, exception: BaseException | None = None) -> None:
         """Hand the outcome to the waiting event loop (from the engine thread)."""
+
         def apply() -> None:
             if not self.future.done():  # not cancelled meanwhile
                 if exception is not None:

@@ -15,9 +15,22 @@ from collections.abc import Hashable, Sequence
 from predictor.core import GenerationRequest, new_tokens
 from predictor.settings import BatchPolicy
 
-_SEARCH = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "num_beams",
-           "num_return_sequences", "early_stopping", "length_penalty", "remove_invalid_values",
-           "encoder_no_repeat_ngram_size", "max_time", "num_beam_groups", "diversity_penalty")
+_SEARCH = (
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "num_beams",
+    "num_return_sequences",
+    "early_stopping",
+    "length_penalty",
+    "remove_invalid_values",
+    "encoder_no_repeat_ngram_size",
+    "max_time",
+    "num_beam_groups",
+    "diversity_penalty",
+)
 
 
 def continuous(request: GenerationRequest) -> bool:
@@ -35,8 +48,7 @@ def longest(request: GenerationRequest) -> int:
     return request.sampling.max_length
 
 
-def admit(running_rows: int, running_longest: int, waiting: Sequence[GenerationRequest],
-          policy: BatchPolicy) -> int:
+def admit(running_rows: int, running_longest: int, waiting: Sequence[GenerationRequest], policy: BatchPolicy) -> int:
     """How many of the oldest waiting requests may join the continuous batch now.
 
     The batch's cache holds rows x its longest row: both stay within the policy. First come, first

@@ -40,15 +40,24 @@ class Backend(Protocol):
 
     def token_texts(self, ids: Sequence[int]) -> list[str]: ...
 
-    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str,
-                   scored=None, prompt_scored=None) -> Completion: ...
+    def completion(
+        self, request: GenerationRequest, tokens: Sequence[int], reason: str, scored=None, prompt_scored=None
+    ) -> Completion: ...
 
 
 class Worker:
     """Runs on the engine thread only; ``release(n)`` tells the engine n queued prompts left the queue."""
 
-    def __init__(self, backend: Backend, policy: BatchPolicy, metrics: Metrics | None, faults: fault.Faults,
-                 jobs: queue.Queue, release: Callable[[int], None], health: Health) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        policy: BatchPolicy,
+        metrics: Metrics | None,
+        faults: fault.Faults,
+        jobs: queue.Queue,
+        release: Callable[[int], None],
+        health: Health,
+    ) -> None:
         self._backend, self._policy, self._metrics, self._faults = backend, policy, metrics, faults
         self._queue, self._release, self._health = jobs, release, health
         self.batch = backend.continuous()
@@ -134,9 +143,12 @@ class Worker:
         """Prefill and add ``joining``; if that fails, each one alone (retry.py), so only the culprit fails."""
         # A failed join leaves the running rows untouched: join changes nothing until it succeeds.
         before, done = self.batch.tokens_generated, []
-        for jobs, outcome in together_or_alone(joining, self._join_batch,
-                                               "%d requests failed to join together (%s); joining them one by one",
-                                               fatal=fault.is_unrecoverable):
+        for jobs, outcome in together_or_alone(
+            joining,
+            self._join_batch,
+            "%d requests failed to join together (%s); joining them one by one",
+            fatal=fault.is_unrecoverable,
+        ):
             if isinstance(outcome, Exception):
                 self._fail(jobs[0], outcome)
                 continue
@@ -190,7 +202,7 @@ class Worker:
         for row in self.batch.rows:
             job = row.owner
             if job.stream is not None:
-                new = row.choice.tokens[row.choice.prompt_length:]
+                new = row.choice.tokens[row.choice.prompt_length :]
                 piece = self._text_stream(job, row.index).piece(new)
                 if piece and row.choice.scored is not None:
                     self._emit_logprobs(job, row.index, row.choice.scored)

@@ -62,51 +62,83 @@ class Runner:
         """A continuous batch on this model, for every request without beams."""
         return ContinuousBatch(self.loaded.model, self.loaded.eos_token_id, self.decode, self.decoder)
 
-    def run_batch(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None = None,
-                  check: Callable[[Sequence[GenerationRequest]], None] | None = None) -> list[Result]:
+    def run_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        stop: Callable[[], bool] | None = None,
+        check: Callable[[Sequence[GenerationRequest]], None] | None = None,
+    ) -> list[Result]:
         """Texts for every request, in order; a request that fails gets its exception instead.
 
         If a batch fails, its requests run again one by one (retry.py), so only the culprit fails.
         ``stop`` ends the search early when it returns True; ``check`` runs before each model call
         (the engine's fault injection).
         """
+
         def run(batch: Sequence[GenerationRequest]) -> list[list[Completion]]:
             if check is not None:
                 check(batch)
             return self._generate(batch, stop)
 
         results: list[Result] = []
-        for _, outcome in together_or_alone(requests, run, "a batch of %d failed (%s); running its requests one by one"):
+        for _, outcome in together_or_alone(
+            requests, run, "a batch of %d failed (%s); running its requests one by one"
+        ):
             results += [outcome] if isinstance(outcome, Exception) else outcome
         return results
 
-    def _generate(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None) -> list[list[Completion]]:
+    def _generate(
+        self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None
+    ) -> list[list[Completion]]:
         model, first = self.loaded.model, requests[0].sampling
         eos, width = self.loaded.eos_token_id, max(len(r.input_ids) for r in requests)
-        input_ids = torch.tensor([[eos] * (width - len(r.input_ids)) + list(r.input_ids) for r in requests],
-                                 dtype=torch.long, device=model.device)
-        attention_mask = (torch.arange(width, device=model.device)[None, :]
-                          >= torch.tensor([width - len(r.input_ids) for r in requests], device=model.device)[:, None])
-        (most, least), = {new_tokens(r) for r in requests}  # equal by scheduling.beam_key
+        input_ids = torch.tensor(
+            [[eos] * (width - len(r.input_ids)) + list(r.input_ids) for r in requests],
+            dtype=torch.long,
+            device=model.device,
+        )
+        attention_mask = (
+            torch.arange(width, device=model.device)[None, :]
+            >= torch.tensor([width - len(r.input_ids) for r in requests], device=model.device)[:, None]
+        )
+        ((most, least),) = {new_tokens(r) for r in requests}  # equal by scheduling.beam_key
         config = generation_config(replace(first, max_length=width + most, min_length=width + least), eos)
         if first.num_beams > 1 and not first.do_sample:  # deterministic beams, diverse or not: see diverse.py
             with torch.inference_mode():
-                found = diverse.generate(model, input_ids, attention_mask.long(), config, first.num_beam_groups,
-                                         first.diversity_penalty or 0.0, stop)
-            return [self._beams(r, sequences, self._rescored(r, sequences) if r.sampling.logprobs is not None else None)
-                    for r, sequences in zip(requests, found, strict=True)]
+                found = diverse.generate(
+                    model,
+                    input_ids,
+                    attention_mask.long(),
+                    config,
+                    first.num_beam_groups,
+                    first.diversity_penalty or 0.0,
+                    stop,
+                )
+            return [
+                self._beams(r, sequences, self._rescored(r, sequences) if r.sampling.logprobs is not None else None)
+                for r, sequences in zip(requests, found, strict=True)
+            ]
         criteria = StoppingCriteriaList([_Abandoned(stop)] if stop is not None else [])
         top = max((r.sampling.logprobs for r in requests if r.sampling.logprobs is not None), default=None)
         if top is not None:  # the scores of every step, kept only when asked: they cost memory
             config.output_scores = config.return_dict_in_generate = True
         with torch.inference_mode(), _seeded(first.seed, model.device):
-            out = model.generate(input_ids=input_ids, attention_mask=attention_mask.long(), generation_config=config,
-                                 stopping_criteria=criteria)
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask.long(),
+                generation_config=config,
+                stopping_criteria=criteria,
+            )
             scored = _beam_scores(out, width, top) if top is not None else None
         sequences, n = (out if top is None else out.sequences), first.num_return_sequences
-        return [self._beams(r, [row[width:].tolist() for row in sequences[i * n:(i + 1) * n]],
-                            scored[i * n:(i + 1) * n] if scored and r.sampling.logprobs is not None else None)
-                for i, r in enumerate(requests)]
+        return [
+            self._beams(
+                r,
+                [row[width:].tolist() for row in sequences[i * n : (i + 1) * n]],
+                scored[i * n : (i + 1) * n] if scored and r.sampling.logprobs is not None else None,
+            )
+            for i, r in enumerate(requests)
+        ]
 
     def _rescored(self, request: GenerationRequest, sequences: list[list[int]]) -> list[list[Scored]]:
         """Logprobs for deterministic beams (diverse.py keeps no per-step scores): one forward pass over
@@ -119,17 +151,21 @@ class Runner:
                 continue
             ids = torch.tensor([list(request.input_ids) + tokens], device=self.loaded.model.device)
             with torch.inference_mode():
-                logits = self.loaded.model(input_ids=ids).logits[0, len(request.input_ids) - 1:-1]
-            result.append(scores_of(logits, ids[0, len(request.input_ids):], request.sampling.logprobs))
+                logits = self.loaded.model(input_ids=ids).logits[0, len(request.input_ids) - 1 : -1]
+            result.append(scores_of(logits, ids[0, len(request.input_ids) :], request.sampling.logprobs))
         return result
 
-    def _beams(self, request: GenerationRequest, sequences: list[list[int]],
-               scored: list[list[Scored]] | None = None) -> list[Completion]:
+    def _beams(
+        self, request: GenerationRequest, sequences: list[list[int]], scored: list[list[Scored]] | None = None
+    ) -> list[Completion]:
         eos, completions = self.loaded.eos_token_id, []
         for index, sequence in enumerate(sequences):
             tokens = [t for t in sequence if t != eos]  # EOS and the padding after it
-            kept = None if scored is None else [(t, lp, top[:request.sampling.logprobs])
-                                                for t, lp, top in scored[index][:len(tokens)]]
+            kept = (
+                None
+                if scored is None
+                else [(t, lp, top[: request.sampling.logprobs]) for t, lp, top in scored[index][: len(tokens)]]
+            )
             completions.append(self.completion(request, tokens, "eos" if eos in sequence else "length", kept))
         return completions
 
@@ -137,8 +173,14 @@ class Runner:
         """New tokens as text, without special tokens."""
         return self.loaded.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def completion(self, request: GenerationRequest, tokens: Sequence[int], reason: str,
-                   scored: Sequence[Scored] | None = None, prompt_scored: Sequence[Scored] | None = None) -> Completion:
+    def completion(
+        self,
+        request: GenerationRequest,
+        tokens: Sequence[int],
+        reason: str,
+        scored: Sequence[Scored] | None = None,
+        prompt_scored: Sequence[Scored] | None = None,
+    ) -> Completion:
         """The prompt exactly as sent, then the continuation, cut before the first stop string.
 
         Decoding only the new tokens keeps the prompt byte-for-byte (even text that tokenizes to a
@@ -151,13 +193,21 @@ class Runner:
             logprobs = token_logprobs(self.token_texts, scored, len(continuation))
         if prompt_scored is not None:
             prompt_logprobs = prompt_token_logprobs(self.token_texts, request.input_ids, prompt_scored)
-        return Completion(request.prompt + continuation, continuation, "stop" if stopped else reason,
-                          len(request.input_ids), len(tokens), logprobs, prompt_logprobs)
+        return Completion(
+            request.prompt + continuation,
+            continuation,
+            "stop" if stopped else reason,
+            len(request.input_ids),
+            len(tokens),
+            logprobs,
+            prompt_logprobs,
+        )
 
     def token_texts(self, ids: Sequence[int]) -> list[str]:
         """Each token's own text, special tokens included (an alternative may be EOS)."""
-        return self.loaded.tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False,
-                                                  clean_up_tokenization_spaces=False)
+        return self.loaded.tokenizer.batch_decode(
+            [[i] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
 
 
 def _beam_scores(out, width: int, top: int) -> list[list[Scored]]:
@@ -180,10 +230,25 @@ def generation_config(s: Sampling, eos_token_id: int) -> GenerationConfig:
     Unset values take transformers' own defaults, as in the service this replaces; the loader
     resets the model's generation_config so a checkpoint's file cannot change them.
     """
-    options = {name: getattr(s, name) for name in (
-        "max_length", "min_length", "do_sample", "num_beams", "num_return_sequences", "temperature",
-        "top_k", "top_p", "repetition_penalty", "early_stopping", "length_penalty",
-        "encoder_no_repeat_ngram_size", "max_time", "remove_invalid_values")}
+    options = {
+        name: getattr(s, name)
+        for name in (
+            "max_length",
+            "min_length",
+            "do_sample",
+            "num_beams",
+            "num_return_sequences",
+            "temperature",
+            "top_k",
+            "top_p",
+            "repetition_penalty",
+            "early_stopping",
+            "length_penalty",
+            "encoder_no_repeat_ngram_size",
+            "max_time",
+            "remove_invalid_values",
+        )
+    }
     return GenerationConfig(
         **{k: v for k, v in options.items() if v is not None},
         pad_token_id=eos_token_id,  # GPT-J has no pad token: EOS pads (on the left)

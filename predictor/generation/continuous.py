@@ -26,7 +26,9 @@ class Decoder(Protocol):
     @property
     def rows(self) -> int: ...
 
-    def join(self, prompts: Sequence[Sequence[int]], score: Mapping[int, dynamic.Score] | None = None) -> torch.Tensor: ...
+    def join(
+        self, prompts: Sequence[Sequence[int]], score: Mapping[int, dynamic.Score] | None = None
+    ) -> torch.Tensor: ...
 
     def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor: ...
 
@@ -65,8 +67,9 @@ class Done:
 class ContinuousBatch:
     """The rows generating now, and the model they run on. Used from the engine thread only."""
 
-    def __init__(self, model, eos: int, decode_text: Callable[[Sequence[int]], str] | None = None,
-                 decoder: Decoder | None = None) -> None:
+    def __init__(
+        self, model, eos: int, decode_text: Callable[[Sequence[int]], str] | None = None, decoder: Decoder | None = None
+    ) -> None:
         self.model, self.eos, self.decode_text = model, eos, decode_text  # decode_text: for stop strings
         self.decoder = decoder or dynamic.DynamicDecoder(model, eos)
         self.rows: list[Row] = []
@@ -83,8 +86,10 @@ class ContinuousBatch:
         for owner, request in entries:
             s, (max_new, min_new) = request.sampling, new_tokens(request)
             deadline = now + s.max_time if s.max_time is not None else None
-            rows += [Row(owner, i, row_choice(s, request.input_ids, min_new, i), max_new, deadline)
-                     for i in range(s.num_return_sequences)]
+            rows += [
+                Row(owner, i, row_choice(s, request.input_ids, min_new, i), max_new, deadline)
+                for i in range(s.num_return_sequences)
+            ]
         with torch.inference_mode():
             logits = self.decoder.join([row.choice.tokens for row in rows], _prompt_scorers(rows))
             try:
@@ -165,9 +170,17 @@ class ContinuousBatch:
             reason = self._ended(row, now)
             if reason:
                 finished[index] = reason
-        done = [Done(self.rows[i].owner, self.rows[i].index, self._new(self.rows[i]), reason,
-                     self.rows[i].choice.scored, self.rows[i].choice.prompt_scored)
-                for i, reason in sorted(finished.items())]
+        done = [
+            Done(
+                self.rows[i].owner,
+                self.rows[i].index,
+                self._new(self.rows[i]),
+                reason,
+                self.rows[i].choice.scored,
+                self.rows[i].choice.prompt_scored,
+            )
+            for i, reason in sorted(finished.items())
+        ]
         self._drop(set(finished) | drop)
         return done
 
@@ -188,7 +201,7 @@ class ContinuousBatch:
 
     @staticmethod
     def _new(row: Row) -> list[int]:
-        return row.choice.tokens[row.choice.prompt_length:]
+        return row.choice.tokens[row.choice.prompt_length :]
 
     def _drop(self, indices: set[int]) -> None:
         if indices:
@@ -208,5 +221,6 @@ def _prompt_scorers(rows: Sequence[Row]) -> dict[int, dynamic.Score]:
                 scored = prompt_scores(choice.tokens, logits, choice.sampling.logprobs or 0)
                 for sibling in siblings:
                     sibling.choice.prompt_scored = scored
+
             scorers[position] = score
     return scorers

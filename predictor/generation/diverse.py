@@ -63,7 +63,7 @@ class _Hypotheses:
     worst: float = 1e9
 
     def add(self, tokens: list[int], sum_logprobs: float, length: int) -> None:
-        score = sum_logprobs / length ** self.length_penalty
+        score = sum_logprobs / length**self.length_penalty
         if len(self.beams) < self.size or score > self.worst:
             self.beams.append((score, tokens))
             if len(self.beams) > self.size:  # drop the worst (the earliest of equals)
@@ -81,7 +81,7 @@ class _Hypotheses:
             return True
         if self.early_stopping == "never" and self.length_penalty > 0.0:
             length = self.max_new
-        return self.worst >= best_sum_logprobs / length ** self.length_penalty
+        return self.worst >= best_sum_logprobs / length**self.length_penalty
 
 
 @dataclass
@@ -115,9 +115,15 @@ class _Search:
         return all(all(per_prompt) for per_prompt in self.done)
 
 
-def generate(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-             config: GenerationConfig, num_beam_groups: int, diversity_penalty: float,
-             stop: Callable[[], bool] | None = None) -> list[list[list[int]]]:
+def generate(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    config: GenerationConfig,
+    num_beam_groups: int,
+    diversity_penalty: float,
+    stop: Callable[[], bool] | None = None,
+) -> list[list[list[int]]]:
     """Diverse beam search (plain beam search with one group) for a batch of left-padded prompts.
 
     ``config`` holds lengths counted on the padded rows, as ``generate`` would. Returns, per prompt,
@@ -145,12 +151,13 @@ def _start(input_ids: torch.Tensor, config: GenerationConfig, groups: int, penal
     size = config.num_beams // groups
     length_penalty = 1.0 if config.length_penalty is None else config.length_penalty
     early_stopping = False if config.early_stopping is None else config.early_stopping
-    hyps = [[_Hypotheses(size, length_penalty, early_stopping, config.max_length - prompt_len)
-             for _ in range(groups)] for _ in range(batch)]
+    hyps = [
+        [_Hypotheses(size, length_penalty, early_stopping, config.max_length - prompt_len) for _ in range(groups)]
+        for _ in range(batch)
+    ]
     scores = torch.full((batch, config.num_beams), -1e9, dtype=torch.float, device=input_ids.device)
     scores[:, ::size] = 0.0  # only the first beam of each group is live at the first step
-    return _Search(config, groups, penalty, batch, prompt_len, _processors(config, input_ids), hyps,
-                   scores.view(-1))
+    return _Search(config, groups, penalty, batch, prompt_len, _processors(config, input_ids), hyps, scores.view(-1))
 
 
 def _processors(config: GenerationConfig, input_ids: torch.Tensor) -> LogitsProcessorList:
@@ -174,8 +181,7 @@ def _forward(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, cach
     new = ids.shape[1] - cache.get_seq_length()
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)[:, -new:]
     # The cache goes second, by position: transformers 5.0-5.17 name it past_key_values, later 5.x cache.
-    out = model(ids[:, -new:], cache, attention_mask=mask, position_ids=positions, use_cache=True,
-                logits_to_keep=1)
+    out = model(ids[:, -new:], cache, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     return out.logits[:, -1, :]
 
 
@@ -213,8 +219,9 @@ def _step(search: _Search, ids: torch.Tensor, logits: torch.Tensor) -> tuple[tor
     return torch.cat([ids, chosen[:, None]], dim=1), order
 
 
-def _choose(search: _Search, group: int, group_ids: torch.Tensor, top: list[list[float]], index: list[list[int]],
-            vocab: int) -> tuple[list[float], list[int], list[int]]:
+def _choose(
+    search: _Search, group: int, group_ids: torch.Tensor, top: list[list[float]], index: list[list[int]], vocab: int
+) -> tuple[list[float], list[int], list[int]]:
     """BeamSearchScorer.process for one group: finished hypotheses, then the beams that go on.
 
     ``top`` and ``index``: each prompt's best candidates (beam * vocab + token), best first. Returns the
@@ -229,10 +236,12 @@ def _choose(search: _Search, group: int, group_ids: torch.Tensor, top: list[list
             sources += [b * size] * size
             continue
         going = 0
-        for rank, (score, (source, tok)) in enumerate(zip(row_top, (divmod(i, vocab) for i in row_index), strict=False)):
+        for rank, (score, (source, tok)) in enumerate(
+            zip(row_top, (divmod(i, vocab) for i in row_index), strict=False)
+        ):
             if tok == eos:
                 if rank < size:
-                    hypothesis = group_ids[b * size + source, search.prompt_len:].tolist() + [eos]
+                    hypothesis = group_ids[b * size + source, search.prompt_len :].tolist() + [eos]
                     search.hyps[b][group].add(hypothesis, score, length)
                 continue
             scores.append(score)
@@ -247,15 +256,18 @@ def _choose(search: _Search, group: int, group_ids: torch.Tensor, top: list[list
 
 def _finished(search: _Search, ids: torch.Tensor, started: float, stop: Callable[[], bool] | None) -> bool:
     max_time = search.config.max_time
-    return (search.all_done() or ids.shape[1] >= search.config.max_length
-            or (max_time is not None and time.monotonic() - started > max_time)
-            or (stop is not None and stop()))
+    return (
+        search.all_done()
+        or ids.shape[1] >= search.config.max_length
+        or (max_time is not None and time.monotonic() - started > max_time)
+        or (stop is not None and stop())
+    )
 
 
 def _best(search: _Search, ids: torch.Tensor) -> list[list[list[int]]]:
     """BeamSearchScorer.finalize: open groups add their running beams; the best of all groups win."""
     length = ids.shape[1] - search.prompt_len
-    new_tokens, scores = ids[:, search.prompt_len:].tolist(), search.scores.tolist()
+    new_tokens, scores = ids[:, search.prompt_len :].tolist(), search.scores.tolist()
     answers = []
     for b in range(search.batch):
         for group in range(search.groups):

@@ -53,8 +53,9 @@ def _kv(cache: DynamicCache) -> KV:
 Score = Callable[[torch.Tensor], None]
 
 
-def prefill(model, prompts: Sequence[Sequence[int]], pad: int,
-            score: Mapping[int, Score] | None = None) -> tuple[DecodeState, torch.Tensor]:
+def prefill(
+    model, prompts: Sequence[Sequence[int]], pad: int, score: Mapping[int, Score] | None = None
+) -> tuple[DecodeState, torch.Tensor]:
     """Run new rows' prompts (left-padded together); returns their state and next-token logits.
 
     ``score`` (row -> callback) asks for logits at every position of those rows' prompts: the same
@@ -64,10 +65,16 @@ def prefill(model, prompts: Sequence[Sequence[int]], pad: int,
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     cache = DynamicCache(config=model.config)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=0 if score else 1, **{_cache_argument(type(model)): cache})
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=0 if score else 1,
+        **{_cache_argument(type(model)): cache},
+    )
     for row, callback in (score or {}).items():
-        callback(out.logits[row, width - len(prompts[row]):])
+        callback(out.logits[row, width - len(prompts[row]) :])
     return DecodeState(_kv(cache), mask, mask.sum(1)), out.logits[:, -1]
 
 
@@ -75,8 +82,13 @@ def step(model, state: DecodeState, tokens: Sequence[int]) -> tuple[DecodeState,
     """One decode step: feed each row its latest token, get next-token logits."""
     mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1])], dim=1)
     cache = DynamicCache(ddp_cache_data=state.kv)
-    out = model(input_ids=torch.tensor(tokens, device=mask.device)[:, None], attention_mask=mask,
-                position_ids=state.positions[:, None], use_cache=True, **{_cache_argument(type(model)): cache})
+    out = model(
+        input_ids=torch.tensor(tokens, device=mask.device)[:, None],
+        attention_mask=mask,
+        position_ids=state.positions[:, None],
+        use_cache=True,
+        **{_cache_argument(type(model)): cache},
+    )
     return DecodeState(_kv(cache), mask, state.positions + 1), out.logits[:, -1]
 
 
@@ -92,10 +104,16 @@ def merge(a: DecodeState, b: DecodeState) -> DecodeState:
     """One state with a's rows then b's rows, the shorter cache left-padded to the longer."""
     length = max(a.length, b.length)
     pa, pb = length - a.length, length - b.length
-    kv = [(torch.cat([_pad_left(ka, pa, 2), _pad_left(kb, pb, 2)]), torch.cat([_pad_left(va, pa, 2), _pad_left(vb, pb, 2)]))
-          for (ka, va), (kb, vb) in zip(a.kv, b.kv, strict=True)]
-    return DecodeState(kv, torch.cat([_pad_left(a.mask, pa, 1), _pad_left(b.mask, pb, 1)]),
-                       torch.cat([a.positions, b.positions]))
+    kv = [
+        (
+            torch.cat([_pad_left(ka, pa, 2), _pad_left(kb, pb, 2)]),
+            torch.cat([_pad_left(va, pa, 2), _pad_left(vb, pb, 2)]),
+        )
+        for (ka, va), (kb, vb) in zip(a.kv, b.kv, strict=True)
+    ]
+    return DecodeState(
+        kv, torch.cat([_pad_left(a.mask, pa, 1), _pad_left(b.mask, pb, 1)]), torch.cat([a.positions, b.positions])
+    )
 
 
 def keep(state: DecodeState, rows: Sequence[int]) -> DecodeState | None:
@@ -109,7 +127,9 @@ def keep(state: DecodeState, rows: Sequence[int]) -> DecodeState | None:
     return DecodeState(kv, mask[:, start:], state.positions[index])
 
 
-def step_rows(model, state: DecodeState, rows: Sequence[int], tokens: Sequence[int]) -> tuple[DecodeState, torch.Tensor]:
+def step_rows(
+    model, state: DecodeState, rows: Sequence[int], tokens: Sequence[int]
+) -> tuple[DecodeState, torch.Tensor]:
     """A decode step for ``rows`` only; the others get a padding column, so no row moves."""
     sub = keep(state, rows)
     stepped, logits = step(model, sub, tokens)
@@ -159,8 +179,9 @@ class DynamicDecoder:
     def undo_step(self) -> None:
         """Forget the last step for every row (its tokens were not kept): drop the newest column."""
         state = self.state
-        self.state = DecodeState([(k[:, :, :-1], v[:, :, :-1]) for k, v in state.kv], state.mask[:, :-1],
-                                 state.positions - 1)
+        self.state = DecodeState(
+            [(k[:, :, :-1], v[:, :, :-1]) for k, v in state.kv], state.mask[:, :-1], state.positions - 1
+        )
 
     def keep(self, survivors: Sequence[int]) -> list[int]:
         """Keep only ``survivors``; the rows' new order (old indices): unchanged here."""

@@ -41,7 +41,7 @@ class PresenceFrequencyPenalty(LogitsProcessor):
         self.presence, self.frequency, self.prompt_length = presence, frequency, prompt_length
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        generated = input_ids[:, self.prompt_length:]
+        generated = input_ids[:, self.prompt_length :]
         counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
         return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
 
@@ -80,15 +80,20 @@ def row_choice(sampling: Sampling, prompt: Sequence[int], min_new: int, index: i
     if sampling.repetition_penalty not in (None, 1.0):
         history.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
     if sampling.encoder_no_repeat_ngram_size:
-        history.append(EncoderNoRepeatNGramLogitsProcessor(sampling.encoder_no_repeat_ngram_size,
-                                                           torch.tensor([list(prompt)])))
+        history.append(
+            EncoderNoRepeatNGramLogitsProcessor(sampling.encoder_no_repeat_ngram_size, torch.tensor([list(prompt)]))
+        )
     if sampling.presence_penalty or sampling.frequency_penalty:
-        history.append(PresenceFrequencyPenalty(sampling.presence_penalty or 0.0, sampling.frequency_penalty or 0.0,
-                                                len(prompt)))
+        history.append(
+            PresenceFrequencyPenalty(sampling.presence_penalty or 0.0, sampling.frequency_penalty or 0.0, len(prompt))
+        )
     key = None
     if sampling.do_sample:
-        key = (_or(sampling.temperature, DEFAULT_TEMPERATURE), _or(sampling.top_k, DEFAULT_TOP_K),
-               _or(sampling.top_p, DEFAULT_TOP_P))
+        key = (
+            _or(sampling.temperature, DEFAULT_TEMPERATURE),
+            _or(sampling.top_k, DEFAULT_TOP_K),
+            _or(sampling.top_p, DEFAULT_TOP_P),
+        )
     seed = None if sampling.seed is None else sampling.seed + index  # each sequence its own stream
     scored = None if sampling.logprobs is None else []
     return RowChoice(sampling, list(prompt), len(prompt), min_new, history, key, seed, scored=scored)
@@ -104,7 +109,7 @@ def choose(rows: Sequence[RowChoice], logits: torch.Tensor, eos: int) -> torch.T
     for index, row in enumerate(rows):
         if row.history:
             ids = torch.tensor([row.tokens], device=scores.device)
-            scores[index:index + 1] = row.history(ids, scores[index:index + 1])
+            scores[index : index + 1] = row.history(ids, scores[index : index + 1])
     banned = torch.tensor([row.generated < row.min_new for row in rows], device=scores.device)
     if banned.any():
         scores[banned, eos] = -float("inf")
@@ -121,10 +126,10 @@ def choose(rows: Sequence[RowChoice], logits: torch.Tensor, eos: int) -> torch.T
         elif row.warp_key is not None:  # seeded: drawn alone, from its own generator
             if row.generator is None:
                 row.generator = torch.Generator(device=scores.device).manual_seed(row.seed)
-            token, warped = _sample(scores[index:index + 1], *row.warp_key, generator=row.generator)
+            token, warped = _sample(scores[index : index + 1], *row.warp_key, generator=row.generator)
             chosen[index] = token[0]
             if drawn is not None and row.scored is not None:
-                drawn[index:index + 1] = warped
+                drawn[index : index + 1] = warped
     for (temperature, top_k, top_p), indices in groups.items():
         chosen[indices], warped = _sample(scores[indices], temperature, top_k, top_p)
         if drawn is not None:
@@ -154,8 +159,11 @@ def scores_of(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> list[Scor
     alternatives = logprobs.topk(top, dim=-1) if top else None
     result = []
     for row, (token, logprob) in enumerate(zip(tokens.tolist(), chosen, strict=True)):
-        pairs = () if alternatives is None else tuple(zip(alternatives.indices[row].tolist(),
-                                                         alternatives.values[row].tolist(), strict=True))
+        pairs = (
+            ()
+            if alternatives is None
+            else tuple(zip(alternatives.indices[row].tolist(), alternatives.values[row].tolist(), strict=True))
+        )
         result.append((token, logprob, pairs))
     return result
 
@@ -170,8 +178,9 @@ def prompt_scores(prompt: Sequence[int], logits: torch.Tensor, top: int) -> list
     return scores_of(logits[:-1], torch.tensor(prompt[1:], device=logits.device), top)
 
 
-def _sample(scores: torch.Tensor, temperature: float, top_k: int, top_p: float,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample(
+    scores: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw a token per row; returns the tokens and the warped scores they were drawn from."""
     warpers = LogitsProcessorList()
     if temperature != 1.0:

@@ -33,8 +33,11 @@ def decoder_for(loaded: Loaded, settings: Settings) -> tuple[StaticDecoder | Non
     if path == "auto":
         path = "static" if model.device.type == "cuda" and one_device else "dynamic"
     if path == "dynamic":
-        log.info("decode path: dynamic (cache grows per step, at most %d rows, %d tokens)",
-                 policy.max_batch_size, policy.max_batch_tokens)
+        log.info(
+            "decode path: dynamic (cache grows per step, at most %d rows, %d tokens)",
+            policy.max_batch_size,
+            policy.max_batch_tokens,
+        )
         return None, policy
     if not one_device:
         raise ValueError("--decode_path static needs the model on one device; use dynamic")
@@ -51,8 +54,14 @@ def decoder_for(loaded: Loaded, settings: Settings) -> tuple[StaticDecoder | Non
     except Exception as exc:  # noqa: BLE001 - a failed capture costs speed, not service
         log.warning("CUDA graph capture failed, so the static path runs without graphs: %s", exc)
         graphs = decoder.drop_graphs()
-    log.info("decode path: static, %d rows x %d tokens (%.1f GiB), %d CUDA graphs captured in %.1f s",
-             capacity, max_len, capacity * max_len * per_token / 2**30, graphs, time.monotonic() - started)
+    log.info(
+        "decode path: static, %d rows x %d tokens (%.1f GiB), %d CUDA graphs captured in %.1f s",
+        capacity,
+        max_len,
+        capacity * max_len * per_token / 2**30,
+        graphs,
+        time.monotonic() - started,
+    )
     return decoder, replace(policy, max_batch_size=min(policy.max_batch_size, capacity), preallocated=True)
 
 
@@ -67,9 +76,11 @@ def _rows_that_fit(model, settings: Settings, wanted: int, per_token: int) -> in
     reserve = 3 * PREFILL_TOKENS * per_token + wanted * model.lm_head.out_features * 4
     fits = max(0, int(free * settings.speed.kv_cache_memory_fraction) - reserve) // (max_len * per_token)
     if fits < needed:
-        raise ValueError(f"the GPU's free memory ({free / 2**30:.1f} GiB) holds a KV cache of only {fits} rows of "
-                         f"{max_len} tokens, fewer than --max_return_sequences {needed}: lower --max_length_limit "
-                         f"or --max_return_sequences, or use --decode_path dynamic")
+        raise ValueError(
+            f"the GPU's free memory ({free / 2**30:.1f} GiB) holds a KV cache of only {fits} rows of "
+            f"{max_len} tokens, fewer than --max_return_sequences {needed}: lower --max_length_limit "
+            f"or --max_return_sequences, or use --decode_path dynamic"
+        )
     if fits < wanted:
         log.warning("the KV cache fits %d rows of %d tokens, not --max_batch_size %d", fits, max_len, wanted)
     return min(wanted, fits)

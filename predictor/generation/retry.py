@@ -20,8 +20,9 @@ Outcome = TypeVar("Outcome")
 Fatal = Callable[[BaseException], bool]
 
 
-def each_alone(items: Sequence[Item], run: Callable[[Item], Outcome],
-               fatal: Fatal | None = None) -> list[Outcome | Exception]:
+def each_alone(
+    items: Sequence[Item], run: Callable[[Item], Outcome], fatal: Fatal | None = None
+) -> list[Outcome | Exception]:
     """``run(item)`` for each item, its exception in its place when it raises (a ``fatal`` one is raised)."""
     outcomes: list[Outcome | Exception] = []
     for item in items:
@@ -34,8 +35,9 @@ def each_alone(items: Sequence[Item], run: Callable[[Item], Outcome],
     return outcomes
 
 
-def together_or_alone(items: Sequence[Item], run: Callable[[Sequence[Item]], Outcome], warning: str,
-                      fatal: Fatal | None = None) -> list[tuple[list[Item], Outcome | Exception]]:
+def together_or_alone(
+    items: Sequence[Item], run: Callable[[Sequence[Item]], Outcome], warning: str, fatal: Fatal | None = None
+) -> list[tuple[list[Item], Outcome | Exception]]:
     """``run(items)``; if it raises, ``run([item])`` for each item. Returns each group run and its outcome.
 
     ``warning`` is logged (with the count and the error) before the items run one by one. An error

@@ -57,8 +57,9 @@ def cache_bytes_per_token(config, dtype: torch.dtype) -> int:
 class StaticDecoder:
     """``capacity`` rows of at most ``max_len`` tokens; the Decoder protocol of continuous.py."""
 
-    def __init__(self, model, pad: int, capacity: int, max_len: int, graphs: bool = True,
-                 prefill_tokens: int = PREFILL_TOKENS) -> None:
+    def __init__(
+        self, model, pad: int, capacity: int, max_len: int, graphs: bool = True, prefill_tokens: int = PREFILL_TOKENS
+    ) -> None:
         config, device, dtype = model.config, model.device, model.dtype
         self.model, self.pad, self.capacity, self.max_len = model, pad, capacity, max_len
         self.prefill_tokens = prefill_tokens
@@ -72,8 +73,11 @@ class StaticDecoder:
         self.sincos = create_sinusoidal_positions(config.n_positions, self.rotary_dim).to(device)
         self.qkv = [_fuse_qkv(block.attn) for block in model.transformer.h]
         # transformers' "gelu_new" is the tanh approximation written out in seven kernels; this is one
-        self.act = (functools.partial(F.gelu, approximate="tanh") if config.activation_function == "gelu_new"
-                    else model.transformer.h[0].mlp.act)
+        self.act = (
+            functools.partial(F.gelu, approximate="tanh")
+            if config.activation_function == "gelu_new"
+            else model.transformer.h[0].mlp.act
+        )
         self.graphs = graphs and device.type == "cuda"
         self._captured: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
@@ -90,8 +94,10 @@ class StaticDecoder:
         ``score``: see dynamic.prefill (echo scoring reads the same prefill's logits)."""
         first, lengths = self.rows, [len(p) for p in prompts]
         if first + len(prompts) > self.capacity or max(lengths) >= self.max_len:
-            raise ValueError(f"{len(prompts)} rows of up to {max(lengths)} tokens do not fit the cache "
-                             f"({self.capacity - first} free slots of {self.max_len} tokens)")
+            raise ValueError(
+                f"{len(prompts)} rows of up to {max(lengths)} tokens do not fit the cache "
+                f"({self.capacity - first} free slots of {self.max_len} tokens)"
+            )
         logits = []
         for group in _groups(lengths, self.prefill_tokens):
             scored = {offset: score[row] for offset, row in enumerate(group) if score and row in score}
@@ -104,7 +110,7 @@ class StaticDecoder:
                 self.k[:, slot, :, :length] = keys[:, offset, :, start:]
                 self.v[:, slot, :, :length] = values[:, offset, :, start:]
             del state, keys, values  # before the next group's prefill allocates its own
-        self.lengths[first:first + len(lengths)] = torch.tensor(lengths, device=self.lengths.device)
+        self.lengths[first : first + len(lengths)] = torch.tensor(lengths, device=self.lengths.device)
         self.sizes += lengths
         return torch.cat(logits)
 
@@ -129,7 +135,7 @@ class StaticDecoder:
 
     def undo_step(self) -> None:
         """Forget the last step for every row (its tokens were not kept); the next one overwrites it."""
-        self.lengths[:self.rows] -= 1
+        self.lengths[: self.rows] -= 1
         self.sizes = [size - 1 for size in self.sizes]
 
     def keep(self, survivors: Sequence[int]) -> list[int]:
@@ -202,8 +208,9 @@ class StaticDecoder:
             self._out[:rows].copy_(self._forward(self.tokens[:rows], self.lengths[:rows], None, span))
         return graph
 
-    def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor | None,
-                 span: int) -> torch.Tensor:
+    def _forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor | None, span: int
+    ) -> torch.Tensor:
         """GPT-J for one new token per row: rows are slots[i] (or the first rows), at positions[i]."""
         transformer, count = self.model.transformer, tokens.shape[0]
         index = torch.arange(count, device=tokens.device) if slots is None else slots
@@ -218,8 +225,13 @@ class StaticDecoder:
             self.v[layer][index, :, positions] = qkv[:, 2]
             keys = self.k[layer][:count] if slots is None else self.k[layer][slots]
             values = self.v[layer][:count] if slots is None else self.v[layer][slots]
-            out = F.scaled_dot_product_attention(rotated[:, 0, :, None], keys[:, :, :span], values[:, :, :span],
-                                                 attn_mask=mask, scale=self.head_dim ** -0.5)
+            out = F.scaled_dot_product_attention(
+                rotated[:, 0, :, None],
+                keys[:, :, :span],
+                values[:, :, :span],
+                attn_mask=mask,
+                scale=self.head_dim**-0.5,
+            )
             mlp = block.mlp.fc_out(self.act(block.mlp.fc_in(x)))  # GPT-J: attention and MLP side by side
             hidden = block.attn.out_proj(out.reshape(count, 1, -1)) + mlp + hidden
         return self.model.lm_head(transformer.ln_f(hidden))[:, -1].float()
@@ -237,7 +249,7 @@ def _fuse_qkv(attn) -> torch.Tensor:
     fused = torch.cat([linear.weight.detach() for linear in linears])
     rows = linears[0].weight.shape[0]
     for i, linear in enumerate(linears):
-        linear.weight.data = fused[i * rows:(i + 1) * rows]
+        linear.weight.data = fused[i * rows : (i + 1) * rows]
     return fused
 
 

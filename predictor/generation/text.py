@@ -13,11 +13,12 @@ from predictor.core import TokenLogprob
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """The text before the earliest stop string, and whether one was found."""
     found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
-    return (text[:min(found)], True) if found else (text, False)
+    return (text[: min(found)], True) if found else (text, False)
 
 
-def token_logprobs(texts: Callable[[Sequence[int]], list[str]], scored: Sequence[tuple],
-                   limit: int | None = None) -> tuple[TokenLogprob, ...]:
+def token_logprobs(
+    texts: Callable[[Sequence[int]], list[str]], scored: Sequence[tuple], limit: int | None = None
+) -> tuple[TokenLogprob, ...]:
     """Scored tokens (logits.Scored) as text; with ``limit``, only those that begin within the first
     ``limit`` characters (a stop string cut the text there). ``texts`` decodes each id alone, in one call."""
     ids = list(dict.fromkeys([token for token, _, _ in scored] + [alt for _, _, top in scored for alt, _ in top]))
@@ -31,8 +32,9 @@ def token_logprobs(texts: Callable[[Sequence[int]], list[str]], scored: Sequence
     return tuple(result)
 
 
-def prompt_token_logprobs(texts: Callable[[Sequence[int]], list[str]], prompt: Sequence[int],
-                    scored: Sequence[tuple]) -> tuple[TokenLogprob, ...]:
+def prompt_token_logprobs(
+    texts: Callable[[Sequence[int]], list[str]], prompt: Sequence[int], scored: Sequence[tuple]
+) -> tuple[TokenLogprob, ...]:
     """The prompt's tokens with their logprobs (``scored``: the tokens after the first, which nothing
     predicts: its logprob is None)."""
     return token_logprobs(texts, [(prompt[0], None, ())] + list(scored))
@@ -53,8 +55,8 @@ class TextStream:
         text, stopped = cut_at_stop(self._text(tokens), self.stops)
         if not final and not stopped:
             text = text.rstrip("\ufffd")
-            text = text[:len(text) - self._open_stop(text)]
-        piece, self.sent = text[self.sent:], max(self.sent, len(text))
+            text = text[: len(text) - self._open_stop(text)]
+        piece, self.sent = text[self.sent :], max(self.sent, len(text))
         return piece
 
     def _text(self, tokens: Sequence[int]) -> str:
@@ -64,7 +66,7 @@ class TextStream:
         whole character plus the text of the rest is the text of all: each step decodes a few tokens,
         not the whole sequence again.
         """
-        tail = self.decode(tokens[self.settled:])
+        tail = self.decode(tokens[self.settled :])
         text = self.settled_text + tail
         if not tail.endswith("\ufffd"):
             self.settled, self.settled_text = len(tokens), text

@@ -63,10 +63,17 @@ def load(settings: Settings) -> Loaded:
     dtype = pick_dtype(settings.dtype, cuda)
     log.info("loading tokenizer from %s", source)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    log.info("loading weights from %s (dtype %s, %s)", source, str(dtype).removeprefix("torch."),
-             f"device_map={settings.device_map}" if cuda else "cpu")
+    log.info(
+        "loading weights from %s (dtype %s, %s)",
+        source,
+        str(dtype).removeprefix("torch."),
+        f"device_map={settings.device_map}" if cuda else "cpu",
+    )
     model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, device_map=settings.device_map if cuda else None, trust_remote_code=False,
+        source,
+        dtype=dtype,
+        device_map=settings.device_map if cuda else None,
+        trust_remote_code=False,
         **_attention(settings.speed.attn_implementation),
     ).eval()
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
@@ -78,11 +85,17 @@ def load(settings: Settings) -> Loaded:
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=eos, bos_token_id=eos)
     context = _context_window(model.config)
     if settings.limits.max_length > context:
-        raise ValueError(f"--max_length_limit {settings.limits.max_length} exceeds the model's context "
-                         f"window of {context} tokens")
+        raise ValueError(
+            f"--max_length_limit {settings.limits.max_length} exceeds the model's context window of {context} tokens"
+        )
     log.info("weights on %s in %.1f s", _devices(model), time.monotonic() - started)
-    loaded = Loaded(model=model, tokenizer=tokenizer, eos_token_id=eos, context_window=context,
-                    source=str(Path(source)) if Path(source).exists() else source)
+    loaded = Loaded(
+        model=model,
+        tokenizer=tokenizer,
+        eos_token_id=eos,
+        context_window=context,
+        source=str(Path(source)) if Path(source).exists() else source,
+    )
     _warm_up(loaded)
     return loaded
 
@@ -114,8 +127,9 @@ def _warm_up(loaded: Loaded) -> None:
 
     started = time.monotonic()
     ids = torch.tensor([[loaded.eos_token_id]], device=loaded.model.device)
-    config = GenerationConfig(max_new_tokens=2, do_sample=False, pad_token_id=loaded.eos_token_id,
-                              eos_token_id=loaded.eos_token_id)
+    config = GenerationConfig(
+        max_new_tokens=2, do_sample=False, pad_token_id=loaded.eos_token_id, eos_token_id=loaded.eos_token_id
+    )
     with torch.inference_mode():
         loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
     log.info("warm-up generation took %.2f s", time.monotonic() - started)

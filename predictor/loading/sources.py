@@ -32,8 +32,10 @@ def resolve(model: str) -> str:
         check_directory(path, model)
         return str(path)
     if model.startswith(("/", ".", "~")) or not _is_repo_id(model):
-        raise BadSource(f"--model {model}: no such directory. Give a directory holding a GPT-J checkpoint "
-                        f"(config.json, tokenizer, weights), a hub id such as {EXAMPLE_HUB_ID}, or tiny")
+        raise BadSource(
+            f"--model {model}: no such directory. Give a directory holding a GPT-J checkpoint "
+            f"(config.json, tokenizer, weights), a hub id such as {EXAMPLE_HUB_ID}, or tiny"
+        )
     check_hub(model)
     return model
 
@@ -47,15 +49,20 @@ def check_directory(path: Path, model: str) -> None:
     try:
         names = sorted(os.listdir(path))
     except OSError as exc:
-        raise BadSource(f"--model {model}: cannot read the directory ({exc.strerror}); "
-                        f"make it readable by uid {os.getuid()}") from exc
+        raise BadSource(
+            f"--model {model}: cannot read the directory ({exc.strerror}); make it readable by uid {os.getuid()}"
+        ) from exc
     if "config.json" not in names:
-        raise BadSource(f"--model {model}: no config.json, so no Hugging Face checkpoint "
-                        f"({_contents(names)}). {_where_instead(path, names)}")
+        raise BadSource(
+            f"--model {model}: no config.json, so no Hugging Face checkpoint "
+            f"({_contents(names)}). {_where_instead(path, names)}"
+        )
     check_config(path / "config.json", model)
     if "tokenizer.json" not in names and not {"vocab.json", "merges.txt"} <= set(names):
-        raise BadSource(f"--model {model}: no tokenizer (tokenizer.json, or vocab.json and merges.txt; "
-                        f"{_contents(names)}). Copy the tokenizer files of {EXAMPLE_HUB_ID} beside config.json")
+        raise BadSource(
+            f"--model {model}: no tokenizer (tokenizer.json, or vocab.json and merges.txt; "
+            f"{_contents(names)}). Copy the tokenizer files of {EXAMPLE_HUB_ID} beside config.json"
+        )
     _check_weights(path, names, model)
 
 
@@ -66,21 +73,24 @@ def check_config(config: Path, model: str) -> None:
     except OSError as exc:
         raise BadSource(f"--model {model}: cannot read config.json ({exc.strerror})") from exc
     except ValueError as exc:
-        raise BadSource(f"--model {model}: config.json is not valid JSON ({exc}); "
-                        f"an incomplete download?") from exc
+        raise BadSource(f"--model {model}: config.json is not valid JSON ({exc}); an incomplete download?") from exc
     model_type = data.get("model_type") if isinstance(data, dict) else None
     if model_type != "gptj":
         what = f'model_type "{model_type}"' if model_type else "no model_type"
-        raise BadSource(f"--model {model}: config.json has {what}, not \"gptj\": this server runs GPT-J only. "
-                        f"Give a GPT-J checkpoint such as {EXAMPLE_HUB_ID}")
+        raise BadSource(
+            f'--model {model}: config.json has {what}, not "gptj": this server runs GPT-J only. '
+            f"Give a GPT-J checkpoint such as {EXAMPLE_HUB_ID}"
+        )
 
 
 def _check_weights(path: Path, names: list[str], model: str) -> None:
     """The weight files exist (every shard an index lists) and can be read (safetensors: a whole header)."""
     present = [name for name in SAFETENSORS + PICKLES if name in names]
     if not present:
-        raise BadSource(f"--model {model}: no weights (model.safetensors, pytorch_model.bin, or a sharded "
-                        f"checkpoint's .index.json; {_contents(names)}). An incomplete download?")
+        raise BadSource(
+            f"--model {model}: no weights (model.safetensors, pytorch_model.bin, or a sharded "
+            f"checkpoint's .index.json; {_contents(names)}). An incomplete download?"
+        )
     chosen = present[0]  # transformers' own preference: safetensors first, unsharded first
     files = [chosen]
     if chosen.endswith(".index.json"):
@@ -106,11 +116,13 @@ def _check_weight_file(file: Path, name: str, model: str, listed_in: str | None)
             with open(file, "rb") as handle:
                 handle.read(1)
     except OSError as exc:
-        raise BadSource(f"--model {model}: cannot read {name} ({exc.strerror}); "
-                        f"make it readable by uid {os.getuid()}") from exc
+        raise BadSource(
+            f"--model {model}: cannot read {name} ({exc.strerror}); make it readable by uid {os.getuid()}"
+        ) from exc
     except Exception as exc:  # safetensors raises its own SafetensorError (an Exception)
-        raise BadSource(f"--model {model}: {name} is not a valid safetensors file ({exc}). "
-                        f"An incomplete download?") from exc
+        raise BadSource(
+            f"--model {model}: {name} is not a valid safetensors file ({exc}). An incomplete download?"
+        ) from exc
 
 
 def check_hub(repo_id: str) -> None:
@@ -159,11 +171,15 @@ def _hub_problem(repo_id: str, exc: BaseException) -> str | None:
     if not any(isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled)) for e in chain):
         return None  # not the hub's "could not get the file": keep the original error
     if constants.HF_HUB_OFFLINE or any(isinstance(e, OfflineModeIsEnabled) for e in chain):
-        return (f"{head} HF_HUB_OFFLINE is set and it is not in the cache ({constants.HF_HUB_CACHE}). "
-                f"Unset HF_HUB_OFFLINE to download it, or {local}")
+        return (
+            f"{head} HF_HUB_OFFLINE is set and it is not in the cache ({constants.HF_HUB_CACHE}). "
+            f"Unset HF_HUB_OFFLINE to download it, or {local}"
+        )
     cause = chain[-1]
-    return (f"{head} the hub ({constants.ENDPOINT}) cannot be reached ({type(cause).__name__}: {cause}) and "
-            f"it is not in the cache. Let the pod reach the hub, or {local}")
+    return (
+        f"{head} the hub ({constants.ENDPOINT}) cannot be reached ({type(cause).__name__}: {cause}) and "
+        f"it is not in the cache. Let the pod reach the hub, or {local}"
+    )
 
 
 def _is_repo_id(text: str) -> bool:

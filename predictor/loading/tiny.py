@@ -92,9 +92,15 @@ def build(dest: Path, spec: TinySpec = TinySpec()) -> None:
     tokenizer.save_pretrained(dest)
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     config = GPTJConfig(
-        vocab_size=max(-(-len(tokenizer) // 64) * 64, spec.model_vocab_size or 0), n_positions=spec.n_positions,
-        n_embd=spec.n_embd, n_layer=spec.n_layer, n_head=spec.n_head, rotary_dim=spec.rotary_dim,
-        bos_token_id=eos_id, eos_token_id=eos_id, tie_word_embeddings=False,
+        vocab_size=max(-(-len(tokenizer) // 64) * 64, spec.model_vocab_size or 0),
+        n_positions=spec.n_positions,
+        n_embd=spec.n_embd,
+        n_layer=spec.n_layer,
+        n_head=spec.n_head,
+        rotary_dim=spec.rotary_dim,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        tie_word_embeddings=False,
     )
     dtype = getattr(torch, spec.dtype)
     # GPT-J-6B's shape in float32 would need 24 GB of host memory: build half precision on the GPU.
@@ -104,7 +110,7 @@ def build(dest: Path, spec: TinySpec = TinySpec()) -> None:
         model = GPTJForCausalLM(config).to(dtype).eval()
     with torch.no_grad():
         bias = model.lm_head.bias
-        bias[len(tokenizer):] = -1e4  # padding rows of the vocabulary, as in GPT-J's 50400
+        bias[len(tokenizer) :] = -1e4  # padding rows of the vocabulary, as in GPT-J's 50400
         if spec.printable_only:
             for token_id in range(len(tokenizer)):
                 text = tokenizer.decode([token_id])
@@ -121,7 +127,11 @@ def _tokenizer(vocab_size: int):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     bpe.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
     return GPT2TokenizerFast(tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS)

@@ -26,10 +26,14 @@ def succeeded(data: Any, message: str | None = None) -> dict[str, Any]:
 
 def details(completion: Completion) -> dict[str, Any]:
     """One sequence in the ``details: true`` form; with ``logprobs``, its generated tokens' logprobs."""
-    form = {"text": completion.text, "finish_reason": completion.finish_reason,
-            "prompt_tokens": completion.prompt_tokens, "generated_tokens": completion.generated_tokens}
+    form = {
+        "text": completion.text,
+        "finish_reason": completion.finish_reason,
+        "prompt_tokens": completion.prompt_tokens,
+        "generated_tokens": completion.generated_tokens,
+    }
     if completion.logprobs is not None:
-        prompt = completion.text[:len(completion.text) - len(completion.continuation)]
+        prompt = completion.text[: len(completion.text) - len(completion.continuation)]
         form["logprobs"] = logprobs.of_completion(completion, prompt, False)
     return form
 
@@ -46,8 +50,10 @@ def shape(texts: Sequence[Sequence[Any]], wants_list: Sequence[bool]) -> Any:
 
 def data(requests: Sequence[GenerationRequest], completions: Sequence[Sequence[Completion]]) -> Any:
     """The envelope's ``data``: texts, or with ``details`` objects, nested by ``shape``."""
-    values = [[details(c) if req.details else c.text for c in sequences]
-              for req, sequences in zip(requests, completions, strict=True)]
+    values = [
+        [details(c) if req.details else c.text for c in sequences]
+        for req, sequences in zip(requests, completions, strict=True)
+    ]
     return shape(values, [req.wants_list for req in requests])
 
 

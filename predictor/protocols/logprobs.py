@@ -40,5 +40,7 @@ def of_completion(completion: Completion, prompt: str, echo: bool) -> dict[str, 
 
 def merge(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Several logprobs objects (a stream's pieces) as one."""
-    return {key: [value for part in parts for value in part[key]]
-            for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+    return {
+        key: [value for part in parts for value in part[key]]
+        for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+    }

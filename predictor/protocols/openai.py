@@ -66,10 +66,15 @@ class CompletionRequest(BaseModel):
     def _prompt(cls, prompt: Any) -> Any:
         if isinstance(prompt, str):
             return prompt
-        if not isinstance(prompt, list) or not (all(isinstance(item, str) for item in prompt) or _ids(prompt)
-                                                or all(isinstance(item, list) and _ids(item) for item in prompt)):
-            raise ValueError(f"must be a string, a list of strings, a list of token ids, or a list of lists of "
-                             f"token ids (got {seed.kind(prompt)})")
+        if not isinstance(prompt, list) or not (
+            all(isinstance(item, str) for item in prompt)
+            or _ids(prompt)
+            or all(isinstance(item, list) and _ids(item) for item in prompt)
+        ):
+            raise ValueError(
+                f"must be a string, a list of strings, a list of token ids, or a list of lists of "
+                f"token ids (got {seed.kind(prompt)})"
+            )
         if not prompt or any(isinstance(item, list) and not item for item in prompt):
             raise ValueError("must hold at least one prompt, and a token-id prompt at least one token")
         return prompt
@@ -140,8 +145,7 @@ def check_vocabulary(req: CompletionRequest, vocabulary: int) -> None:
     for name, prompt in zip(_names(prompts), prompts, strict=True):
         for index, token in enumerate(prompt if isinstance(prompt, list) else ()):
             if not 0 <= token < vocabulary:
-                raise BadRequest(f"{name}[{index}]: token id {token} is outside the vocabulary "
-                                 f"(0 to {vocabulary - 1})")
+                raise BadRequest(f"{name}[{index}]: token id {token} is outside the vocabulary (0 to {vocabulary - 1})")
 
 
 def copies(req: CompletionRequest) -> int:
@@ -157,8 +161,9 @@ def max_tokens(req: CompletionRequest) -> int:
     return req.max_tokens if req.max_tokens is not None else DEFAULT_MAX_TOKENS
 
 
-def requests(req: CompletionRequest, texts: Sequence[str], token_ids: Sequence[Sequence[int]],
-             limits: Limits) -> list[GenerationRequest]:
+def requests(
+    req: CompletionRequest, texts: Sequence[str], token_ids: Sequence[Sequence[int]], limits: Limits
+) -> list[GenerationRequest]:
     """The engine's requests for a parsed request and its prompts' texts and token ids: every prompt,
     with ``max_tokens``, must fit the context window (``limits.max_length``), or a 400 names it."""
     context, wanted, names = limits.max_length, max_tokens(req), _names(token_ids)
@@ -166,15 +171,22 @@ def requests(req: CompletionRequest, texts: Sequence[str], token_ids: Sequence[S
         if not ids:
             raise BadRequest(f"{name}: must not be empty")
         if len(ids) >= context:
-            raise BadRequest(f"{name}: {len(ids)} tokens is too long: the length limit (prompt + new tokens) is "
-                             f"limited to {context}, so a prompt may have at most {context - 1} tokens")
+            raise BadRequest(
+                f"{name}: {len(ids)} tokens is too long: the length limit (prompt + new tokens) is "
+                f"limited to {context}, so a prompt may have at most {context - 1} tokens"
+            )
     for name, ids in zip(names, token_ids, strict=True):
         if len(ids) + wanted > context:
-            raise BadRequest(f"max_tokens: {name} has {len(ids)} tokens; with max_tokens {wanted} that exceeds "
-                             f"this server's limit of {context} tokens (prompt plus max_tokens)")
-    return [GenerationRequest(prompt, tuple(ids), sampling(req, len(ids) + wanted),
-                              wants_list=not greedy(req) and (req.n or 1) > 1)
-            for prompt, ids in zip(texts, token_ids, strict=True)]
+            raise BadRequest(
+                f"max_tokens: {name} has {len(ids)} tokens; with max_tokens {wanted} that exceeds "
+                f"this server's limit of {context} tokens (prompt plus max_tokens)"
+            )
+    return [
+        GenerationRequest(
+            prompt, tuple(ids), sampling(req, len(ids) + wanted), wants_list=not greedy(req) and (req.n or 1) > 1
+        )
+        for prompt, ids in zip(texts, token_ids, strict=True)
+    ]
 
 
 def sampling(req: CompletionRequest, max_length: int) -> Sampling:
@@ -183,13 +195,25 @@ def sampling(req: CompletionRequest, max_length: int) -> Sampling:
     at temperature 1 unless given. The penalties apply to the tokens generated so far. ``echo`` with
     ``logprobs`` also scores the prompt (``max_tokens`` 0: the prompt only, nothing generated)."""
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    common = {"max_length": max_length, "stop": stop, "presence_penalty": req.presence_penalty,
-              "frequency_penalty": req.frequency_penalty, "logprobs": req.logprobs,
-              "score_prompt": bool(req.echo) and req.logprobs is not None}
+    common = {
+        "max_length": max_length,
+        "stop": stop,
+        "presence_penalty": req.presence_penalty,
+        "frequency_penalty": req.frequency_penalty,
+        "logprobs": req.logprobs,
+        "score_prompt": bool(req.echo) and req.logprobs is not None,
+    }
     if greedy(req):
         return Sampling(**common)
-    return Sampling(**common, do_sample=True, num_return_sequences=req.n or 1, top_k=0, top_p=req.top_p,
-                    temperature=req.temperature if req.temperature is not None else 1.0, seed=req.seed)
+    return Sampling(
+        **common,
+        do_sample=True,
+        num_return_sequences=req.n or 1,
+        top_k=0,
+        top_p=req.top_p,
+        temperature=req.temperature if req.temperature is not None else 1.0,
+        seed=req.seed,
+    )
 
 
 def finish_reason(completion: Completion) -> str:
@@ -212,19 +236,29 @@ def choice(index: int, text: str, finish: str | None, token_logprobs: dict[str, 
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
-def response(ids: Ids, req: CompletionRequest, requests: Sequence[GenerationRequest],
-             completions: Sequence[Sequence[Completion]]) -> dict[str, Any]:
+def response(
+    ids: Ids, req: CompletionRequest, requests: Sequence[GenerationRequest], completions: Sequence[Sequence[Completion]]
+) -> dict[str, Any]:
     """The non-streaming answer: choices in prompt order, ``n`` per prompt, and the token usage."""
     choices, generated = [], 0
     for generation, sequences in zip(requests, completions, strict=True):
         for completion in [c for c in sequences for _ in range(copies(req))]:
             text = (generation.prompt if req.echo else "") + completion.continuation
-            choices.append(choice(len(choices), text, finish_reason(completion),
-                                  logprobs.of_completion(completion, generation.prompt, bool(req.echo))))
+            choices.append(
+                choice(
+                    len(choices),
+                    text,
+                    finish_reason(completion),
+                    logprobs.of_completion(completion, generation.prompt, bool(req.echo)),
+                )
+            )
             generated += completion.generated_tokens
     prompt_tokens = sum(len(generation.input_ids) for generation in requests)
     return {**ids.header(), "choices": choices, "usage": usage(prompt_tokens, generated)}
@@ -232,8 +266,14 @@ def response(ids: Ids, req: CompletionRequest, requests: Sequence[GenerationRequ
 
 def error(failure: Failure) -> dict[str, Any]:
     """An error in OpenAI's format: its clients read ``{"error": {"message", "type", "param", "code"}}``."""
-    return {"error": {"message": failure.message, "type": _error_type(failure.status),
-                      "param": _field(failure.message), "code": _error_code(failure.status)}}
+    return {
+        "error": {
+            "message": failure.message,
+            "type": _error_type(failure.status),
+            "param": _field(failure.message),
+            "code": _error_code(failure.status),
+        }
+    }
 
 
 def _error_type(status: int) -> str:

@@ -19,8 +19,9 @@ _SAMPLING_ONLY = ("temperature", "top_k", "top_p")
 _BEAM_ONLY = ("early_stopping", "length_penalty")
 
 
-def requests(parsed: Sequence[PromptRequest], token_ids: Sequence[Sequence[int]],
-             limits: Limits) -> list[GenerationRequest]:
+def requests(
+    parsed: Sequence[PromptRequest], token_ids: Sequence[Sequence[int]], limits: Limits
+) -> list[GenerationRequest]:
     """The engine's requests for request objects (seed API, v2) and their prompts' token ids.
 
     Messages about one of several request objects name it (``[1].prompt: must not be empty``).
@@ -34,11 +35,16 @@ def requests(parsed: Sequence[PromptRequest], token_ids: Sequence[Sequence[int]]
             sampling, notes = plan(req, len(ids), limits)
         except BadRequest as exc:
             raise BadRequest(where + exc.message) from None
-        prepared.append(GenerationRequest(
-            prompt=req.prompt, input_ids=tuple(ids), sampling=sampling,
-            notes=tuple(f"{where}{note}" for note in notes),
-            wants_list=sampling.num_return_sequences > 1, details=bool(req.details) or req.logprobs is not None,
-        ))
+        prepared.append(
+            GenerationRequest(
+                prompt=req.prompt,
+                input_ids=tuple(ids),
+                sampling=sampling,
+                notes=tuple(f"{where}{note}" for note in notes),
+                wants_list=sampling.num_return_sequences > 1,
+                details=bool(req.details) or req.logprobs is not None,
+            )
+        )
     return prepared
 
 
@@ -50,8 +56,9 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
     max_length = _max_length(req, prompt_tokens, min_length, limits, notes)
     if min_length > max_length:
         raise BadRequest(f"min_length: must be <= max_length ({max_length}) (got {min_length})")
-    given = req.model_dump(exclude_none=True, exclude={"prompt", "max_length", "min_length", "max_new_tokens",
-                                                       "stop", "details"})
+    given = req.model_dump(
+        exclude_none=True, exclude={"prompt", "max_length", "min_length", "max_new_tokens", "stop", "details"}
+    )
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     s = Sampling(max_length=max_length, min_length=min_length, stop=stop, **given)
     s = _greedy_or_sampling(s, notes)
@@ -63,14 +70,17 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
     if s.encoder_no_repeat_ngram_size and s.encoder_no_repeat_ngram_size > prompt_tokens:
         # No n-gram of the prompt is that long, so it bans nothing; and transformers allocates one
         # list per n-gram position, so a huge value would exhaust memory (found by trying 10**11).
-        notes.append(f"encoder_no_repeat_ngram_size {s.encoder_no_repeat_ngram_size} is longer than the "
-                     f"prompt ({prompt_tokens} tokens); ignored")
+        notes.append(
+            f"encoder_no_repeat_ngram_size {s.encoder_no_repeat_ngram_size} is longer than the "
+            f"prompt ({prompt_tokens} tokens); ignored"
+        )
         s = replace(s, encoder_no_repeat_ngram_size=None)
     return s, tuple(notes)
 
 
-def _new_tokens_as_max_length(req: PromptRequest, prompt_tokens: int, limits: Limits,
-                              notes: list[str]) -> PromptRequest:
+def _new_tokens_as_max_length(
+    req: PromptRequest, prompt_tokens: int, limits: Limits, notes: list[str]
+) -> PromptRequest:
     """max_new_tokens is max_length counted without the prompt; the same limit applies."""
     if req.max_new_tokens is None:
         return req
@@ -78,29 +88,35 @@ def _new_tokens_as_max_length(req: PromptRequest, prompt_tokens: int, limits: Li
         raise BadRequest("max_new_tokens: give max_length or max_new_tokens, not both")
     total = prompt_tokens + req.max_new_tokens
     if total > limits.max_length and prompt_tokens < limits.max_length:
-        notes.append(f"max_new_tokens {req.max_new_tokens} with the prompt's {prompt_tokens} tokens is over the "
-                     f"limit of {limits.max_length}; capped to {limits.max_length - prompt_tokens}")
+        notes.append(
+            f"max_new_tokens {req.max_new_tokens} with the prompt's {prompt_tokens} tokens is over the "
+            f"limit of {limits.max_length}; capped to {limits.max_length - prompt_tokens}"
+        )
         total = limits.max_length
     return req.model_copy(update={"max_length": total, "max_new_tokens": None})
 
 
-def _max_length(req: PromptRequest, prompt_tokens: int, min_length: int, limits: Limits,
-                notes: list[str]) -> int:
+def _max_length(req: PromptRequest, prompt_tokens: int, min_length: int, limits: Limits, notes: list[str]) -> int:
     if req.max_length is None:  # the default also stretches to honour min_length
         max_length = min(max(prompt_tokens + limits.default_new_tokens, min_length), limits.max_length)
     elif req.max_length > limits.max_length:
-        notes.append(f"max_length {req.max_length} is over the limit of {limits.max_length}; "
-                     f"capped to {limits.max_length}")
+        notes.append(
+            f"max_length {req.max_length} is over the limit of {limits.max_length}; capped to {limits.max_length}"
+        )
         max_length = limits.max_length
     else:
         max_length = req.max_length
     if prompt_tokens >= limits.max_length:
-        raise BadRequest(f"prompt: {prompt_tokens} tokens is too long: max_length (prompt + new tokens) is "
-                         f"limited to {limits.max_length}, so a prompt may have at most "
-                         f"{limits.max_length - 1} tokens")
+        raise BadRequest(
+            f"prompt: {prompt_tokens} tokens is too long: max_length (prompt + new tokens) is "
+            f"limited to {limits.max_length}, so a prompt may have at most "
+            f"{limits.max_length - 1} tokens"
+        )
     if prompt_tokens >= max_length:
-        raise BadRequest(f"max_length: must be greater than the prompt's {prompt_tokens} tokens "
-                         f"to generate anything (got {max_length})")
+        raise BadRequest(
+            f"max_length: must be greater than the prompt's {prompt_tokens} tokens "
+            f"to generate anything (got {max_length})"
+        )
     return max_length
 
 
@@ -108,8 +124,9 @@ def _min_length(req: PromptRequest, limits: Limits, notes: list[str]) -> int:
     if req.min_length is None:
         return 0
     if req.min_length > limits.min_length:
-        notes.append(f"min_length {req.min_length} is over the limit of {limits.min_length}; "
-                     f"capped to {limits.min_length}")
+        notes.append(
+            f"min_length {req.min_length} is over the limit of {limits.min_length}; capped to {limits.min_length}"
+        )
         return limits.min_length
     return req.min_length
 
@@ -134,21 +151,26 @@ def _check_counts(s: Sampling, limits: Limits) -> None:
     if s.num_beams > limits.max_num_beams:
         raise BadRequest(f"num_beams: must be <= {limits.max_num_beams} (got {s.num_beams})")
     if s.num_return_sequences > limits.max_return_sequences:
-        raise BadRequest(f"num_return_sequences: must be <= {limits.max_return_sequences} "
-                         f"(got {s.num_return_sequences})")
+        raise BadRequest(
+            f"num_return_sequences: must be <= {limits.max_return_sequences} (got {s.num_return_sequences})"
+        )
     if s.num_beams > 1 and s.num_return_sequences > s.num_beams:  # beam search returns its beams, sampled or not
-        raise BadRequest(f"num_return_sequences: with beam search it must be <= num_beams ({s.num_beams}) "
-                         f"(got {s.num_return_sequences})")
+        raise BadRequest(
+            f"num_return_sequences: with beam search it must be <= num_beams ({s.num_beams}) "
+            f"(got {s.num_return_sequences})"
+        )
     if s.num_beams == 1 and s.num_return_sequences > 1 and not s.do_sample:
-        raise BadRequest(f"num_return_sequences: greedy search has one answer; use do_sample: true or num_beams "
-                         f">= {s.num_return_sequences} (got {s.num_return_sequences})")
+        raise BadRequest(
+            f"num_return_sequences: greedy search has one answer; use do_sample: true or num_beams "
+            f">= {s.num_return_sequences} (got {s.num_return_sequences})"
+        )
     if s.num_beam_groups > 1:
         if s.num_beam_groups > s.num_beams or s.num_beams % s.num_beam_groups:
-            raise BadRequest(f"num_beam_groups: must divide num_beams ({s.num_beams}) "
-                             f"(got {s.num_beam_groups})")
+            raise BadRequest(f"num_beam_groups: must divide num_beams ({s.num_beams}) (got {s.num_beam_groups})")
         if s.do_sample:
-            raise BadRequest("num_beam_groups: diverse beam search (num_beam_groups > 1) "
-                             "cannot be combined with do_sample: true")
+            raise BadRequest(
+                "num_beam_groups: diverse beam search (num_beam_groups > 1) cannot be combined with do_sample: true"
+            )
 
 
 def _names(ignored: list[str]) -> str:
@@ -165,4 +187,3 @@ def _beam_options(s: Sampling, notes: list[str]) -> Sampling:
         notes.append("diversity_penalty only applies with num_beam_groups > 1; ignored")
         s = replace(s, diversity_penalty=None)
     return s
-

@@ -56,8 +56,11 @@ class PromptRequest(BaseModel):
     @field_validator("stop", mode="before")
     @classmethod
     def _stop_type(cls, stop: Any) -> Any:
-        if stop is not None and not isinstance(stop, str) and not (
-                isinstance(stop, list) and all(isinstance(item, str) for item in stop)):
+        if (
+            stop is not None
+            and not isinstance(stop, str)
+            and not (isinstance(stop, list) and all(isinstance(item, str) for item in stop))
+        ):
             raise ValueError(f"must be a string or a list of strings (got {kind(stop)})")
         return stop
 
@@ -78,6 +81,7 @@ class PromptRequest(BaseModel):
 
 
 # Checks that OpenAI's request (openai.py) shares: each returns the value or raises ValueError.
+
 
 def check_stop(stop: str | list[str] | None) -> str | list[str] | None:
     strings = [stop] if isinstance(stop, str) else stop or []
@@ -155,8 +159,7 @@ def parse(body: Any, max_prompts: int) -> list[PromptRequest]:
     for index, item in enumerate(items):
         prefix = f"[{index}]." if len(items) > 1 else ""
         if not isinstance(item, dict):
-            problems.append(f"{prefix.rstrip('.') or 'body'}: must be a JSON object with a 'prompt' "
-                            f"(got {kind(item)})")
+            problems.append(f"{prefix.rstrip('.') or 'body'}: must be a JSON object with a 'prompt' (got {kind(item)})")
             continue
         try:
             requests.append(PromptRequest.model_validate(item))
@@ -181,8 +184,9 @@ def _items(body: Any) -> list[Any]:
         return body["instances"]
     if isinstance(body, dict):
         return [body]
-    raise BadRequest("body must be a JSON list of request objects, one request object, "
-                     f"or {{\"instances\": [...]}} (got {kind(body)})")
+    raise BadRequest(
+        f'body must be a JSON list of request objects, one request object, or {{"instances": [...]}} (got {kind(body)})'
+    )
 
 
 _PHRASES = {
@@ -219,5 +223,6 @@ def _preview(value: Any) -> str:
 
 def kind(value: Any) -> str:
     """A JSON value's kind, for messages."""
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )

@@ -25,11 +25,13 @@ INPUTS = [{"name": "prompt", "datatype": "BYTES", "shape": [-1]}]
 # logprobs); ``logprobs`` only with the parameter logprobs: N (0-5), each element one sequence's
 # logprobs object as JSON text (protocols/logprobs.py): a tensor's elements must be of one type.
 # (The metadata's tensor objects have only name, datatype and shape, in REST and gRPC alike.)
-OUTPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1]},
-           {"name": "finish_reason", "datatype": "BYTES", "shape": [-1]},
-           {"name": "generated_tokens", "datatype": "INT64", "shape": [-1]},
-           {"name": "prompt_tokens", "datatype": "INT64", "shape": [-1]},
-           {"name": "logprobs", "datatype": "BYTES", "shape": [-1]}]
+OUTPUTS = [
+    {"name": "text", "datatype": "BYTES", "shape": [-1]},
+    {"name": "finish_reason", "datatype": "BYTES", "shape": [-1]},
+    {"name": "generated_tokens", "datatype": "INT64", "shape": [-1]},
+    {"name": "prompt_tokens", "datatype": "INT64", "shape": [-1]},
+    {"name": "logprobs", "datatype": "BYTES", "shape": [-1]},
+]
 
 
 def parse(request: InferRequest, max_prompts: int) -> list[seed.PromptRequest]:
@@ -49,8 +51,9 @@ def request_objects(request: InferRequest) -> list[dict[str, Any]]:
     if tensor.datatype != "BYTES":
         raise BadRequest(f"inputs.prompt: datatype must be BYTES (got {tensor.datatype})")
     if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data or []):
-        raise BadRequest(f"inputs.prompt: shape must be [N] with N prompts (got {tensor.shape} for "
-                         f"{len(tensor.data or [])} values)")
+        raise BadRequest(
+            f"inputs.prompt: shape must be [N] with N prompts (got {tensor.shape} for {len(tensor.data or [])} values)"
+        )
     parameters = plain_parameters(request.parameters or {})
     if "prompt" in parameters:
         raise BadRequest("parameters: 'prompt' belongs in the inputs")
@@ -59,8 +62,9 @@ def request_objects(request: InferRequest) -> list[dict[str, Any]]:
 
 #: Request fields that take a number with a fraction: gRPC's InferParameter has no such type
 #: (bool, int64 and string only, kserve/protocol/grpc/grpc_predict_v2.proto), so they come as strings.
-_FRACTIONAL = frozenset(name for name, field in seed.PromptRequest.model_fields.items()
-                        if field.annotation == (float | None))
+_FRACTIONAL = frozenset(
+    name for name, field in seed.PromptRequest.model_fields.items() if field.annotation == (float | None)
+)
 
 
 def plain_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,8 +102,14 @@ def error(failure: Failure) -> dict[str, Any]:
     return {"error": failure.message}
 
 
-def response(model_name: str, request_id: str | None, completions: Sequence[Sequence[Completion]],
-             details: bool = False, notes: Sequence[str] = (), prompts: Sequence[str] = ()) -> InferResponse:
+def response(
+    model_name: str,
+    request_id: str | None,
+    completions: Sequence[Sequence[Completion]],
+    details: bool = False,
+    notes: Sequence[str] = (),
+    prompts: Sequence[str] = (),
+) -> InferResponse:
     """The ``text`` tensor (full texts, one row per prompt); with ``details`` also finish reasons and counts."""
     width = len(completions[0])  # the same for every prompt: they share the request's parameters
     shape = [len(completions)] if width == 1 else [len(completions), width]
@@ -108,13 +118,26 @@ def response(model_name: str, request_id: str | None, completions: Sequence[Sequ
     if details:
         outputs += [
             InferOutput(name="finish_reason", shape=shape, datatype="BYTES", data=[c.finish_reason for c in flat]),
-            InferOutput(name="generated_tokens", shape=shape, datatype="INT64", data=[c.generated_tokens for c in flat]),
-            InferOutput(name="prompt_tokens", shape=[len(completions)], datatype="INT64",
-                        data=[sequences[0].prompt_tokens for sequences in completions]),
+            InferOutput(
+                name="generated_tokens", shape=shape, datatype="INT64", data=[c.generated_tokens for c in flat]
+            ),
+            InferOutput(
+                name="prompt_tokens",
+                shape=[len(completions)],
+                datatype="INT64",
+                data=[sequences[0].prompt_tokens for sequences in completions],
+            ),
         ]
     if flat[0].logprobs is not None:  # every prompt shares the request's parameters
-        texts = [json.dumps(logprobs.of_completion(c, prompt, False))
-                 for prompt, sequences in zip(prompts, completions, strict=True) for c in sequences]
+        texts = [
+            json.dumps(logprobs.of_completion(c, prompt, False))
+            for prompt, sequences in zip(prompts, completions, strict=True)
+            for c in sequences
+        ]
         outputs.append(InferOutput(name="logprobs", shape=shape, datatype="BYTES", data=texts))
-    return InferResponse(response_id=request_id or uuid.uuid4().hex, model_name=model_name, infer_outputs=outputs,
-                         parameters={"message": "; ".join(notes)} if notes else None)
+    return InferResponse(
+        response_id=request_id or uuid.uuid4().hex,
+        model_name=model_name,
+        infer_outputs=outputs,
+        parameters={"message": "; ".join(notes)} if notes else None,
+    )

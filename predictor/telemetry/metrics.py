@@ -26,30 +26,46 @@ class Metrics:
         self.requests = Counter("gptj_requests", "Inference requests by outcome.", ["outcome"], registry=registry)
         for outcome in OUTCOMES:  # every outcome exists from the start, so rates and alerts see zeros
             self.requests.labels(outcome)
-        self.request_duration = Histogram("gptj_request_duration_seconds", "Request time, arrival to answer.",
-                                          buckets=_REQUEST, registry=registry)
-        self.queue_duration = Histogram("gptj_queue_duration_seconds", "Time from arrival to joining a batch.",
-                                        buckets=_QUEUE, registry=registry)
-        self.time_to_first_token = Histogram("gptj_time_to_first_token_seconds",
-                                             "Arrival to the first generated token (requests without beams).",
-                                             buckets=_FIRST_TOKEN, registry=registry)
-        self.time_per_output_token = Histogram("gptj_time_per_output_token_seconds",
-                                               "Mean time per generated token after the first.",
-                                               buckets=_PER_TOKEN, registry=registry)
+        self.request_duration = Histogram(
+            "gptj_request_duration_seconds", "Request time, arrival to answer.", buckets=_REQUEST, registry=registry
+        )
+        self.queue_duration = Histogram(
+            "gptj_queue_duration_seconds", "Time from arrival to joining a batch.", buckets=_QUEUE, registry=registry
+        )
+        self.time_to_first_token = Histogram(
+            "gptj_time_to_first_token_seconds",
+            "Arrival to the first generated token (requests without beams).",
+            buckets=_FIRST_TOKEN,
+            registry=registry,
+        )
+        self.time_per_output_token = Histogram(
+            "gptj_time_per_output_token_seconds",
+            "Mean time per generated token after the first.",
+            buckets=_PER_TOKEN,
+            registry=registry,
+        )
         self.prompt_tokens = Counter("gptj_prompt_tokens", "Prompt tokens that entered a batch.", registry=registry)
         self.generated_tokens = Counter("gptj_generated_tokens", "Tokens generated.", registry=registry)
-        self.queue_size = Gauge("gptj_queue_size", "Requests (prompts) waiting for a place in the batch.",
-                                registry=registry)
-        self.requests_running = Gauge("gptj_requests_running", "Requests (prompts) generating now.",
-                                      registry=registry)
-        self.batch_size = Histogram("gptj_batch_size", "Sequences in each decode step or beam-search call.",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry)
-        self.engine_healthy = Gauge("gptj_engine_healthy", "0 once the engine failed (thread died, step stalled, "
-                                    "device error): liveness answers 503 until the pod restarts; else 1.",
-                                    registry=registry)
+        self.queue_size = Gauge(
+            "gptj_queue_size", "Requests (prompts) waiting for a place in the batch.", registry=registry
+        )
+        self.requests_running = Gauge("gptj_requests_running", "Requests (prompts) generating now.", registry=registry)
+        self.batch_size = Histogram(
+            "gptj_batch_size",
+            "Sequences in each decode step or beam-search call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=registry,
+        )
+        self.engine_healthy = Gauge(
+            "gptj_engine_healthy",
+            "0 once the engine failed (thread died, step stalled, "
+            "device error): liveness answers 503 until the pod restarts; else 1.",
+            registry=registry,
+        )
         self.engine_healthy.set(1)  # loading is readiness's business, not a failure
-        self.model_load = Gauge("gptj_model_load_seconds", "Seconds the model took to load and warm up.",
-                                registry=registry)
+        self.model_load = Gauge(
+            "gptj_model_load_seconds", "Seconds the model took to load and warm up.", registry=registry
+        )
 
     def watch_gpu_memory(self) -> None:
         """Export gptj_gpu_memory_bytes{kind} (allocated, reserved, peak), read at each scrape (CUDA only)."""
@@ -60,8 +76,9 @@ class _GpuMemory:
     def collect(self):
         import torch
 
-        family = GaugeMetricFamily("gptj_gpu_memory_bytes", "GPU memory held by the predictor's PyTorch.",
-                                   labels=["kind"])
+        family = GaugeMetricFamily(
+            "gptj_gpu_memory_bytes", "GPU memory held by the predictor's PyTorch.", labels=["kind"]
+        )
         family.add_metric(["allocated"], torch.cuda.memory_allocated())
         family.add_metric(["reserved"], torch.cuda.memory_reserved())
         family.add_metric(["peak"], torch.cuda.max_memory_reserved())  # the most reserved since start

@@ -106,10 +106,17 @@ def close_record(record: RequestRecord, metrics: Metrics | None, log_prompts: bo
         metrics.requests.labels(record.outcome).inc()
         metrics.request_duration.observe(duration)
     line = {
-        "event": "request", "request_id": record.id, "method": record.method, "path": record.path,
-        "status": record.status, "outcome": record.outcome, "prompts": record.prompts,
-        "prompt_tokens": record.prompt_tokens, "generated_tokens": record.generated_tokens,
-        "duration_ms": round(duration * 1000, 1), "queue_ms": _ms(record.queue_seconds),
+        "event": "request",
+        "request_id": record.id,
+        "method": record.method,
+        "path": record.path,
+        "status": record.status,
+        "outcome": record.outcome,
+        "prompts": record.prompts,
+        "prompt_tokens": record.prompt_tokens,
+        "generated_tokens": record.generated_tokens,
+        "duration_ms": round(duration * 1000, 1),
+        "queue_ms": _ms(record.queue_seconds),
         "time_to_first_token_ms": _ms(record.first_token_seconds),
     }
     if record.key_slot is not None:  # the slot, never the key

@@ -73,8 +73,9 @@ def test_the_fast_path_is_the_default_and_replays_graphs(tiny_dir):
     decoder, policy = decoder_for(loaded, settings)
     assert decoder is not None and decoder.graphs and len(decoder._captured) == 4 * 4  # rows 1,2,4,8 x spans
     assert policy.max_batch_size == 8
-    eager = decoder_for(loaded, parse_settings(["--model", str(tiny_dir), "--max_batch_size", "8",
-                                                "--cuda_graphs", "false"], {}))[0]
+    eager = decoder_for(
+        loaded, parse_settings(["--model", str(tiny_dir), "--max_batch_size", "8", "--cuda_graphs", "false"], {})
+    )[0]
     assert _tokens(loaded, decoder, PROMPTS) == _tokens(loaded, eager, PROMPTS)  # replaying changes nothing
 
 

@@ -31,7 +31,9 @@ def test_every_beam_case_matches_on_the_gpu(model_fp32):
 
 
 def test_batched_on_the_gpu(model_fp32):
-    wrong = [a for a, b in PAIRS if search(model_fp32, [CASES[a], CASES[b]]) != [expected(CASES[a]), expected(CASES[b])]]
+    wrong = [
+        a for a, b in PAIRS if search(model_fp32, [CASES[a], CASES[b]]) != [expected(CASES[a]), expected(CASES[b])]
+    ]
     assert not wrong, f"{len(wrong)} of {len(PAIRS)} pairs differ on the GPU: {wrong}"
 
 

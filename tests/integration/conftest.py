@@ -12,8 +12,15 @@ def server(tiny_dir, cache_dir, tmp_path_factory):
     """The default server: the quick-start tiny model with default limits, and v2 over gRPC as the image
     serves it (on ``server.grpc_port``)."""
     grpc_port = free_port()
-    with ready_server(tiny_dir, cache_dir, tmp_path_factory.mktemp("logs") / "server.log", "--enable_grpc", "true",
-                      "--grpc_port", str(grpc_port)) as s:
+    with ready_server(
+        tiny_dir,
+        cache_dir,
+        tmp_path_factory.mktemp("logs") / "server.log",
+        "--enable_grpc",
+        "true",
+        "--grpc_port",
+        str(grpc_port),
+    ) as s:
         s.grpc_port = grpc_port
         yield s
 

@@ -20,8 +20,9 @@ LAUNCHER = Path(__file__).with_name("launch.py")
 class Server(ServerProcess):
     """Start the predictor as its own process; stop it (and collect its log) on exit."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
-                 launcher: bool = False) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None, launcher: bool = False
+    ) -> None:
         super().__init__(args, log_path, env, command=[str(LAUNCHER)] if launcher else ["-m", "predictor"])
         self.client = httpx.Client(base_url=self.url, timeout=60)
 

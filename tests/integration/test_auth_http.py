@@ -19,8 +19,10 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from .server import ROOT, metrics, ready_server, wait_for
 
 OLD, NEW, OTHER = "old-key-1b9d6bcd", "new-key-8a4f12ee", "other-key-55c0ffee"
-V2_BODY = {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": ["Hello"]}],
-           "parameters": {"max_new_tokens": 4}}
+V2_BODY = {
+    "inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": ["Hello"]}],
+    "parameters": {"max_new_tokens": 4},
+}
 
 
 def publish(directory: Path, version: str, keys: list[str]) -> None:
@@ -70,8 +72,9 @@ def check_refusal(response: httpx.Response, shape, message: str, challenge: str)
     assert response.headers["www-authenticate"] == challenge
     body = response.json()
     if shape == "openai":
-        assert body == {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                  "code": "invalid_api_key"}}
+        assert body == {
+            "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+        }
     elif shape == "v2":
         assert body == {"error": message}
     else:
@@ -88,8 +91,9 @@ def test_a_protected_route_needs_the_right_key(secured, method, path, body, shap
     assert send(**bearer(OTHER)).status_code == status
 
 
-@pytest.mark.parametrize("path", ["/v2/health/live", "/", "/v2/health/ready", "/v2/models/gptj/ready",
-                                  "/v1/models/gptj", "/metrics"])
+@pytest.mark.parametrize(
+    "path", ["/v2/health/live", "/", "/v2/health/ready", "/v2/models/gptj/ready", "/v1/models/gptj", "/metrics"]
+)
 def test_probes_and_metrics_stay_open(secured, path):
     assert secured.client.get(path).status_code == 200
 
@@ -119,8 +123,11 @@ def test_the_openai_client_sends_its_api_key(secured):
 
 def test_kserves_client_sends_the_header(secured):
     async def infer(headers):
-        request = InferRequest(model_name="gptj", parameters={"max_new_tokens": 3},
-                               infer_inputs=[InferInput(name="prompt", shape=[1], datatype="BYTES", data=["Hi"])])
+        request = InferRequest(
+            model_name="gptj",
+            parameters={"max_new_tokens": 3},
+            infer_inputs=[InferInput(name="prompt", shape=[1], datatype="BYTES", data=["Hi"])],
+        )
         async with InferenceRESTClient(RESTConfig(protocol="v2")) as client:
             return await client.infer(secured.url, request, model_name="gptj", headers=headers)
 
@@ -150,8 +157,14 @@ def test_the_helm_test_script_sends_the_first_key_of_the_mounted_file(secured, k
     script = ROOT / "helm" / "gptj" / "files" / "predict_test.py"
 
     def run(keys_file: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(script), secured.url, "gptj", "60"], capture_output=True,
-                              text=True, timeout=120, env={**os.environ, "GPTJ_API_KEYS_FILE": keys_file}, check=False)
+        return subprocess.run(
+            [sys.executable, str(script), secured.url, "gptj", "60"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "GPTJ_API_KEYS_FILE": keys_file},
+            check=False,
+        )
 
     passed = run(str(keys_dir / "keys"))  # the first key: OTHER
     assert passed.returncode == 0 and passed.stdout.startswith("PASS:"), passed.stderr
@@ -159,13 +172,15 @@ def test_the_helm_test_script_sends_the_first_key_of_the_mounted_file(secured, k
     assert refused.returncode != 0 and "FAIL: HTTP 401" in refused.stderr
 
 
-@pytest.mark.parametrize("content, message", [(None, "No such file or directory"),
-                                              ("# no keys yet\n", "no keys in it")])
+@pytest.mark.parametrize(
+    "content, message", [(None, "No such file or directory"), ("# no keys yet\n", "no keys in it")]
+)
 def test_a_missing_or_empty_keys_file_stops_the_start(start_server, tiny_dir, cache_dir, tmp_path, content, message):
     keys = tmp_path / "keys"
     if content is not None:
         keys.write_text(content)
-    s = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--api_keys_file", str(keys)],
-                     ready=False)
+    s = start_server(
+        ["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--api_keys_file", str(keys)], ready=False
+    )
     assert s.process.wait(timeout=120) == 1  # a server meant to be private never starts open
     assert f"--api_keys_file {keys}: {message}" in s.log()

@@ -58,10 +58,25 @@ def test_engine_gauges_are_on_metrics_and_idle_after_work(server):
 
 
 def test_one_failing_request_leaves_its_batch_mates_alone(start_server, tiny_dir, cache_dir):
-    s = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--batch_wait_ms", "300",
-                      "--max_batch_wait_ms", "1000", "--fault_injection", "true"])
-    bodies = [{"prompt": "calm one", "max_length": 20}, {"prompt": "please [[fault:prefill]]", "max_length": 60},
-              {"prompt": "calm two", "max_length": 20}]
+    s = start_server(
+        [
+            "--model",
+            str(tiny_dir),
+            "--cache_dir",
+            str(cache_dir),
+            "--batch_wait_ms",
+            "300",
+            "--max_batch_wait_ms",
+            "1000",
+            "--fault_injection",
+            "true",
+        ]
+    )
+    bodies = [
+        {"prompt": "calm one", "max_length": 20},
+        {"prompt": "please [[fault:prefill]]", "max_length": 60},
+        {"prompt": "calm two", "max_length": 20},
+    ]
     calm1, exploded, calm2 = concurrently(s.url, bodies)
     assert calm1.status_code == calm2.status_code == 200
     assert exploded.status_code == 500 and exploded.json()["status"] == "failed"
@@ -71,8 +86,9 @@ def test_one_failing_request_leaves_its_batch_mates_alone(start_server, tiny_dir
 def test_the_static_decode_path_answers_the_same(server, start_server, tiny_dir, cache_dir):
     """The GPU default (a preallocated cache), forced on a CPU: same texts, alone or batched, and a
     batch larger than its rows waits for free slots."""
-    fast = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--decode_path", "static",
-                         "--max_batch_size", "4"])
+    fast = start_server(
+        ["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--decode_path", "static", "--max_batch_size", "4"]
+    )
     bodies = [{"prompt": p, "max_length": 40 + 3 * i} for i, p in enumerate(PROMPTS)]
     bodies.append({"prompt": "Sampled", "max_length": 30, "do_sample": True, "seed": 5, "num_return_sequences": 3})
     expected = [server.predict(body).json()["data"] for body in bodies]

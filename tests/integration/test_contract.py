@@ -27,15 +27,18 @@ def test_the_seed_example(server, reference):
     assert body["data"].startswith(SEED) and len(body["data"]) > len(SEED)
 
 
-@pytest.mark.parametrize("content, content_type", [
-    (b'[{"prompt": "If I was a billionaire, I would", "max_length": 50}]', "application/json"),
-    (b'{"prompt": "If I was a billionaire, I would", "max_length": 50}', "application/json"),
-    (b'{"instances": [{"prompt": "If I was a billionaire, I would", "max_length": 50}]}', "application/json"),
-    (b'[{"prompt": "If I was a billionaire, I would", "max_length": 50}]', "application/json; charset=utf-8"),
-    (b'[{"prompt": "If I was a billionaire, I would", "max_length": 50}]', "application/x-www-form-urlencoded"),
-    (b'[{"prompt": "If I was a billionaire, I would", "max_length": 50}]', "text/plain"),
-    (b'[{"prompt": "If I was a billionaire, I would", "max_length": 50}]', None),
-])
+@pytest.mark.parametrize(
+    "content, content_type",
+    [
+        (b'[{"prompt": "If I was a billionaire, I would", "max_length": 50}]', "application/json"),
+        (b'{"prompt": "If I was a billionaire, I would", "max_length": 50}', "application/json"),
+        (b'{"instances": [{"prompt": "If I was a billionaire, I would", "max_length": 50}]}', "application/json"),
+        (b'[{"prompt": "If I was a billionaire, I would", "max_length": 50}]', "application/json; charset=utf-8"),
+        (b'[{"prompt": "If I was a billionaire, I would", "max_length": 50}]', "application/x-www-form-urlencoded"),
+        (b'[{"prompt": "If I was a billionaire, I would", "max_length": 50}]', "text/plain"),
+        (b'[{"prompt": "If I was a billionaire, I would", "max_length": 50}]', None),
+    ],
+)
 def test_every_body_form_gives_the_same_answer(server, reference, content, content_type):
     headers = {"content-type": content_type} if content_type else {}
     body = ok(server.client.post(PREDICT, content=content, headers=headers))
@@ -49,16 +52,19 @@ def test_a_prompt_alone_gets_the_default_continuation(server, reference):
     assert len(body["data"]) > len(SEED)
 
 
-@pytest.mark.parametrize("params", [
-    {"max_length": 20},
-    {"max_length": 40, "num_beams": 4},
-    {"max_length": 40, "num_beams": 3, "num_return_sequences": 3},
-    {"max_length": 40, "num_beams": 3, "early_stopping": True, "length_penalty": -2.0},
-    {"max_length": 40, "repetition_penalty": 2.0},
-    {"max_length": 40, "encoder_no_repeat_ngram_size": 1},
-    {"max_length": 40, "remove_invalid_values": True},
-    {"max_length": 40, "do_sample": True, "top_k": 1},  # sampling from one candidate is greedy
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"max_length": 20},
+        {"max_length": 40, "num_beams": 4},
+        {"max_length": 40, "num_beams": 3, "num_return_sequences": 3},
+        {"max_length": 40, "num_beams": 3, "early_stopping": True, "length_penalty": -2.0},
+        {"max_length": 40, "repetition_penalty": 2.0},
+        {"max_length": 40, "encoder_no_repeat_ngram_size": 1},
+        {"max_length": 40, "remove_invalid_values": True},
+        {"max_length": 40, "do_sample": True, "top_k": 1},  # sampling from one candidate is greedy
+    ],
+)
 def test_parameters_reach_transformers(server, reference, params):
     body = ok(server.predict([{"prompt": SEED, **params}]))
     expected = reference.generate(SEED, **params)
@@ -80,19 +86,33 @@ def test_sampling_varies_and_greedy_does_not(server):
     assert len(sampled) == 3 and len(greedy) == 1
 
 
-@pytest.mark.parametrize("params", [
-    {"do_sample": True, "top_p": 0.0},  # the nucleus shrinks to the top token
-    {"temperature": 0, "do_sample": True},  # the contract: temperature 0 means greedy
-    {"temperature": 0},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"do_sample": True, "top_p": 0.0},  # the nucleus shrinks to the top token
+        {"temperature": 0, "do_sample": True},  # the contract: temperature 0 means greedy
+        {"temperature": 0},
+    ],
+)
 def test_greedy_equivalents(server, params):
     greedy = ok(server.predict({"prompt": SEED, "max_length": 60}))["data"]
     assert ok(server.predict({"prompt": SEED, "max_length": 60, **params}))["data"] == greedy
 
 
 def test_sampled_sequences_and_temperature(server):
-    body = ok(server.predict({"prompt": SEED, "max_length": 40, "do_sample": True, "temperature": 1.5,
-                              "top_k": 20, "top_p": 0.95, "num_return_sequences": 3}))
+    body = ok(
+        server.predict(
+            {
+                "prompt": SEED,
+                "max_length": 40,
+                "do_sample": True,
+                "temperature": 1.5,
+                "top_k": 20,
+                "top_p": 0.95,
+                "num_return_sequences": 3,
+            }
+        )
+    )
     assert isinstance(body["data"], list) and len(body["data"]) == 3
     assert all(text.startswith(SEED) for text in body["data"])
 
@@ -132,11 +152,21 @@ def test_several_prompts_come_back_in_order(server):
 
 
 def test_several_prompts_times_several_sequences(server):
-    body = ok(server.predict([
-        {"prompt": "The weather was", "max_length": 20, "num_beams": 2, "num_return_sequences": 2},
-        {"prompt": "Kubernetes runs", "max_length": 20, "max_time": 5.0, "num_beams": 3, "num_return_sequences": 3},
-        {"prompt": "She opened", "max_length": 600},
-    ]))
+    body = ok(
+        server.predict(
+            [
+                {"prompt": "The weather was", "max_length": 20, "num_beams": 2, "num_return_sequences": 2},
+                {
+                    "prompt": "Kubernetes runs",
+                    "max_length": 20,
+                    "max_time": 5.0,
+                    "num_beams": 3,
+                    "num_return_sequences": 3,
+                },
+                {"prompt": "She opened", "max_length": 600},
+            ]
+        )
+    )
     first, second, third = body["data"]
     assert len(first) == 2 and len(second) == 3 and isinstance(third, str)
     assert all(t.startswith("The weather was") for t in first) and third.startswith("She opened")
@@ -144,7 +174,7 @@ def test_several_prompts_times_several_sequences(server):
 
 
 def test_prompt_comes_back_verbatim(server):
-    prompt = "Unicode \u00e9t\u00e9 \U0001F642, a literal <|endoftext|>, and   spaces ."
+    prompt = "Unicode \u00e9t\u00e9 \U0001f642, a literal <|endoftext|>, and   spaces ."
     data = ok(server.predict({"prompt": prompt, "max_length": 60}))["data"]
     assert data.startswith(prompt) and len(data) > len(prompt)
 
@@ -169,8 +199,19 @@ def test_min_length_holds_off_eos_and_special_tokens_are_removed(eos_server):
 
 
 def test_beam_search_with_eos_and_early_stopping(eos_server):
-    body = ok(eos_server.predict({"prompt": "If I was", "max_length": 30, "min_length": 12, "num_beams": 3,
-                                  "num_return_sequences": 3, "early_stopping": True, "length_penalty": 1.5}))
+    body = ok(
+        eos_server.predict(
+            {
+                "prompt": "If I was",
+                "max_length": 30,
+                "min_length": 12,
+                "num_beams": 3,
+                "num_return_sequences": 3,
+                "early_stopping": True,
+                "length_penalty": 1.5,
+            }
+        )
+    )
     assert len(body["data"]) == 3 and all("<|endoftext|>" not in text for text in body["data"])
 
 
@@ -187,8 +228,10 @@ def test_a_seed_gives_the_same_text_even_among_other_requests(server):
     seeded = {"prompt": SEED, "max_new_tokens": 30, "do_sample": True, "seed": 2024}
     alone = ok(server.predict(seeded))["data"]
     with ThreadPoolExecutor(4) as pool:
-        crowd = [pool.submit(server.predict, {"prompt": f"noise {i}", "max_new_tokens": 40, "do_sample": True})
-                 for i in range(3)]
+        crowd = [
+            pool.submit(server.predict, {"prompt": f"noise {i}", "max_new_tokens": 40, "do_sample": True})
+            for i in range(3)
+        ]
         together = pool.submit(server.predict, seeded)
         assert all(ok(f.result()) for f in crowd)
     assert ok(together.result())["data"] == alone
@@ -196,11 +239,17 @@ def test_a_seed_gives_the_same_text_even_among_other_requests(server):
 
 
 def test_stop_strings_end_the_text_and_details_say_why(server):
-    text = ok(server.predict({"prompt": SEED, "max_new_tokens": 40}))["data"][len(SEED):]
+    text = ok(server.predict({"prompt": SEED, "max_new_tokens": 40}))["data"][len(SEED) :]
     stop = text[20:23]
-    body = ok(server.predict([{"prompt": SEED, "max_new_tokens": 40, "stop": [stop], "details": True},
-                              {"prompt": SEED, "max_new_tokens": 40, "num_beams": 2, "stop": stop}]))
+    body = ok(
+        server.predict(
+            [
+                {"prompt": SEED, "max_new_tokens": 40, "stop": [stop], "details": True},
+                {"prompt": SEED, "max_new_tokens": 40, "num_beams": 2, "stop": stop},
+            ]
+        )
+    )
     continuous, beams = body["data"]
-    assert continuous["text"] == SEED + text[:text.index(stop)] and continuous["finish_reason"] == "stop"
+    assert continuous["text"] == SEED + text[: text.index(stop)] and continuous["finish_reason"] == "stop"
     assert continuous["generated_tokens"] < 40
-    assert stop not in beams[len(SEED):]  # beam search cuts its texts the same way
+    assert stop not in beams[len(SEED) :]  # beam search cuts its texts the same way

@@ -13,11 +13,21 @@ import pytest
 
 from .server import metrics, wait_for
 
-FLAGS = ["--fault_injection", "true", "--engine_stall_seconds", "1", "--max_batch_size", "1",
-         "--max_length_limit", "2048"]
-REASONS = {"[[fault:fatal]]": "the engine thread died",
-           "[[fault:stall]]": "a generation step has run for more than --engine_stall_seconds (1 s)",
-           "[[fault:device]]": "an unrecoverable device error"}
+FLAGS = [
+    "--fault_injection",
+    "true",
+    "--engine_stall_seconds",
+    "1",
+    "--max_batch_size",
+    "1",
+    "--max_length_limit",
+    "2048",
+]
+REASONS = {
+    "[[fault:fatal]]": "the engine thread died",
+    "[[fault:stall]]": "a generation step has run for more than --engine_stall_seconds (1 s)",
+    "[[fault:device]]": "an unrecoverable device error",
+}
 
 
 @pytest.fixture
@@ -42,8 +52,7 @@ def test_in_flight_and_queued_requests_get_503_at_once_and_liveness_turns_503(fa
         responses = [future.result() for future in (in_flight, queued, culprit)]
         took = time.monotonic() - started
     for response in responses:
-        assert response.status_code == 503 and response.json() == {"status": "failed", "data": None,
-                                                                    "message": message}
+        assert response.status_code == 503 and response.json() == {"status": "failed", "data": None, "message": message}
     assert took < (2.5 if marker == "[[fault:stall]]" else 1.5)  # the stall bound is 1 s
 
     later = s.predict({"prompt": "later", "max_length": 10})

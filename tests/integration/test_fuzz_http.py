@@ -9,30 +9,68 @@ from hypothesis import strategies as st
 
 from predictor.protocols.seed import FIELDS
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 90), st.sampled_from([0, 1, 511, 512, 513, 10**12]),
-                    st.floats(-2, 2, allow_nan=False), st.sampled_from([1e-300, 1e300, -0.0]),
-                    st.text(max_size=20))
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                            max_size=3), max_leaves=6)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 90),
+    st.sampled_from([0, 1, 511, 512, 513, 10**12]),
+    st.floats(-2, 2, allow_nan=False),
+    st.sampled_from([1e-300, 1e300, -0.0]),
+    st.text(max_size=20),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 KEYS = st.sampled_from([*FIELDS, "temprature", "instances", "", "prompt "])
 REQUEST = st.fixed_dictionaries({}, optional={"prompt": st.text(max_size=40) | VALUES}).flatmap(
-    lambda base: st.dictionaries(KEYS, VALUES, max_size=4).map(lambda extra: {**extra, **base}))
+    lambda base: st.dictionaries(KEYS, VALUES, max_size=4).map(lambda extra: {**extra, **base})
+)
 # Plausible requests: the right types, values around and beyond every bound; these reach the engine.
-PLAUSIBLE = st.fixed_dictionaries({"prompt": st.text(min_size=1, max_size=30)}, optional={
-    "max_length": st.integers(1, 90) | st.sampled_from([512, 600]), "min_length": st.integers(0, 70),
-    "do_sample": st.booleans(), "early_stopping": st.booleans(), "num_beams": st.integers(1, 9),
-    "temperature": st.sampled_from([0, 1e-5, 0.5, 1.0, 100.0]), "top_k": st.integers(0, 60),
-    "top_p": st.sampled_from([0.0, 0.5, 1.0]), "repetition_penalty": st.sampled_from([0.01, 1.0, 1.3, 100.0]),
-    "length_penalty": st.sampled_from([-10.0, 0.0, 2.0, 10.0]), "encoder_no_repeat_ngram_size": st.integers(0, 4),
-    "num_return_sequences": st.integers(1, 9), "max_time": st.sampled_from([0.001, 0.05, 5.0]),
-    "num_beam_groups": st.integers(1, 4), "diversity_penalty": st.sampled_from([0.0, 1.0, 1000.0]),
-    "remove_invalid_values": st.booleans(), "max_new_tokens": st.integers(0, 30) | st.sampled_from([600]),
-    "stop": st.text(min_size=1, max_size=3) | st.lists(st.text(max_size=3), max_size=5),
-    "seed": st.integers(-1, 2**63), "details": st.booleans()})
-BODIES = st.one_of(PLAUSIBLE, st.lists(PLAUSIBLE, min_size=1, max_size=3), REQUEST, st.lists(REQUEST, max_size=3), st.fixed_dictionaries({"instances": st.lists(REQUEST, max_size=3)}),
-                   VALUES)
-CONTENT_TYPES = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", None,
-                                 "application/octet-stream", "application/json; charset=latin-1"])
+PLAUSIBLE = st.fixed_dictionaries(
+    {"prompt": st.text(min_size=1, max_size=30)},
+    optional={
+        "max_length": st.integers(1, 90) | st.sampled_from([512, 600]),
+        "min_length": st.integers(0, 70),
+        "do_sample": st.booleans(),
+        "early_stopping": st.booleans(),
+        "num_beams": st.integers(1, 9),
+        "temperature": st.sampled_from([0, 1e-5, 0.5, 1.0, 100.0]),
+        "top_k": st.integers(0, 60),
+        "top_p": st.sampled_from([0.0, 0.5, 1.0]),
+        "repetition_penalty": st.sampled_from([0.01, 1.0, 1.3, 100.0]),
+        "length_penalty": st.sampled_from([-10.0, 0.0, 2.0, 10.0]),
+        "encoder_no_repeat_ngram_size": st.integers(0, 4),
+        "num_return_sequences": st.integers(1, 9),
+        "max_time": st.sampled_from([0.001, 0.05, 5.0]),
+        "num_beam_groups": st.integers(1, 4),
+        "diversity_penalty": st.sampled_from([0.0, 1.0, 1000.0]),
+        "remove_invalid_values": st.booleans(),
+        "max_new_tokens": st.integers(0, 30) | st.sampled_from([600]),
+        "stop": st.text(min_size=1, max_size=3) | st.lists(st.text(max_size=3), max_size=5),
+        "seed": st.integers(-1, 2**63),
+        "details": st.booleans(),
+    },
+)
+BODIES = st.one_of(
+    PLAUSIBLE,
+    st.lists(PLAUSIBLE, min_size=1, max_size=3),
+    REQUEST,
+    st.lists(REQUEST, max_size=3),
+    st.fixed_dictionaries({"instances": st.lists(REQUEST, max_size=3)}),
+    VALUES,
+)
+CONTENT_TYPES = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain",
+        None,
+        "application/octet-stream",
+        "application/json; charset=latin-1",
+    ]
+)
 
 
 def check(response) -> None:
@@ -58,13 +96,28 @@ def test_arbitrary_bytes_never_cause_a_5xx(server, raw, content_type):
 
 
 # OpenAI's completions: the right types around and beyond every bound, and wrong types.
-OPENAI = st.fixed_dictionaries({"model": st.sampled_from(["gptj", "gptj", "other"]),
-                                "prompt": st.text(max_size=20) | st.lists(st.text(max_size=10), max_size=3)}, optional={
-    "max_tokens": st.integers(-1, 30) | st.sampled_from([None, 600]), "temperature": st.sampled_from([0, 0.5, 2, 2.5]),
-    "top_p": st.sampled_from([0, 0.1, 1, 1.5]), "n": st.integers(0, 9), "stop": st.text(max_size=3) | st.none(),
-    "seed": st.integers(-1, 2**63), "stream": st.booleans(), "echo": st.booleans(),
-    "presence_penalty": st.floats(-3, 3), "frequency_penalty": st.floats(-3, 3), "logprobs": st.sampled_from([None, 1]),
-    "best_of": st.sampled_from([None, 1, 2]), "user": VALUES, "stream_options": VALUES})
+OPENAI = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["gptj", "gptj", "other"]),
+        "prompt": st.text(max_size=20) | st.lists(st.text(max_size=10), max_size=3),
+    },
+    optional={
+        "max_tokens": st.integers(-1, 30) | st.sampled_from([None, 600]),
+        "temperature": st.sampled_from([0, 0.5, 2, 2.5]),
+        "top_p": st.sampled_from([0, 0.1, 1, 1.5]),
+        "n": st.integers(0, 9),
+        "stop": st.text(max_size=3) | st.none(),
+        "seed": st.integers(-1, 2**63),
+        "stream": st.booleans(),
+        "echo": st.booleans(),
+        "presence_penalty": st.floats(-3, 3),
+        "frequency_penalty": st.floats(-3, 3),
+        "logprobs": st.sampled_from([None, 1]),
+        "best_of": st.sampled_from([None, 1, 2]),
+        "user": VALUES,
+        "stream_options": VALUES,
+    },
+)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -98,8 +151,10 @@ def test_stream_bodies_never_cause_a_5xx(server, body):
 @given(parameters=PLAUSIBLE, prompts=st.lists(st.text(max_size=20), max_size=3))
 def test_v2_requests_never_cause_a_5xx(server, parameters, prompts):
     parameters = {k: v for k, v in parameters.items() if k != "prompt"}
-    body = {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [len(prompts)], "data": prompts}],
-            "parameters": parameters}
+    body = {
+        "inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [len(prompts)], "data": prompts}],
+        "parameters": parameters,
+    }
     response = server.client.post("/v2/models/gptj/infer", json=body)
     assert response.status_code < 500, response.text
     assert response.status_code == 200 or set(response.json()) == {"error"}

@@ -29,9 +29,15 @@ def golden_server(cache_dir, tmp_path_factory):
 
 def wanted(case: dict) -> list[dict]:
     """The reference's sequences as the server's details objects."""
-    return [{"text": s["text"], "finish_reason": golden.finish_reason(s["tokens"], EOS),
-             "prompt_tokens": len(case["prompt_ids"]), "generated_tokens": len([t for t in s["tokens"] if t != EOS])}
-            for s in case["expected"]]
+    return [
+        {
+            "text": s["text"],
+            "finish_reason": golden.finish_reason(s["tokens"], EOS),
+            "prompt_tokens": len(case["prompt_ids"]),
+            "generated_tokens": len([t for t in s["tokens"] if t != EOS]),
+        }
+        for s in case["expected"]
+    ]
 
 
 def got(case: dict, data) -> list[dict]:

@@ -21,21 +21,39 @@ PROMPTS = ["If I was a billionaire, I would", "The weather"]
 def served(tiny_dir, cache_dir, tmp_path_factory):
     """gRPC beside HTTP; one sequence at a time and two prompts waiting, faults on demand."""
     port = free_port()
-    with ready_server(tiny_dir, cache_dir, tmp_path_factory.mktemp("grpc") / "log", "--enable_grpc", "true",
-                      "--grpc_port", str(port), "--max_batch_size", "1", "--max_queued_requests", "2",
-                      "--max_prompts", "2", "--fault_injection", "true") as s:
+    with ready_server(
+        tiny_dir,
+        cache_dir,
+        tmp_path_factory.mktemp("grpc") / "log",
+        "--enable_grpc",
+        "true",
+        "--grpc_port",
+        str(port),
+        "--max_batch_size",
+        "1",
+        "--max_queued_requests",
+        "2",
+        "--max_prompts",
+        "2",
+        "--fault_injection",
+        "true",
+    ) as s:
         yield s, port
 
 
 def infer(port: int, prompts: list[str], parameters: dict | None = None, timeout: float = 60, key: str | None = None):
     """One ModelInfer call; returns the response, or the grpc.aio.AioRpcError it raised."""
+
     async def call():
         # retries off: KServe's client retries UNAVAILABLE, and each status must be seen as sent
         client = InferenceGRPCClient(f"127.0.0.1:{port}", channel_args=[("grpc.enable_retries", 0)], timeout=timeout)
         headers = [("authorization", f"Bearer {key}")] if key else None
         try:
-            request = InferRequest(model_name="gptj", parameters=parameters,
-                                   infer_inputs=[InferInput("prompt", [len(prompts)], "BYTES", prompts)])
+            request = InferRequest(
+                model_name="gptj",
+                parameters=parameters,
+                infer_inputs=[InferInput("prompt", [len(prompts)], "BYTES", prompts)],
+            )
             return await client.infer(request, headers=headers)
         except grpc.aio.AioRpcError as exc:
             return exc
@@ -54,7 +72,10 @@ def test_the_same_texts_as_http_v2_with_typed_parameters(served):
     parameters = {"max_new_tokens": 8, "details": True, "logprobs": 1}
     answer = infer(port, PROMPTS, parameters)
     assert not isinstance(answer, grpc.aio.AioRpcError), answer
-    body = {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [2], "data": PROMPTS}], "parameters": parameters}
+    body = {
+        "inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [2], "data": PROMPTS}],
+        "parameters": parameters,
+    }
     http = {o["name"]: o["data"] for o in server.client.post("/v2/models/gptj/infer", json=body).json()["outputs"]}
     got = outputs(answer)
     assert [t.decode() if isinstance(t, bytes) else t for t in got["text"]] == http["text"]
@@ -66,13 +87,21 @@ def test_the_same_texts_as_http_v2_with_typed_parameters(served):
     assert outputs(sampled)["text"] == outputs(again)["text"]
 
 
-@pytest.mark.parametrize("prompts, parameters, code, message", [
-    (PROMPTS, {"max_new_tokens": 0}, grpc.StatusCode.INVALID_ARGUMENT, "max_new_tokens: must be >= 1"),
-    (PROMPTS, {"temprature": 1}, grpc.StatusCode.INVALID_ARGUMENT, "temprature: unknown field"),
-    (PROMPTS, {"temperature": "warm"}, grpc.StatusCode.INVALID_ARGUMENT, "parameters.temperature: must be a number"),
-    (["[[fault:oom]]"], {"max_new_tokens": 2}, grpc.StatusCode.UNAVAILABLE, "ran out of GPU memory"),
-    (["[[fault:error]]"], {"max_new_tokens": 2}, grpc.StatusCode.INTERNAL, "generation failed"),
-])
+@pytest.mark.parametrize(
+    "prompts, parameters, code, message",
+    [
+        (PROMPTS, {"max_new_tokens": 0}, grpc.StatusCode.INVALID_ARGUMENT, "max_new_tokens: must be >= 1"),
+        (PROMPTS, {"temprature": 1}, grpc.StatusCode.INVALID_ARGUMENT, "temprature: unknown field"),
+        (
+            PROMPTS,
+            {"temperature": "warm"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "parameters.temperature: must be a number",
+        ),
+        (["[[fault:oom]]"], {"max_new_tokens": 2}, grpc.StatusCode.UNAVAILABLE, "ran out of GPU memory"),
+        (["[[fault:error]]"], {"max_new_tokens": 2}, grpc.StatusCode.INTERNAL, "generation failed"),
+    ],
+)
 def test_each_error_class_has_its_grpc_status(served, prompts, parameters, code, message):
     server, port = served
     error = infer(port, prompts, parameters)
@@ -96,8 +125,17 @@ def test_with_api_keys_grpc_calls_need_one_too(tiny_dir, cache_dir, tmp_path):
     """--api_keys_file guards gRPC as it guards HTTP: inference and metadata need a key, probes do not."""
     (tmp_path / "keys").write_text("grpc-key-1\n")
     port = free_port()
-    with ready_server(tiny_dir, cache_dir, tmp_path / "log", "--enable_grpc", "true", "--grpc_port", str(port),
-                      "--api_keys_file", str(tmp_path / "keys")):
+    with ready_server(
+        tiny_dir,
+        cache_dir,
+        tmp_path / "log",
+        "--enable_grpc",
+        "true",
+        "--grpc_port",
+        str(port),
+        "--api_keys_file",
+        str(tmp_path / "keys"),
+    ):
         for key, message in ((None, "missing API key"), ("wrong", "invalid API key")):
             error = infer(port, ["Hi"], {"max_new_tokens": 2}, key=key)
             assert isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -119,8 +157,17 @@ def test_with_api_keys_grpc_calls_need_one_too(tiny_dir, cache_dir, tmp_path):
 
 def test_a_deadline_is_deadline_exceeded(tiny_dir, cache_dir, tmp_path):
     port = free_port()
-    with ready_server(tiny_dir, cache_dir, tmp_path / "log", "--enable_grpc", "true", "--grpc_port", str(port),
-                      "--request_timeout_seconds", "0.2"):
+    with ready_server(
+        tiny_dir,
+        cache_dir,
+        tmp_path / "log",
+        "--enable_grpc",
+        "true",
+        "--grpc_port",
+        str(port),
+        "--request_timeout_seconds",
+        "0.2",
+    ):
         # 8 beams of 500 new tokens for each of two prompts: seconds of work even on a fast CPU
         error = infer(port, ["Slow"] * 2, {"max_length": 512, "num_beams": 8, "num_return_sequences": 8})
     assert isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -44,9 +44,9 @@ def test_seed_stop_and_echo(client):
     first, second = client.completions.create(**fields), client.completions.create(**fields)
     assert first.choices[0].text == second.choices[0].text  # same seed, same text
     text = first.choices[0].text
-    stop = text[len(text) // 2:len(text) // 2 + 2]
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
     stopped = client.completions.create(**fields, stop=[stop], echo=True).choices[0]
-    assert stopped.text == "The weather" + text[:text.index(stop)] and stopped.finish_reason == "stop"
+    assert stopped.text == "The weather" + text[: text.index(stop)] and stopped.finish_reason == "stop"
 
 
 def test_streaming(client):
@@ -71,13 +71,16 @@ def test_a_stream_ends_with_done(server):
     assert lines[-1] == "data: [DONE]" and all(line.startswith("data: {") for line in lines[:-1])
 
 
-@pytest.mark.parametrize("fields, param", [
-    ({"logprobs": 6}, "logprobs"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"temperature": 3}, "temperature"),
-    ({"max_tokens": 600}, "max_tokens"),  # prompt + max_tokens over the server's limit of 512
-    ({"prompt": ""}, "prompt"),
-])
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"logprobs": 6}, "logprobs"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": 3}, "temperature"),
+        ({"max_tokens": 600}, "max_tokens"),  # prompt + max_tokens over the server's limit of 512
+        ({"prompt": ""}, "prompt"),
+    ],
+)
 def test_bad_requests_are_400s_in_openais_format(client, fields, param):
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(**{"model": "gptj", "prompt": "Hi", **fields})
@@ -93,8 +96,9 @@ def test_an_unknown_model_is_a_404(client):
 
 
 def test_errors_are_openai_errors_for_raw_http_too(server):
-    response = server.client.post("/openai/v1/completions", content=b"{not json",
-                                  headers={"content-type": "text/plain"})
+    response = server.client.post(
+        "/openai/v1/completions", content=b"{not json", headers={"content-type": "text/plain"}
+    )
     assert response.status_code == 400 and response.json()["error"]["message"].startswith("request body is not valid")
     response = httpx.get(f"{server.url}/openai/v1/completions")
     assert response.status_code == 405 and response.json()["error"]["type"] == "invalid_request_error"

@@ -45,8 +45,9 @@ def test_metrics_move_with_requests(server, reference):
 
 
 def test_request_ids_and_one_json_log_line_per_request(server):
-    response = server.predict({"prompt": "Log me, but not my words", "max_length": 20},
-                              headers={"X-Request-Id": "abc-123"})
+    response = server.predict(
+        {"prompt": "Log me, but not my words", "max_length": 20}, headers={"X-Request-Id": "abc-123"}
+    )
     assert response.headers["x-request-id"] == "abc-123"
     generated = server.predict({"prompt": "No id given", "max_length": 20}).headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
@@ -71,8 +72,17 @@ def test_prompts_are_logged_only_when_asked(start_server, tiny_dir, cache_dir):
 @pytest.fixture(scope="module")
 def small_queue(tiny_dir, cache_dir, tmp_path_factory):
     """One sequence at a time and two waiting: easy to overload."""
-    with ready_server(tiny_dir, cache_dir, tmp_path_factory.mktemp("queue") / "log", "--max_batch_size", "1",
-                      "--max_queued_requests", "2", "--max_prompts", "2") as s:
+    with ready_server(
+        tiny_dir,
+        cache_dir,
+        tmp_path_factory.mktemp("queue") / "log",
+        "--max_batch_size",
+        "1",
+        "--max_queued_requests",
+        "2",
+        "--max_prompts",
+        "2",
+    ) as s:
         yield s
 
 
@@ -96,8 +106,10 @@ def test_overload_answers_429_with_retry_after_and_nothing_else(small_queue):
         for r in responses:
             if r.status_code == 429:
                 assert r.headers["retry-after"] == "1"
-                assert r.json() == {"status": "failed", "data": None,
-                                    "message": r.json()["message"]} and "queue is full" in r.json()["message"]
+                assert (
+                    r.json() == {"status": "failed", "data": None, "message": r.json()["message"]}
+                    and "queue is full" in r.json()["message"]
+                )
     assert rounds[-1] - rounds[0] < 50_000  # KiB
     assert metrics(small_queue)['gptj_requests_total{outcome="overloaded"}'] > 0
     assert small_queue.predict({"prompt": "after the storm", "max_length": 20}).status_code == 200
@@ -105,8 +117,12 @@ def test_overload_answers_429_with_retry_after_and_nothing_else(small_queue):
 
 def test_a_request_larger_than_the_free_queue_is_refused_whole(small_queue):
     hold = ThreadPoolExecutor(2)
-    busy = [hold.submit(lambda: httpx.post(f"{small_queue.url}{PREDICT}", timeout=120,
-                                           json={"prompt": "busy", "max_length": 512})) for _ in range(2)]
+    busy = [
+        hold.submit(
+            lambda: httpx.post(f"{small_queue.url}{PREDICT}", timeout=120, json={"prompt": "busy", "max_length": 512})
+        )
+        for _ in range(2)
+    ]
     wait_for(lambda: metrics(small_queue)["gptj_queue_size"] == 1)  # one generating, one waiting
     response = small_queue.predict([{"prompt": "a", "max_length": 20}, {"prompt": "b", "max_length": 20}])
     assert response.status_code == 429
@@ -116,8 +132,9 @@ def test_a_request_larger_than_the_free_queue_is_refused_whole(small_queue):
 
 @pytest.fixture(scope="module")
 def strict_deadline(tiny_dir, cache_dir, tmp_path_factory):
-    with ready_server(tiny_dir, cache_dir, tmp_path_factory.mktemp("deadline") / "log",
-                      "--request_timeout_seconds", "0.2") as s:
+    with ready_server(
+        tiny_dir, cache_dir, tmp_path_factory.mktemp("deadline") / "log", "--request_timeout_seconds", "0.2"
+    ) as s:
         yield s
 
 
@@ -142,8 +159,15 @@ def test_a_client_that_disconnects_stops_its_generation(server):
     before = metrics(server)
     with socket.create_connection(("127.0.0.1", server.port)) as raw:
         body = json.dumps({"prompt": "I will hang up", "max_length": 512}).encode()
-        raw.sendall(b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        raw.sendall(
+            b"POST "
+            + PREDICT.encode()
+            + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         wait_for(lambda: metrics(server)["gptj_requests_running"] == 1)
         time.sleep(0.1)
     assert_generation_stopped(server, before, asked=505)

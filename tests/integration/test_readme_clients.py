@@ -13,21 +13,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: (file, section): the sections whose code blocks are runnable examples.
-SECTIONS = [(ROOT / "README.md", "Ask it something"), (ROOT / "docs" / "api.md", "Examples"),
-            (ROOT / "docs" / "api.md", "Clients")]
+SECTIONS = [
+    (ROOT / "README.md", "Ask it something"),
+    (ROOT / "docs" / "api.md", "Examples"),
+    (ROOT / "docs" / "api.md", "Clients"),
+]
 
 
 def section(path: Path, heading: str) -> str:
     text = path.read_text()
     start = text.index(f"\n## {heading}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end >= 0 else None]
+    return text[start : end if end >= 0 else None]
 
 
 def blocks(language: str) -> list[str]:
     """The ``language`` code blocks of every example section."""
-    return [block for path, heading in SECTIONS
-            for block in re.findall(rf"```{language}\n(.*?)```", section(path, heading), flags=re.S)]
+    return [
+        block
+        for path, heading in SECTIONS
+        for block in re.findall(rf"```{language}\n(.*?)```", section(path, heading), flags=re.S)
+    ]
 
 
 def test_the_section_has_an_example_per_client():
@@ -59,7 +65,9 @@ def test_curl_examples(server, index):
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     if expected_failures().get(blocks("sh")[index]):  # the docs show this example's failed envelope
-        assert result.stdout.startswith('{"status":"failed"') and expected_failures()[blocks("sh")[index]] in result.stdout
+        assert (
+            result.stdout.startswith('{"status":"failed"') and expected_failures()[blocks("sh")[index]] in result.stdout
+        )
         return
     assert result.stdout.strip() and '"failed"' not in result.stdout and '"error"' not in result.stdout
     if ":stream" in command:

@@ -44,8 +44,7 @@ def test_logprobs_5_report_each_generated_tokens_step_distribution(client, refer
 
 
 def test_echo_scoring_with_no_new_tokens_equals_a_forward_pass(client, reference):
-    answer = client.completions.create(model="gptj", prompt=CONTEXT, echo=True, max_tokens=0, logprobs=1,
-                                       temperature=0)
+    answer = client.completions.create(model="gptj", prompt=CONTEXT, echo=True, max_tokens=0, logprobs=1, temperature=0)
     (choice,) = answer.choices
     lp = choice.logprobs
     ids = reference.tokenizer(CONTEXT).input_ids
@@ -93,11 +92,12 @@ def test_an_evaluation_harness_picks_the_likelier_continuation(client, reference
     """lm-evaluation-harness's local-completions loglikelihood: token ids, echo, max_tokens 0, logprobs 1."""
     context = reference.tokenizer(CONTEXT).input_ids
     continuations = [reference.tokenizer(" Paris").input_ids, reference.tokenizer(" banana bread").input_ids]
-    answer = client.completions.create(model="gptj", prompt=[context + c for c in continuations], echo=True,
-                                       max_tokens=0, logprobs=1, temperature=0)
+    answer = client.completions.create(
+        model="gptj", prompt=[context + c for c in continuations], echo=True, max_tokens=0, logprobs=1, temperature=0
+    )
     served, expected = [], []
     for choice, continuation in zip(sorted(answer.choices, key=lambda c: c.index), continuations, strict=True):
-        served.append(sum(choice.logprobs.token_logprobs[len(context):]))
+        served.append(sum(choice.logprobs.token_logprobs[len(context) :]))
         ids = context + continuation
         row = forward(reference, ids)
         expected.append(sum(row[i - 1, ids[i]].item() for i in range(len(context), len(ids))))
@@ -109,12 +109,16 @@ def test_seed_details_and_v2_report_logprobs(server):
     data = server.predict({"prompt": CONTEXT, "max_new_tokens": 4, "logprobs": 2}).json()["data"]
     assert data["text"].startswith(CONTEXT) and len(data["logprobs"]["tokens"]) == data["generated_tokens"] == 4
     assert all(len(top) == 2 for top in data["logprobs"]["top_logprobs"])
-    body = {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": [CONTEXT]}],
-            "parameters": {"max_new_tokens": 4, "logprobs": 2}}
+    body = {
+        "inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1], "data": [CONTEXT]}],
+        "parameters": {"max_new_tokens": 4, "logprobs": 2},
+    }
     outputs = {o["name"]: o for o in server.client.post("/v2/models/gptj/infer", json=body).json()["outputs"]}
     (text,) = outputs["logprobs"]["data"]
     assert json.loads(text) == data["logprobs"]  # greedy: the same tokens and numbers as the seed API
     metadata = server.client.get("/v2/models/gptj").json()
     assert {"name": "logprobs", "datatype": "BYTES", "shape": [-1]} in metadata["outputs"]
     refused = server.predict({"prompt": CONTEXT, "num_beams": 2, "num_beam_groups": 2, "logprobs": 1})
-    assert refused.status_code == 400 and "logprobs: not available with diverse beam search" in refused.json()["message"]
+    assert (
+        refused.status_code == 400 and "logprobs: not available with diverse beam search" in refused.json()["message"]
+    )

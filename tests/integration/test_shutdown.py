@@ -15,8 +15,9 @@ SLOW = {"prompt": "Finish me before you go", "max_length": 512, "do_sample": Tru
 def test_sigterm_drains_then_exits_zero(start_server, tiny_dir, cache_dir):
     s = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir)])
     result = {}
-    worker = threading.Thread(target=lambda: result.update(
-        response=httpx.post(f"{s.url}/v1/models/gptj:predict", json=SLOW, timeout=120)))
+    worker = threading.Thread(
+        target=lambda: result.update(response=httpx.post(f"{s.url}/v1/models/gptj:predict", json=SLOW, timeout=120))
+    )
     worker.start()
     deadline = time.monotonic() + 10
     while "gptj_requests_running 1.0" not in s.client.get("/metrics").text:
@@ -41,8 +42,18 @@ def test_sigterm_drains_then_exits_zero(start_server, tiny_dir, cache_dir):
 
 
 def test_drain_is_bounded_by_its_timeout(start_server, tiny_dir, cache_dir):
-    s = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--drain_timeout_seconds", "0.3",
-                      "--request_timeout_seconds", "0"])
+    s = start_server(
+        [
+            "--model",
+            str(tiny_dir),
+            "--cache_dir",
+            str(cache_dir),
+            "--drain_timeout_seconds",
+            "0.3",
+            "--request_timeout_seconds",
+            "0",
+        ]
+    )
     endless = {**SLOW, "num_return_sequences": 8, "max_length": 512}
     threads = [threading.Thread(target=lambda: _quietly(s.url, endless)) for _ in range(3)]
     for thread in threads:

@@ -16,7 +16,7 @@ def events(response: httpx.Response) -> list[dict]:
     assert response.headers["content-type"].startswith("text/event-stream")
     lines = [line for line in response.iter_lines()]
     assert all(line.startswith("data: ") for line in lines if line), lines
-    return [json.loads(line[len("data: "):]) for line in lines if line]
+    return [json.loads(line[len("data: ") :]) for line in lines if line]
 
 
 def stream(server, body) -> list[dict]:
@@ -40,8 +40,15 @@ def test_pieces_then_the_envelope(server):
 
 
 def test_seeded_sequences_and_details(server):
-    body = {"prompt": "Tell me", "max_new_tokens": 20, "do_sample": True, "num_return_sequences": 2, "seed": 9,
-            "details": True, "stop": ["\n"]}
+    body = {
+        "prompt": "Tell me",
+        "max_new_tokens": 20,
+        "do_sample": True,
+        "num_return_sequences": 2,
+        "seed": 9,
+        "details": True,
+        "stop": ["\n"],
+    }
     *pieces, final = stream(server, body)
     texts = ["".join(e["text"] for e in pieces if e["index"] == i) for i in (0, 1)]
     assert [d["text"] for d in final["data"]] == [body["prompt"] + text for text in texts]
@@ -50,9 +57,11 @@ def test_seeded_sequences_and_details(server):
 
 
 def test_errors_before_the_first_token_are_ordinary_envelopes(server):
-    for body, message in [({"prompt": "a", "max_new_tokens": 0}, "max_new_tokens: must be >= 1 (got 0)"),
-                          ([{"prompt": "a"}, {"prompt": "b"}], "body: a stream carries one prompt (got 2)"),
-                          ({"prompt": "a", "num_beams": 2}, "num_beams: a stream generates without beam search")]:
+    for body, message in [
+        ({"prompt": "a", "max_new_tokens": 0}, "max_new_tokens: must be >= 1 (got 0)"),
+        ([{"prompt": "a"}, {"prompt": "b"}], "body: a stream carries one prompt (got 2)"),
+        ({"prompt": "a", "num_beams": 2}, "num_beams: a stream generates without beam search"),
+    ]:
         response = server.client.post(STREAM, json=body)
         assert response.status_code == 400 and response.headers["content-type"] == "application/json"
         assert response.json()["status"] == "failed" and message in response.json()["message"]

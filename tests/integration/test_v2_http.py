@@ -20,8 +20,13 @@ def test_metadata_describes_the_tensors(server):
     metadata = server.client.get("/v2/models/gptj").json()
     assert metadata["name"] == "gptj"
     assert metadata["inputs"] == [{"name": "prompt", "datatype": "BYTES", "shape": [-1]}]
-    assert [o["name"] for o in metadata["outputs"]] == ["text", "finish_reason", "generated_tokens", "prompt_tokens",
-                                                        "logprobs"]
+    assert [o["name"] for o in metadata["outputs"]] == [
+        "text",
+        "finish_reason",
+        "generated_tokens",
+        "prompt_tokens",
+        "logprobs",
+    ]
 
 
 def test_raw_http(server):
@@ -36,9 +41,17 @@ def test_raw_http(server):
 
 
 def test_details_sequences_and_notes(server):
-    body = {"inputs": [tensor(["One", "Two"])],
-            "parameters": {"max_new_tokens": 5, "do_sample": True, "num_return_sequences": 2, "seed": 1,
-                           "details": True, "length_penalty": 2.0}}
+    body = {
+        "inputs": [tensor(["One", "Two"])],
+        "parameters": {
+            "max_new_tokens": 5,
+            "do_sample": True,
+            "num_return_sequences": 2,
+            "seed": 1,
+            "details": True,
+            "length_penalty": 2.0,
+        },
+    }
     answer = server.client.post(INFER, json=body).json()
     outputs = {o["name"]: o for o in answer["outputs"]}
     assert outputs["text"]["shape"] == [2, 2] and len(outputs["text"]["data"]) == 4
@@ -47,14 +60,19 @@ def test_details_sequences_and_notes(server):
     assert "[1].length_penalty only applies with num_beams > 1; ignored" in answer["parameters"]["message"]
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"inputs": [tensor(["a"])], "parameters": {"max_new_tokens": 0}}, "max_new_tokens: must be >= 1 (got 0)"),
-    ({"inputs": [tensor(["a"])], "parameters": {"temprature": 1}}, "temprature: unknown field"),
-    ({"inputs": [{**tensor(["a"]), "name": "text"}]}, "inputs: unknown input(s) 'text'"),
-    ({"inputs": [{"name": "prompt", "datatype": "INT32", "shape": [1], "data": [1]}]},
-     "inputs.prompt: datatype must be BYTES (got INT32)"),
-    ({"inputs": [tensor([""])]}, "prompt: must not be empty"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"inputs": [tensor(["a"])], "parameters": {"max_new_tokens": 0}}, "max_new_tokens: must be >= 1 (got 0)"),
+        ({"inputs": [tensor(["a"])], "parameters": {"temprature": 1}}, "temprature: unknown field"),
+        ({"inputs": [{**tensor(["a"]), "name": "text"}]}, "inputs: unknown input(s) 'text'"),
+        (
+            {"inputs": [{"name": "prompt", "datatype": "INT32", "shape": [1], "data": [1]}]},
+            "inputs.prompt: datatype must be BYTES (got INT32)",
+        ),
+        ({"inputs": [tensor([""])]}, "prompt: must not be empty"),
+    ],
+)
 def test_bad_requests_are_400s_in_v2s_error_form(server, body, message):
     response = server.client.post(INFER, json=body)
     assert response.status_code == 400 and set(response.json()) == {"error"}
@@ -70,8 +88,11 @@ def infer(server, request: InferRequest):
 
 
 def test_kserves_client(server):
-    request = InferRequest(model_name="gptj", infer_inputs=[InferInput("prompt", [1], "BYTES", ["Hello there"])],
-                           parameters={"max_new_tokens": 6})
+    request = InferRequest(
+        model_name="gptj",
+        infer_inputs=[InferInput("prompt", [1], "BYTES", ["Hello there"])],
+        parameters={"max_new_tokens": 6},
+    )
     (output,) = infer(server, request).outputs
     expected = server.predict({"prompt": "Hello there", "max_new_tokens": 6}).json()["data"]
     assert output.name == "text" and output.shape == [1] and output.data == [expected]
@@ -87,8 +108,9 @@ def test_kserves_client_with_binary_tensors(server):
 
 
 def test_kserves_client_raises_with_the_message(server):
-    request = InferRequest(model_name="gptj", infer_inputs=[InferInput("prompt", [1], "BYTES", ["a"])],
-                           parameters={"max_new_tokens": -1})
+    request = InferRequest(
+        model_name="gptj", infer_inputs=[InferInput("prompt", [1], "BYTES", ["a"])], parameters={"max_new_tokens": -1}
+    )
     with pytest.raises(httpx.HTTPStatusError) as caught:
         infer(server, request)
     assert caught.value.response.status_code == 400 and "max_new_tokens: must be >= 1" in str(caught.value)

@@ -16,8 +16,10 @@ from .kube import ROOT
 
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 # Both metricsAggregator settings a cluster may have (KServe's default is "false" for both).
-CLUSTER_METRICS_CONFIGS = ({"enableMetricAggregation": "false", "enablePrometheusScraping": "false"},
-                           {"enableMetricAggregation": "true", "enablePrometheusScraping": "true"})
+CLUSTER_METRICS_CONFIGS = (
+    {"enableMetricAggregation": "false", "enablePrometheusScraping": "false"},
+    {"enableMetricAggregation": "true", "enablePrometheusScraping": "true"},
+)
 
 
 def documented_knative_flags() -> frozenset[str]:
@@ -25,8 +27,9 @@ def documented_knative_flags() -> frozenset[str]:
     return frozenset(re.findall(r"`(kubernetes\.(?:podspec|containerspec)-[a-z-]+)`", DEPLOY_DOC.read_text()))
 
 
-def admission_errors(isvc: dict[str, Any], runtime: dict[str, Any] | None = None,
-                     flags: frozenset[str] | None = None) -> list[str]:
+def admission_errors(
+    isvc: dict[str, Any], runtime: dict[str, Any] | None = None, flags: frozenset[str] | None = None
+) -> list[str]:
     """Everything the webhooks refuse about this InferenceService (empty: admitted)."""
     flags = documented_knative_flags() if flags is None else flags
     errors = kserve.isvc_errors(isvc)
@@ -55,18 +58,24 @@ def intent_errors(isvc: dict[str, Any], runtime: dict[str, Any] | None = None) -
             mutated = kserve.mutated_annotations(annotations, config)
             where = (mutated["prometheus.io/port"], mutated.get("prometheus.io/path"))
             if where != ("8080", "/metrics"):
-                errors.append(f"Prometheus would scrape port {where[0]} (cluster metricsAggregator {config}), "
-                              "not the predictor's /metrics on 8080")
+                errors.append(
+                    f"Prometheus would scrape port {where[0]} (cluster metricsAggregator {config}), "
+                    "not the predictor's /metrics on 8080"
+                )
     uid = kserve.storage_initializer_user(isvc, pod)
     if uid is not None:
-        errors.append(f"KServe's storage-initializer would run as the pod-level runAsUser {uid}, "
-                      "without its own user's HOME: hf:// downloads fail writing their cache")
+        errors.append(
+            f"KServe's storage-initializer would run as the pod-level runAsUser {uid}, "
+            "without its own user's HOME: hf:// downloads fail writing their cache"
+        )
     if kserve.mode(isvc) == "Knative":
         (container,) = pod["containers"]
         startup = container.get("startupProbe", {})
         budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
         deadline = knative.progress_deadline_seconds(annotations)
         if deadline is None or deadline < budget:
-            errors.append(f"Knative would fail the revision after its progress deadline ({deadline} s), "
-                          f"before the startup probe's budget ({budget} s) is spent")
+            errors.append(
+                f"Knative would fail the revision after its progress deadline ({deadline} s), "
+                f"before the startup probe's budget ({budget} s) is spent"
+            )
     return errors

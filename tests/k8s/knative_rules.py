@@ -18,8 +18,14 @@ from typing import Any
 DEFAULT_ON = frozenset({"multi-container", "kubernetes.podspec-volumes-emptydir"})
 
 # pkg/apis/serving/fieldmask.go L226-235 (PodSpecMask, always allowed) and L237-288 (behind a flag).
-POD_ALWAYS = {"serviceAccountName", "containers", "volumes", "imagePullSecrets", "enableServiceLinks",
-              "automountServiceAccountToken"}
+POD_ALWAYS = {
+    "serviceAccountName",
+    "containers",
+    "volumes",
+    "imagePullSecrets",
+    "enableServiceLinks",
+    "automountServiceAccountToken",
+}
 POD_BY_FLAG = {
     "affinity": "kubernetes.podspec-affinity",
     "topologySpreadConstraints": "kubernetes.podspec-topologyspreadconstraints",
@@ -39,23 +45,60 @@ POD_BY_FLAG = {
     "hostNetwork": "kubernetes.podspec-hostnetwork",
 }
 # fieldmask.go L306-341 (ContainerMask): lifecycle, stdin, tty and volumeDevices are dropped.
-CONTAINER_FIELDS = {"name", "args", "command", "env", "workingDir", "envFrom", "image", "imagePullPolicy",
-                    "livenessProbe", "ports", "readinessProbe", "resources", "securityContext", "startupProbe",
-                    "terminationMessagePath", "terminationMessagePolicy", "volumeMounts"}
+CONTAINER_FIELDS = {
+    "name",
+    "args",
+    "command",
+    "env",
+    "workingDir",
+    "envFrom",
+    "image",
+    "imagePullPolicy",
+    "livenessProbe",
+    "ports",
+    "readinessProbe",
+    "resources",
+    "securityContext",
+    "startupProbe",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "volumeMounts",
+}
 # fieldmask.go L707-738 (SecurityContextMask); privileged only when false (L728-731).
-CONTAINER_SECURITY = {"capabilities", "readOnlyRootFilesystem", "runAsUser", "runAsGroup", "runAsNonRoot",
-                      "allowPrivilegeEscalation", "seccompProfile", "privileged"}
+CONTAINER_SECURITY = {
+    "capabilities",
+    "readOnlyRootFilesystem",
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "allowPrivilegeEscalation",
+    "seccompProfile",
+    "privileged",
+}
 # fieldmask.go L663-702 (PodSecurityContextMask, with kubernetes.podspec-securitycontext).
 POD_SECURITY = {"runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "supplementalGroups", "seccompProfile"}
 # fieldmask.go L51-86 (VolumeSourceMask).
 VOLUME_ALWAYS = {"secret", "configMap", "projected"}
-VOLUME_BY_FLAG = {"emptyDir": "kubernetes.podspec-volumes-emptydir",
-                  "persistentVolumeClaim": "kubernetes.podspec-persistent-volume-claim",
-                  "hostPath": "kubernetes.podspec-volumes-hostpath", "csi": "kubernetes.podspec-volumes-csi",
-                  "image": "kubernetes.podspec-volumes-image"}
+VOLUME_BY_FLAG = {
+    "emptyDir": "kubernetes.podspec-volumes-emptydir",
+    "persistentVolumeClaim": "kubernetes.podspec-persistent-volume-claim",
+    "hostPath": "kubernetes.podspec-volumes-hostpath",
+    "csi": "kubernetes.podspec-volumes-csi",
+    "image": "kubernetes.podspec-volumes-image",
+}
 # fieldmask.go L375-391 (ProbeMask) and L396-409 (HandlerMask).
-PROBE_FIELDS = {"exec", "httpGet", "tcpSocket", "grpc", "initialDelaySeconds", "timeoutSeconds", "periodSeconds",
-                "successThreshold", "failureThreshold", "terminationGracePeriodSeconds"}
+PROBE_FIELDS = {
+    "exec",
+    "httpGet",
+    "tcpSocket",
+    "grpc",
+    "initialDelaySeconds",
+    "timeoutSeconds",
+    "periodSeconds",
+    "successThreshold",
+    "failureThreshold",
+    "terminationGracePeriodSeconds",
+}
 # k8s_validation.go L44-67: reserved paths, container names, env vars and ports (queue-proxy's 8012,
 # 8013, 8022, 9090, 9091 and the profiling port 8008, knative.dev/networking's constants).
 RESERVED_PATHS = {"/", "/dev", "/dev/log"}
@@ -101,8 +144,11 @@ def container_errors(container: dict[str, Any], flags: frozenset[str], path: str
     errors = _extra(container, CONTAINER_FIELDS, path)
     if container.get("name") == "queue-proxy":
         errors.append(f'{path}.name: "queue-proxy" is a reserved container name')
-    errors += [f'{path}.env: "{e["name"]}" is a reserved environment variable'
-               for e in container.get("env", []) if e["name"] in RESERVED_ENV]
+    errors += [
+        f'{path}.env: "{e["name"]}" is a reserved environment variable'
+        for e in container.get("env", [])
+        if e["name"] in RESERVED_ENV
+    ]
     security = container.get("securityContext", {})
     errors += _extra(security, CONTAINER_SECURITY, f"{path}.securityContext")
     if security.get("privileged") is True:

@@ -17,21 +17,50 @@ DEFAULT_MODE = "Knative"
 AUTOSCALER_CLASSES = {"hpa", "external", "keda", "none"}  # constants.go L277-282
 HPA_METRICS, KPA_METRICS = {"cpu", "memory"}, {"concurrency", "rps"}
 # pkg/controller/v1beta1/inferenceservice/utils/utils.go L48 and L411-442 (ValidateStorageURI).
-STORAGE_PREFIXES = ("gs://", "s3://", "pvc://", "file://", "https://", "http://", "hdfs://", "webhdfs://",
-                    "oci://", "oci+native://", "hf://")
+STORAGE_PREFIXES = (
+    "gs://",
+    "s3://",
+    "pvc://",
+    "file://",
+    "https://",
+    "http://",
+    "hdfs://",
+    "webhdfs://",
+    "oci://",
+    "oci+native://",
+    "hf://",
+)
 # config/configmap/inferenceservice.yaml L748-752 (metricsAggregator) and constants.go L124-133.
 SCRAPE, AGGREGATE = "serving.kserve.io/enable-prometheus-scraping", "serving.kserve.io/enable-metric-aggregation"
 # Fields of spec.predictor that configure KServe rather than the pod (component.go L82-132,
 # predictor.go L40-80): the rest is a corev1.PodSpec the controller copies.
-KSERVE_ONLY = {"minReplicas", "maxReplicas", "scaleMetric", "scaleMetricType", "scaleTarget", "autoScaling",
-               "canaryTrafficPercent", "timeout", "containerConcurrency", "batcher", "logger", "labels",
-               "annotations", "model", "workerSpec", "deploymentStrategy", "storageUris", "storageContainerName"}
+KSERVE_ONLY = {
+    "minReplicas",
+    "maxReplicas",
+    "scaleMetric",
+    "scaleMetricType",
+    "scaleTarget",
+    "autoScaling",
+    "canaryTrafficPercent",
+    "timeout",
+    "containerConcurrency",
+    "batcher",
+    "logger",
+    "labels",
+    "annotations",
+    "model",
+    "workerSpec",
+    "deploymentStrategy",
+    "storageUris",
+    "storageContainerName",
+}
 MODEL_ONLY = {"modelFormat", "runtime", "storageUri", "storage", "protocolVersion", "runtimeVersion", "name"}
 
 
 def mode(isvc: dict[str, Any]) -> str:
-    return MODES.get(isvc["metadata"].get("annotations", {}).get("serving.kserve.io/deploymentMode",
-                                                                 "Serverless"), "invalid")
+    return MODES.get(
+        isvc["metadata"].get("annotations", {}).get("serving.kserve.io/deploymentMode", "Serverless"), "invalid"
+    )
 
 
 def isvc_errors(isvc: dict[str, Any]) -> list[str]:
@@ -40,7 +69,9 @@ def isvc_errors(isvc: dict[str, Any]) -> list[str]:
     predictor = isvc["spec"]["predictor"]
     errors = []
     if not ISVC_NAME.fullmatch(isvc["metadata"]["name"]):
-        errors.append(f"the InferenceService \"{isvc['metadata']['name']}\" is invalid: name must match {ISVC_NAME.pattern}")
+        errors.append(
+            f'the InferenceService "{isvc["metadata"]["name"]}" is invalid: name must match {ISVC_NAME.pattern}'
+        )
     if mode(isvc) == "invalid":
         errors.append(f"unknown deploymentMode {annotations['serving.kserve.io/deploymentMode']}")
     autoscaler = annotations.get("serving.kserve.io/autoscalerClass")
@@ -51,7 +82,9 @@ def isvc_errors(isvc: dict[str, Any]) -> list[str]:
     errors += replica_errors(predictor) + autoscaling_errors(mode(isvc), autoscaler, predictor)
     uri = storage_uri(isvc)
     if uri is not None and re.match(r"\w+?://", uri) and not uri.startswith(STORAGE_PREFIXES):
-        errors.append(f"storageUri, must be one of: [{', '.join(STORAGE_PREFIXES)}]. StorageUri [{uri}] is not supported")
+        errors.append(
+            f"storageUri, must be one of: [{', '.join(STORAGE_PREFIXES)}]. StorageUri [{uri}] is not supported"
+        )
     if "canaryTrafficPercent" in predictor and mode(isvc) != "Knative":
         # Only the Knative reconciler reads it (reconcilers/knative/ksvc_reconciler.go L133-153): Standard
         # mode would ignore it silently, so we refuse it rather than ship a canary that never happens.
@@ -137,8 +170,12 @@ def pod_metadata(isvc: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
     """Labels and annotations of the pod template (components/predictor.go L498-519; Knative's revision
     template gets the same, reconcilers/knative/ksvc_reconciler.go L166-205)."""
     predictor = isvc["spec"]["predictor"]
-    labels = {**isvc["metadata"].get("labels", {}), **predictor.get("labels", {}),
-              "serving.kserve.io/inferenceservice": isvc["metadata"]["name"], "component": "predictor"}
+    labels = {
+        **isvc["metadata"].get("labels", {}),
+        **predictor.get("labels", {}),
+        "serving.kserve.io/inferenceservice": isvc["metadata"]["name"],
+        "component": "predictor",
+    }
     annotations = {**isvc["metadata"].get("annotations", {}), **predictor.get("annotations", {})}
     return labels, annotations
 

@@ -85,8 +85,11 @@ def strict(schema: Any) -> Any:
             # wants global flags first. Same language, moved.
             if isinstance(node.get("pattern"), str) and node["pattern"].startswith("^(?i)"):
                 node["pattern"] = "(?i)^" + node["pattern"][5:]
-            if ("properties" in node and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
                 node["additionalProperties"] = False
             for value in node.values():
                 visit(value)
@@ -114,16 +117,29 @@ def _validate_storage_container(obj: dict[str, Any]) -> None:
         return validate(obj)
     spec_fields = {"container", "supportedUriFormats", "workloadType", "supportsMultiModelDownload"}
     schema = {
-        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
         "properties": {
-            "apiVersion": {}, "kind": {}, "metadata": {}, "disabled": {"type": "boolean"},
+            "apiVersion": {},
+            "kind": {},
+            "metadata": {},
+            "disabled": {"type": "boolean"},
             "spec": {
-                "type": "object", "required": ["container", "supportedUriFormats"], "additionalProperties": False,
+                "type": "object",
+                "required": ["container", "supportedUriFormats"],
+                "additionalProperties": False,
                 "properties": {
                     **{name: {} for name in spec_fields},
-                    "supportedUriFormats": {"type": "array", "minItems": 1, "items": {
-                        "type": "object", "additionalProperties": False,
-                        "properties": {"prefix": {"type": "string"}, "regex": {"type": "string"}}}},
+                    "supportedUriFormats": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"prefix": {"type": "string"}, "regex": {"type": "string"}},
+                        },
+                    },
                     "workloadType": {"enum": ["initContainer", "localModelDownloadJob"]},
                     "supportsMultiModelDownload": {"type": "boolean"},
                 },
@@ -131,8 +147,12 @@ def _validate_storage_container(obj: dict[str, Any]) -> None:
         },
     }
     jsonschema.validate(obj, schema, cls=jsonschema.Draft7Validator)
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": obj["metadata"],
-           "spec": {"containers": [obj["spec"]["container"]]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": obj["metadata"],
+        "spec": {"containers": [obj["spec"]["container"]]},
+    }
     kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
 
 
@@ -144,8 +164,9 @@ def validate(obj: dict[str, Any]) -> None:
     elif key in CUSTOM_KINDS:
         jsonschema.validate(obj, crd_schema(*key), cls=jsonschema.Draft7Validator)
         # A CRD's metadata is just "type: object": check it as the API server does, as ObjectMeta.
-        kubernetes_validate.validate({"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]},
-                                     KUBE_VERSION, strict=True)
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]}, KUBE_VERSION, strict=True
+        )
     else:
         # Raises SchemaNotFoundError for unknown kinds and removed APIs: a failure here, not a warning.
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
@@ -177,8 +198,12 @@ def predictor_deployment(isvc: dict[str, Any], runtime: dict[str, Any] | None = 
     name = isvc["metadata"]["name"] + "-predictor"
     labels = {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": name, "namespace": isvc["metadata"].get("namespace", "default"), "labels": labels},
-        "spec": {"replicas": predictor.get("minReplicas", 1), "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels}, "spec": pod}},
+        "spec": {
+            "replicas": predictor.get("minReplicas", 1),
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
     }

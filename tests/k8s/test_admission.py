@@ -61,8 +61,12 @@ def test_every_manifest_is_admitted_and_means_what_it_says(name):
 
 def test_the_local_model_cache_applies_to_both_forms():
     cache = MANIFESTS["localmodelcache.yaml"]
-    for isvc in (MANIFESTS["inferenceservice.yaml"], MANIFESTS["inferenceservice-runtime.yaml"], rendered({})[0],
-                 rendered({"predictorForm": "runtime"})[0]):
+    for isvc in (
+        MANIFESTS["inferenceservice.yaml"],
+        MANIFESTS["inferenceservice-runtime.yaml"],
+        rendered({})[0],
+        rendered({"predictorForm": "runtime"})[0],
+    ):
         assert kserve.local_model_cache_applies(cache, isvc), isvc["metadata"]["name"]
     other = copy.deepcopy(cache)
     other["spec"]["sourceModelUri"] = "hf://EleutherAI/gpt-j-6b"  # the fp32 revision is another model
@@ -83,17 +87,25 @@ def test_staging_and_prod_have_no_grace_period_or_lifecycle():
 
 def test_the_documented_knative_flags_are_the_ones_needed():
     flags = documented_knative_flags()
-    assert {"kubernetes.podspec-tolerations", "kubernetes.podspec-securitycontext", "kubernetes.podspec-affinity",
-            "kubernetes.podspec-volumes-emptydir", "kubernetes.podspec-priorityclassname"} <= flags
+    assert {
+        "kubernetes.podspec-tolerations",
+        "kubernetes.podspec-securitycontext",
+        "kubernetes.podspec-affinity",
+        "kubernetes.podspec-volumes-emptydir",
+        "kubernetes.podspec-priorityclassname",
+    } <= flags
     prod, _ = rendered(values_for("prod"))
-    for flag, field in (("kubernetes.podspec-tolerations", "tolerations"),
-                        ("kubernetes.podspec-affinity", "affinity"),
-                        ("kubernetes.podspec-securitycontext", "securityContext")):
+    for flag, field in (
+        ("kubernetes.podspec-tolerations", "tolerations"),
+        ("kubernetes.podspec-affinity", "affinity"),
+        ("kubernetes.podspec-securitycontext", "securityContext"),
+    ):
         errors = admission_errors(prod, flags=flags - {flag})
         assert f"must not set the field(s): spec.template.spec.{field}" in errors, flag
 
 
 # --- each rule refuses a broken object ------------------------------------------------------------
+
 
 def _predictor(isvc):
     return isvc["spec"]["predictor"]
@@ -108,62 +120,140 @@ def _annotate(key, value):
 
 
 KNATIVE_BAD: list[tuple[str, Callable[[dict], Any], str]] = [
-    ("pod grace period", lambda i: _predictor(i).__setitem__("terminationGracePeriodSeconds", 60),
-     "must not set the field(s): spec.template.spec.terminationGracePeriodSeconds"),
-    ("container lifecycle", lambda i: _container(i).__setitem__("lifecycle", {"preStop": {"exec": {"command": ["sleep", "5"]}}}),
-     "must not set the field(s): spec.template.spec.containers[0].lifecycle"),
-    ("flag not documented", lambda i: _predictor(i).__setitem__("hostNetwork", True),
-     "must not set the field(s): spec.template.spec.hostNetwork"),
-    ("automount true", lambda i: _predictor(i).__setitem__("automountServiceAccountToken", True),
-     "spec.template.spec.automountServiceAccountToken"),
-    ("pod sysctls", lambda i: _predictor(i)["securityContext"].__setitem__("sysctls", []),
-     "spec.template.spec.securityContext.sysctls"),
-    ("hostPath volume", lambda i: _predictor(i)["volumes"].append({"name": "h", "hostPath": {"path": "/x"}}),
-     "must not set the field(s): spec.template.spec.volumes["),  # its index: after the values' volumes
-    ("reserved port", lambda i: _container(i)["ports"][0].__setitem__("containerPort", 8012), "8012 is a reserved port"),
+    (
+        "pod grace period",
+        lambda i: _predictor(i).__setitem__("terminationGracePeriodSeconds", 60),
+        "must not set the field(s): spec.template.spec.terminationGracePeriodSeconds",
+    ),
+    (
+        "container lifecycle",
+        lambda i: _container(i).__setitem__("lifecycle", {"preStop": {"exec": {"command": ["sleep", "5"]}}}),
+        "must not set the field(s): spec.template.spec.containers[0].lifecycle",
+    ),
+    (
+        "flag not documented",
+        lambda i: _predictor(i).__setitem__("hostNetwork", True),
+        "must not set the field(s): spec.template.spec.hostNetwork",
+    ),
+    (
+        "automount true",
+        lambda i: _predictor(i).__setitem__("automountServiceAccountToken", True),
+        "spec.template.spec.automountServiceAccountToken",
+    ),
+    (
+        "pod sysctls",
+        lambda i: _predictor(i)["securityContext"].__setitem__("sysctls", []),
+        "spec.template.spec.securityContext.sysctls",
+    ),
+    (
+        "hostPath volume",
+        lambda i: _predictor(i)["volumes"].append({"name": "h", "hostPath": {"path": "/x"}}),
+        "must not set the field(s): spec.template.spec.volumes[",
+    ),  # its index: after the values' volumes
+    (
+        "reserved port",
+        lambda i: _container(i)["ports"][0].__setitem__("containerPort", 8012),
+        "8012 is a reserved port",
+    ),
     ("port name", lambda i: _container(i)["ports"][0].__setitem__("name", "http"), "Port name http is not allowed"),
-    ("two ports", lambda i: _container(i)["ports"].append({"containerPort": 8081}), "more than one container port is set"),
-    ("reserved env", lambda i: _container(i)["env"].append({"name": "PORT", "value": "1"}),
-     '"PORT" is a reserved environment variable'),
-    ("reserved mount", lambda i: _container(i)["volumeMounts"][0].__setitem__("mountPath", "/dev"),
-     'mountPath "/dev" is a reserved path'),
-    ("privileged", lambda i: _container(i)["securityContext"].__setitem__("privileged", True),
-     "containers[0].securityContext.privileged"),
-    ("probe port", lambda i: _container(i)["readinessProbe"]["httpGet"].__setitem__("port", "metrics"),
-     "Probe port must match container port"),
+    (
+        "two ports",
+        lambda i: _container(i)["ports"].append({"containerPort": 8081}),
+        "more than one container port is set",
+    ),
+    (
+        "reserved env",
+        lambda i: _container(i)["env"].append({"name": "PORT", "value": "1"}),
+        '"PORT" is a reserved environment variable',
+    ),
+    (
+        "reserved mount",
+        lambda i: _container(i)["volumeMounts"][0].__setitem__("mountPath", "/dev"),
+        'mountPath "/dev" is a reserved path',
+    ),
+    (
+        "privileged",
+        lambda i: _container(i)["securityContext"].__setitem__("privileged", True),
+        "containers[0].securityContext.privileged",
+    ),
+    (
+        "probe port",
+        lambda i: _container(i)["readinessProbe"]["httpGet"].__setitem__("port", "metrics"),
+        "Probe port must match container port",
+    ),
     ("probe field", lambda i: _container(i)["livenessProbe"].__setitem__("httpGett", {}), "livenessProbe.httpGett"),
     ("timeout", lambda i: _predictor(i).__setitem__("timeout", 900), "expected 0 <= 900 <= 600"),
-    ("progress deadline", _annotate("serving.knative.dev/progress-deadline", "20 minutes"), "invalid value: 20 minutes"),
+    (
+        "progress deadline",
+        _annotate("serving.knative.dev/progress-deadline", "20 minutes"),
+        "invalid value: 20 minutes",
+    ),
     ("KPA metric", lambda i: _predictor(i).__setitem__("scaleMetric", "cpu"), "[cpu] is not a supported metric"),
-    ("strategy", lambda i: _predictor(i).__setitem__("deploymentStrategy", {"type": "Recreate"}),
-     "customizing deploymentStrategy is only supported for raw deployment mode"),
+    (
+        "strategy",
+        lambda i: _predictor(i).__setitem__("deploymentStrategy", {"type": "Recreate"}),
+        "customizing deploymentStrategy is only supported for raw deployment mode",
+    ),
 ]
 
 STANDARD_BAD: list[tuple[str, Callable[[dict], Any], str]] = [
     ("name", lambda i: i["metadata"].__setitem__("name", "GPT-J"), "is invalid: name must match"),
     ("mode", _annotate("serving.kserve.io/deploymentMode", "Serverful"), "unknown deploymentMode Serverful"),
-    ("autoscaler class", _annotate("serving.kserve.io/autoscalerClass", "kpa"), "[kpa] is not a supported autoscaler class type"),
-    ("replicas", lambda i: _predictor(i).update(minReplicas=3, maxReplicas=2), "MinReplicas cannot be greater than MaxReplicas"),
-    ("storage uri", lambda i: _container(i)["env"].__setitem__(0, {"name": "STORAGE_URI", "value": "ftp://h/m"}),
-     "StorageUri [ftp://h/m] is not supported"),
+    (
+        "autoscaler class",
+        _annotate("serving.kserve.io/autoscalerClass", "kpa"),
+        "[kpa] is not a supported autoscaler class type",
+    ),
+    (
+        "replicas",
+        lambda i: _predictor(i).update(minReplicas=3, maxReplicas=2),
+        "MinReplicas cannot be greater than MaxReplicas",
+    ),
+    (
+        "storage uri",
+        lambda i: _container(i)["env"].__setitem__(0, {"name": "STORAGE_URI", "value": "ftp://h/m"}),
+        "StorageUri [ftp://h/m] is not supported",
+    ),
     ("canary in Standard", lambda i: _predictor(i).__setitem__("canaryTrafficPercent", 10), "Knative mode only"),
-    ("two implementations", lambda i: _predictor(i).__setitem__("model", {"modelFormat": {"name": "gptj"}}),
-     "exactly one of [containers, model]"),
-    ("HPA metric", lambda i: (_annotate("serving.kserve.io/autoscalerClass", "hpa")(i),
-                              _predictor(i).__setitem__("scaleMetric", "concurrency")), "[concurrency] is not a supported metric"),
+    (
+        "two implementations",
+        lambda i: _predictor(i).__setitem__("model", {"modelFormat": {"name": "gptj"}}),
+        "exactly one of [containers, model]",
+    ),
+    (
+        "HPA metric",
+        lambda i: (
+            _annotate("serving.kserve.io/autoscalerClass", "hpa")(i),
+            _predictor(i).__setitem__("scaleMetric", "concurrency"),
+        ),
+        "[concurrency] is not a supported metric",
+    ),
 ]
 
 KEDA_BAD: list[tuple[str, Callable[[dict], Any], str]] = [
-    ("scaleMetric with keda", lambda i: _predictor(i).__setitem__("scaleMetric", "concurrency"), "ScaleMetric is not supported for KEDA"),
-    ("empty query", lambda i: _predictor(i)["autoScaling"]["metrics"][0]["external"]["metric"].__setitem__("query", ""),
-     "the query should not be empty"),
-    ("no threshold", lambda i: _predictor(i)["autoScaling"]["metrics"][0]["external"]["target"].pop("value"),
-     "the target threshold value should not be empty"),
+    (
+        "scaleMetric with keda",
+        lambda i: _predictor(i).__setitem__("scaleMetric", "concurrency"),
+        "ScaleMetric is not supported for KEDA",
+    ),
+    (
+        "empty query",
+        lambda i: _predictor(i)["autoScaling"]["metrics"][0]["external"]["metric"].__setitem__("query", ""),
+        "the query should not be empty",
+    ),
+    (
+        "no threshold",
+        lambda i: _predictor(i)["autoScaling"]["metrics"][0]["external"]["target"].pop("value"),
+        "the target threshold value should not be empty",
+    ),
 ]
 
 
-@pytest.mark.parametrize("values, cases", [(values_for("prod"), KNATIVE_BAD), ({}, STANDARD_BAD), (KEDA, KEDA_BAD)],
-                         ids=["knative", "kserve", "keda"])
+@pytest.mark.parametrize(
+    "values, cases",
+    [(values_for("prod"), KNATIVE_BAD), ({}, STANDARD_BAD), (KEDA, KEDA_BAD)],
+    ids=["knative", "kserve", "keda"],
+)
 def test_each_admission_rule_refuses_a_broken_object(values, cases):
     good, runtime = rendered(values)
     assert admission_errors(good, runtime) == []
@@ -179,7 +269,8 @@ def test_the_deployment_mode_cannot_change_on_upgrade():
     knative, _ = rendered(values_for("staging"))
     assert kserve.update_errors(standard, standard) == []
     assert kserve.update_errors(standard, knative) == [
-        "update rejected: deploymentMode cannot be changed from 'Standard' to 'Knative'"]
+        "update rejected: deploymentMode cannot be changed from 'Standard' to 'Knative'"
+    ]
 
 
 def test_a_runtime_with_a_lifecycle_is_refused_for_knative():
@@ -189,6 +280,7 @@ def test_a_runtime_with_a_lifecycle_is_refused_for_knative():
 
 
 # --- what the controllers and the pod mutator would change -----------------------------------------
+
 
 def test_the_effective_scrape_target_is_our_metrics_in_both_modes():
     for values in ({}, values_for("prod")):

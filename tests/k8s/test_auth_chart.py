@@ -38,8 +38,11 @@ def test_the_secret_is_mounted_read_only_as_the_keys_file():
         validate(obj)
     pod, container = predictor(objs)
     (volume,) = [v for v in pod["volumes"] if v["name"] == "api-keys"]
-    assert volume["secret"] == {"secretName": "team-keys", "items": [{"key": "api-keys.txt", "path": "keys"}],
-                                "defaultMode": 0o440}
+    assert volume["secret"] == {
+        "secretName": "team-keys",
+        "items": [{"key": "api-keys.txt", "path": "keys"}],
+        "defaultMode": 0o440,
+    }
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == "api-keys"]
     assert mount == {"name": "api-keys", "mountPath": "/etc/gptj/auth", "readOnly": True}  # no subPath: updates arrive
     assert str(settings_of(container).operations.api_keys_file) == "/etc/gptj/auth/keys"
@@ -54,7 +57,7 @@ def test_the_helm_test_and_the_notes_use_the_key():
     (volume,) = test_pod["spec"]["volumes"]
     assert volume["secret"]["secretName"] == "team-keys"  # a file, not an environment variable (CKV_K8S_35)
     notes = rendered["gptj/templates/NOTES.txt"]
-    template = "{{index .data \"api-keys.txt\" | base64decode}}"
+    template = '{{index .data "api-keys.txt" | base64decode}}'
     assert f"kubectl -n ml get secret team-keys -o go-template='{template}'" in notes
     assert '-H "Authorization: Bearer ${API_KEY}"' in notes
 
@@ -73,11 +76,14 @@ def test_prod_turns_it_on():
     assert env_of(container)["GPTJ_API_KEYS_FILE"] == "/etc/gptj/auth/keys"
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"auth": {"secret": "x"}}, "additional properties 'secret' not allowed"),
-    ({"auth": {"existingSecret": "x", "existingSecretKey": "a/b"}}, "/auth/existingSecretKey"),
-    ({"serving": {"engineStallSeconds": 0}}, "/serving/engineStallSeconds"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"auth": {"secret": "x"}}, "additional properties 'secret' not allowed"),
+        ({"auth": {"existingSecret": "x", "existingSecretKey": "a/b"}}, "/auth/existingSecretKey"),
+        ({"serving": {"engineStallSeconds": 0}}, "/serving/engineStallSeconds"),
+    ],
+)
 def test_schema_rejects_bad_values(values, message):
     with pytest.raises(helm_python.HelmValuesError) as caught:
         render(values)
@@ -96,7 +102,8 @@ def test_the_engine_alert():
     (rule,) = by_kind(objects(render(values_for("prod"))), "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     alert = alerts["GPTJEngineUnhealthy"]
-    assert alert["expr"].strip() == ('min by (pod) (min_over_time(gptj_engine_healthy{namespace="ml", '
-                                     'pod=~"gptj-predictor.*"}[15m])) == 0')
+    assert alert["expr"].strip() == (
+        'min by (pod) (min_over_time(gptj_engine_healthy{namespace="ml", pod=~"gptj-predictor.*"}[15m])) == 0'
+    )
     assert alert["labels"]["severity"] == "critical" and "for" not in alert
     assert alert["annotations"]["summary"] == "GPT-J's engine failed in pod {{ $labels.pod }}; liveness restarts it"

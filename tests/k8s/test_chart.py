@@ -46,6 +46,7 @@ def container_of(objs):
 
 # --- lint and render -----------------------------------------------------------------------------
 
+
 def test_lint_is_clean_in_strict_mode(env):
     report = helm_python.lint(str(CHART), values_for(env), strict=True, kube_version="v1.30.0")
     assert report["errors"] == []
@@ -66,6 +67,7 @@ def test_notes_tell_how_to_reach_the_model_through_the_ingress(env):
 
 
 # --- what matters, per environment ---------------------------------------------------------------
+
 
 def test_gpu_where_it_belongs(env, rendered):
     resources = container_of(rendered)["resources"]
@@ -143,7 +145,11 @@ def test_the_predictor_accepts_the_rendered_args_and_env(rendered):
     settings = parse_settings(container["args"], env_vars)
     assert settings.model_name == "gptj" and settings.server.http_port == 8080
     assert settings.model == env_vars["GPTJ_MODEL"]
-    assert (settings.limits.max_length, settings.limits.min_length, settings.limits.max_body_bytes) == (512, 64, 1048576)
+    assert (settings.limits.max_length, settings.limits.min_length, settings.limits.max_body_bytes) == (
+        512,
+        64,
+        1048576,
+    )
 
 
 def test_replicas_autoscaling_and_canary(env, rendered):
@@ -222,6 +228,7 @@ def test_helm_test_hook_posts_the_seed_to_the_predictor_service(rendered):
 
 # --- other forms and options ---------------------------------------------------------------------
 
+
 def test_runtime_form_with_its_own_serving_runtime():
     objs = objects(render({"predictorForm": "runtime", "servingRuntime": {"create": True}}))
     for obj in objs:
@@ -236,8 +243,9 @@ def test_runtime_form_with_its_own_serving_runtime():
 
 
 def test_service_monitor_and_digest_pinning():
-    objs = objects(render({"metrics": {"serviceMonitor": {"enabled": True}},
-                           "image": {"digest": "sha256:" + "a" * 64}}))
+    objs = objects(
+        render({"metrics": {"serviceMonitor": {"enabled": True}}, "image": {"digest": "sha256:" + "a" * 64}})
+    )
     for obj in objs:
         validate(obj)
     (monitor,) = by_kind(objs, "ServiceMonitor")
@@ -257,8 +265,10 @@ def test_notes_give_helm_test_a_timeout_longer_than_its_wait():
 
 def test_standard_rollouts_need_no_spare_gpu():
     predictor = isvc_of(objects(render({})))["spec"]["predictor"]
-    assert predictor["deploymentStrategy"] == {"type": "RollingUpdate",
-                                               "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert predictor["deploymentStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
     surge = isvc_of(objects(render({"rollout": {"maxSurge": 1, "maxUnavailable": 0}})))["spec"]["predictor"]
     assert surge["deploymentStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     # Knative refuses a deploymentStrategy (KServe's KPA validation): none in Knative mode.
@@ -281,6 +291,7 @@ def test_long_release_names_stay_within_kserve_limits():
 
 
 # --- the validators catch what they must ---------------------------------------------------------
+
 
 def test_a_misspelled_field_is_caught():
     isvc = copy.deepcopy(isvc_of(objects(render())))
@@ -321,55 +332,67 @@ def test_core_kind_typos_unknown_kinds_and_removed_apis_fail():
 
 # --- values.schema.json and the chart's own checks -----------------------------------------------
 
-@pytest.mark.parametrize("values, message", [
-    ({"replica": {"min": 1}}, "additional properties 'replica' not allowed"),
-    ({"replicas": {"min": "two", "max": 2}}, "at '/replicas/min': got string, want integer"),
-    ({"replicas": {"min": -1, "max": 2}}, "/replicas/min"),
-    ({"deploymentMode": "Serverless"}, "/deploymentMode"),
-    ({"predictorForm": "pod"}, "/predictorForm"),
-    ({"canaryTrafficPercent": 150, "deploymentMode": "Knative"}, "/canaryTrafficPercent"),
-    ({"gpu": {"count": "1"}}, "/gpu/count"),
-    ({"image": {"digest": "latest"}}, "/image/digest"),
-    ({"image": {"tagg": "1"}}, "additional properties 'tagg' not allowed"),
-    ({"model": {"dtype": "int8"}}, "/model/dtype"),
-    ({"model": {"storageUri": "ftp://x"}}, "/model/storageUri"),
-    ({"model": {"limits": {"maxLength": 0}}}, "/model/limits/maxLength"),
-    ({"resources": {"requests": {"cpu": "lots"}, "limits": {}}}, "/resources/requests/cpu"),
-    ({"probes": {"startup": {"failureThreshold": 0}}}, "/probes/startup/failureThreshold"),
-    ({"gpu": {"tolerations": [{"key": "x", "operator": "Maybe"}]}}, "/gpu/tolerations/0/operator"),
-    ({"metrics": {"podMonitor": {"enabled": "yes"}}}, "/metrics/podMonitor/enabled"),
-    ({"networkPolicy": {"enabled": True, "allowNamespaces": "istio-system"}}, "/networkPolicy/allowNamespaces"),
-    ({"serving": {"decodePath": "paged"}}, "/serving/decodePath"),
-    ({"serving": {"kvCacheMemoryFraction": 1.5}}, "/serving/kvCacheMemoryFraction"),
-    ({"serving": {"cudaGraphs": "on"}}, "/serving/cudaGraphs"),
-    ({"autoscaling": {"keda": {"serverAddress": "prometheus:9090"}}}, "/autoscaling/keda/serverAddress"),
-    ({"autoscaling": {"keda": {"target": 0}}}, "/autoscaling/keda/target"),
-    ({"autoscaling": {"keda": {"threshold": 3}}}, "additional properties 'threshold' not allowed"),
-    ({"rollout": {"maxSurge": -1}}, "/rollout/maxSurge"),
-    ({"rollout": {"maxUnavailable": "half"}}, "/rollout/maxUnavailable"),
-    ({"podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001}}, "/podSecurityContext"),
-    ({"storageContainer": {"name": "GPTJ_HF"}}, "/storageContainer/name"),
-    ({"tests": {"image": 3}}, "/tests/image"),
-])
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"replica": {"min": 1}}, "additional properties 'replica' not allowed"),
+        ({"replicas": {"min": "two", "max": 2}}, "at '/replicas/min': got string, want integer"),
+        ({"replicas": {"min": -1, "max": 2}}, "/replicas/min"),
+        ({"deploymentMode": "Serverless"}, "/deploymentMode"),
+        ({"predictorForm": "pod"}, "/predictorForm"),
+        ({"canaryTrafficPercent": 150, "deploymentMode": "Knative"}, "/canaryTrafficPercent"),
+        ({"gpu": {"count": "1"}}, "/gpu/count"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"image": {"tagg": "1"}}, "additional properties 'tagg' not allowed"),
+        ({"model": {"dtype": "int8"}}, "/model/dtype"),
+        ({"model": {"storageUri": "ftp://x"}}, "/model/storageUri"),
+        ({"model": {"limits": {"maxLength": 0}}}, "/model/limits/maxLength"),
+        ({"resources": {"requests": {"cpu": "lots"}, "limits": {}}}, "/resources/requests/cpu"),
+        ({"probes": {"startup": {"failureThreshold": 0}}}, "/probes/startup/failureThreshold"),
+        ({"gpu": {"tolerations": [{"key": "x", "operator": "Maybe"}]}}, "/gpu/tolerations/0/operator"),
+        ({"metrics": {"podMonitor": {"enabled": "yes"}}}, "/metrics/podMonitor/enabled"),
+        ({"networkPolicy": {"enabled": True, "allowNamespaces": "istio-system"}}, "/networkPolicy/allowNamespaces"),
+        ({"serving": {"decodePath": "paged"}}, "/serving/decodePath"),
+        ({"serving": {"kvCacheMemoryFraction": 1.5}}, "/serving/kvCacheMemoryFraction"),
+        ({"serving": {"cudaGraphs": "on"}}, "/serving/cudaGraphs"),
+        ({"autoscaling": {"keda": {"serverAddress": "prometheus:9090"}}}, "/autoscaling/keda/serverAddress"),
+        ({"autoscaling": {"keda": {"target": 0}}}, "/autoscaling/keda/target"),
+        ({"autoscaling": {"keda": {"threshold": 3}}}, "additional properties 'threshold' not allowed"),
+        ({"rollout": {"maxSurge": -1}}, "/rollout/maxSurge"),
+        ({"rollout": {"maxUnavailable": "half"}}, "/rollout/maxUnavailable"),
+        ({"podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001}}, "/podSecurityContext"),
+        ({"storageContainer": {"name": "GPTJ_HF"}}, "/storageContainer/name"),
+        ({"tests": {"image": 3}}, "/tests/image"),
+    ],
+)
 def test_schema_rejects_bad_values(values, message):
     with pytest.raises(helm_python.HelmValuesError) as caught:
         render(values)
     assert message in str(caught.value)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"replicas": {"min": 3, "max": 2}}, "replicas.min (3) must be <= replicas.max (2)"),
-    ({"canaryTrafficPercent": 10}, "canaryTrafficPercent needs deploymentMode: Knative"),
-    ({"replicas": {"min": 0, "max": 2}}, "scale to zero) needs deploymentMode: Knative"),
-    ({"deploymentMode": "Knative", "autoscaling": {"metric": "cpu"}}, "Knative scales on concurrency or rps"),
-    ({"autoscaling": {"standardClass": "hpa", "metric": "concurrency"}}, "hpa scales on cpu or memory"),
-    ({"servingRuntime": {"create": True}}, "servingRuntime.create needs predictorForm: runtime"),
-    ({"deploymentMode": "Knative", "autoscaling": {"standardClass": "keda"}}, "applies to deploymentMode Standard only"),
-    ({"deploymentMode": "Knative", "timeoutSeconds": 60, "serving": {"requestTimeoutSeconds": 50}},
-     "timeoutSeconds (60) is the pod's grace period and must be at least 30 (queue-proxy's drain)"),
-    ({"deploymentMode": "Knative", "timeoutSeconds": 900}, "timeoutSeconds above 600"),
-    ({"storageContainer": {"create": True}}, "storageContainer.create needs storageContainer.name"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"replicas": {"min": 3, "max": 2}}, "replicas.min (3) must be <= replicas.max (2)"),
+        ({"canaryTrafficPercent": 10}, "canaryTrafficPercent needs deploymentMode: Knative"),
+        ({"replicas": {"min": 0, "max": 2}}, "scale to zero) needs deploymentMode: Knative"),
+        ({"deploymentMode": "Knative", "autoscaling": {"metric": "cpu"}}, "Knative scales on concurrency or rps"),
+        ({"autoscaling": {"standardClass": "hpa", "metric": "concurrency"}}, "hpa scales on cpu or memory"),
+        ({"servingRuntime": {"create": True}}, "servingRuntime.create needs predictorForm: runtime"),
+        (
+            {"deploymentMode": "Knative", "autoscaling": {"standardClass": "keda"}},
+            "applies to deploymentMode Standard only",
+        ),
+        (
+            {"deploymentMode": "Knative", "timeoutSeconds": 60, "serving": {"requestTimeoutSeconds": 50}},
+            "timeoutSeconds (60) is the pod's grace period and must be at least 30 (queue-proxy's drain)",
+        ),
+        ({"deploymentMode": "Knative", "timeoutSeconds": 900}, "timeoutSeconds above 600"),
+        ({"storageContainer": {"create": True}}, "storageContainer.create needs storageContainer.name"),
+    ],
+)
 def test_chart_refuses_inconsistent_values(values, message):
     with pytest.raises(helm_python.HelmRenderError) as caught:
         render(values)

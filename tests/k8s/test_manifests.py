@@ -13,8 +13,13 @@ OBJECTS = dict(manifest_objects())
 
 def test_every_file_holds_one_object_and_validates_strictly():
     files = sorted(p.name for p in MANIFESTS.glob("*.yaml"))
-    assert files == ["clusterservingruntime.yaml", "clusterstoragecontainer-hf.yaml", "inferenceservice-runtime.yaml",
-                     "inferenceservice.yaml", "localmodelcache.yaml"]
+    assert files == [
+        "clusterservingruntime.yaml",
+        "clusterstoragecontainer-hf.yaml",
+        "inferenceservice-runtime.yaml",
+        "inferenceservice.yaml",
+        "localmodelcache.yaml",
+    ]
     assert sorted(OBJECTS) == files
     for obj in OBJECTS.values():
         validate(obj)

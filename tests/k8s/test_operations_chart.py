@@ -34,8 +34,10 @@ def queried_metrics(promql: str) -> set[str]:
 def parsed_selectors(promql: str) -> list:
     """The vector selectors of a PromQL expression, parsed as Prometheus parses it (ValueError if invalid)."""
     selectors = []
-    promql_parser.walk(promql_parser.parse(promql),
-                       lambda node: selectors.append(node) if isinstance(node, promql_parser.VectorSelector) else None)
+    promql_parser.walk(
+        promql_parser.parse(promql),
+        lambda node: selectors.append(node) if isinstance(node, promql_parser.VectorSelector) else None,
+    )
     return selectors
 
 
@@ -60,10 +62,13 @@ def test_stop_sequence_fits_the_grace_period(prod):
     assert predictor["timeout"] >= 30 + int(env_of(container)["GPTJ_DRAIN_TIMEOUT_SECONDS"]) + 5
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"terminationGracePeriodSeconds": 30}, "terminationGracePeriodSeconds (30) must be at least"),
-    ({"serving": {"requestTimeoutSeconds": 300}}, "serving.requestTimeoutSeconds must be below timeoutSeconds"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"terminationGracePeriodSeconds": 30}, "terminationGracePeriodSeconds (30) must be at least"),
+        ({"serving": {"requestTimeoutSeconds": 300}}, "serving.requestTimeoutSeconds must be below timeoutSeconds"),
+    ],
+)
 def test_inconsistent_timing_is_refused(values, message):
     with pytest.raises(helm_python.HelmRenderError) as caught:
         render(values)
@@ -76,16 +81,25 @@ def test_serving_settings_reach_the_predictor(prod):
     settings = parse_settings(container["args"], {k: v for k, v in env_of(container).items() if k.startswith("GPTJ_")})
     assert settings.batch.max_batch_size == 32 and settings.batch.max_batch_tokens == 16384
     ops = settings.operations
-    assert (ops.max_queued_requests, ops.request_timeout_s, ops.drain_timeout_s, ops.log_prompts) == (256, 290, 30, False)
+    assert (ops.max_queued_requests, ops.request_timeout_s, ops.drain_timeout_s, ops.log_prompts) == (
+        256,
+        290,
+        30,
+        False,
+    )
     speed = settings.speed
     assert (speed.decode_path, speed.cuda_graphs, speed.kv_cache_memory_fraction) == ("auto", True, 0.9)
 
 
 def test_the_decode_path_settings_reach_the_predictor():
-    (isvc,) = by_kind(objects(render({"serving": {"decodePath": "dynamic", "cudaGraphs": False,
-                                                  "kvCacheMemoryFraction": 0.5}})), "InferenceService")
+    (isvc,) = by_kind(
+        objects(render({"serving": {"decodePath": "dynamic", "cudaGraphs": False, "kvCacheMemoryFraction": 0.5}})),
+        "InferenceService",
+    )
     (container,) = isvc["spec"]["predictor"]["containers"]
-    speed = parse_settings(container["args"], {k: v for k, v in env_of(container).items() if k.startswith("GPTJ_")}).speed
+    speed = parse_settings(
+        container["args"], {k: v for k, v in env_of(container).items() if k.startswith("GPTJ_")}
+    ).speed
     assert (speed.decode_path, speed.cuda_graphs, speed.kv_cache_memory_fraction) == ("dynamic", False, 0.5)
 
 
@@ -94,9 +108,16 @@ def test_dashboard_is_a_labelled_configmap_querying_real_metrics(prod):
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(configmap["data"]["gptj.json"])
     titles = {panel["title"] for panel in dashboard["panels"]}
-    for needed in ("Requests per second by outcome", "Generated tokens per second", "Request time (arrival to answer)",
-                   "Time to first token", "Queue and running requests", "Batch size (sequences per decode step)",
-                   "Errors by outcome", "GPU memory"):
+    for needed in (
+        "Requests per second by outcome",
+        "Generated tokens per second",
+        "Request time (arrival to answer)",
+        "Time to first token",
+        "Queue and running requests",
+        "Batch size (sequences per decode step)",
+        "Errors by outcome",
+        "GPU memory",
+    ):
         assert needed in titles
     queried = set().union(*(queried_metrics(t["expr"]) for p in dashboard["panels"] for t in p["targets"]))
     assert queried and queried <= exported_metric_names(), queried - exported_metric_names()
@@ -106,8 +127,7 @@ def test_alerts(prod):
     (rule,) = by_kind(prod, "PrometheusRule")
     validate(rule)
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert set(alerts) == {"GPTJHighErrorRate", "GPTJQueueSaturated", "GPTJHighLatency",
-                           "GPTJEngineUnhealthy"}
+    assert set(alerts) == {"GPTJHighErrorRate", "GPTJQueueSaturated", "GPTJHighLatency", "GPTJEngineUnhealthy"}
     queried = {selector.name for r in alerts.values() for selector in parsed_selectors(r["expr"])}
     assert queried <= exported_metric_names(), queried - exported_metric_names()
     assert "> 204.8" in alerts["GPTJQueueSaturated"]["expr"]  # 0.8 x 256 queued prompts
@@ -158,21 +178,31 @@ def test_keda_scales_on_prompts_waiting_and_generating_in_this_release():
 
 def test_keda_settings_reach_the_inferenceservice():
     query = "sum(gptj_queue_size)"
-    metric = keda_metric({**KEDA, "autoscaling": {"standardClass": "keda", "keda": {
-        "serverAddress": "https://prom.example:9091/prefix", "query": query, "target": 8}}})
+    metric = keda_metric(
+        {
+            **KEDA,
+            "autoscaling": {
+                "standardClass": "keda",
+                "keda": {"serverAddress": "https://prom.example:9091/prefix", "query": query, "target": 8},
+            },
+        }
+    )
     assert metric["external"]["metric"]["query"] == query
     assert metric["external"]["metric"]["serverAddress"] == "https://prom.example:9091/prefix"
     assert metric["external"]["target"]["value"] == "8"
 
 
-@pytest.mark.parametrize("query", ["sum(gptj_queue_size{namespace=\"ml\"", "sum by (pod gptj_queue_size)",
-                                   "rate(gptj_queue_size)"])
+@pytest.mark.parametrize(
+    "query", ['sum(gptj_queue_size{namespace="ml"', "sum by (pod gptj_queue_size)", "rate(gptj_queue_size)"]
+)
 def test_invalid_promql_is_caught(query):
     with pytest.raises(ValueError):
         parsed_selectors(query)
 
 
 def test_a_query_over_a_metric_we_do_not_export_is_caught():
-    metric = keda_metric({**KEDA, "autoscaling": {"standardClass": "keda", "keda": {"query": "sum(gptj_queue_length)"}}})
+    metric = keda_metric(
+        {**KEDA, "autoscaling": {"standardClass": "keda", "keda": {"query": "sum(gptj_queue_length)"}}}
+    )
     names = {s.name for s in parsed_selectors(metric["external"]["metric"]["query"])}
     assert names - exported_metric_names() == {"gptj_queue_length"}

@@ -33,16 +33,29 @@ from .kube import (
 VARIANTS = {f"env-{env}": values_for(env) for env in ENVIRONMENTS} | {
     "runtime-form": {"predictorForm": "runtime", "servingRuntime": {"create": True}},
     "servicemonitor": {"metrics": {"serviceMonitor": {"enabled": True}}},
-    "keda": {"autoscaling": {"standardClass": "keda"}, "replicas": {"min": 1, "max": 4},
-             "storageContainer": {"name": "gptj-hf", "create": True}},
+    "keda": {
+        "autoscaling": {"standardClass": "keda"},
+        "replicas": {"min": 1, "max": 4},
+        "storageContainer": {"name": "gptj-hf", "create": True},
+    },
 }
 # KServe's namespace for the manifests is `kubectl apply -n ...`: they name none themselves.
 MANIFEST_NAMESPACE = "model-serving"
 POD_SECURITY_CHECKS = {
-    "CKV_K8S_8", "CKV_K8S_9",  # liveness and readiness probes
-    "CKV_K8S_10", "CKV_K8S_11", "CKV_K8S_12", "CKV_K8S_13",  # CPU and memory requests and limits
-    "CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_23", "CKV_K8S_28", "CKV_K8S_37", "CKV_K8S_40",  # no escalation,
-    "CKV_K8S_31", "CKV_K8S_38",  # read-only root, non-root, no NET_RAW, drop ALL, high UID, seccomp, no token
+    "CKV_K8S_8",
+    "CKV_K8S_9",  # liveness and readiness probes
+    "CKV_K8S_10",
+    "CKV_K8S_11",
+    "CKV_K8S_12",
+    "CKV_K8S_13",  # CPU and memory requests and limits
+    "CKV_K8S_20",
+    "CKV_K8S_22",
+    "CKV_K8S_23",
+    "CKV_K8S_28",
+    "CKV_K8S_37",
+    "CKV_K8S_40",  # no escalation,
+    "CKV_K8S_31",
+    "CKV_K8S_38",  # read-only root, non-root, no NET_RAW, drop ALL, high UID, seccomp, no token
 }
 
 
@@ -84,7 +97,9 @@ def write(out: Path, prefix: str, objs: list[dict]) -> None:
 def report(scan_dir) -> list[dict]:
     result = subprocess.run(
         [checkov(), "-d", str(scan_dir), "--config-file", str(ROOT / ".checkov.yaml"), "-o", "json"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode in (0, 1), result.stderr[-2000:]
     parsed = json.loads(result.stdout)
@@ -96,8 +111,10 @@ def checks(report, outcome: str) -> list[dict]:
 
 
 def test_checkov_finds_nothing(report):
-    failed = [f"{c['check_id']} {c['check_name']} on {c['resource']} ({c['file_path']})"
-              for c in checks(report, "failed_checks")]
+    failed = [
+        f"{c['check_id']} {c['check_name']} on {c['resource']} ({c['file_path']})"
+        for c in checks(report, "failed_checks")
+    ]
     assert failed == [], "\n".join(failed)
 
 

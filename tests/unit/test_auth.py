@@ -14,34 +14,60 @@ from predictor.edge import auth, web
 from predictor.edge.auth import ApiKeys
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/"), ("GET", "/metrics"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready"),
-    ("GET", "/v2/models/gptj/ready"), ("GET", "/v2/models/gptj/versions/1/ready"), ("GET", "/v1/models/gptj"),
-    ("HEAD", "/v2/health/live"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/"),
+        ("GET", "/metrics"),
+        ("GET", "/v2/health/live"),
+        ("GET", "/v2/health/ready"),
+        ("GET", "/v2/models/gptj/ready"),
+        ("GET", "/v2/models/gptj/versions/1/ready"),
+        ("GET", "/v1/models/gptj"),
+        ("HEAD", "/v2/health/live"),
+    ],
+)
 def test_probes_and_metrics_are_open(method, path):
     assert auth.is_open(method, path)
 
 
-@pytest.mark.parametrize("method, path", [
-    ("POST", "/v1/models/gptj:predict"), ("POST", "/v1/models/gptj:stream"), ("GET", "/v1/models"),
-    ("POST", "/v1/models/gptj"), ("GET", "/v1/models/gptj:predict"), ("POST", "/v2/models/gptj/infer"),
-    ("GET", "/v2/models/gptj"), ("GET", "/v2/models"), ("GET", "/v2"), ("POST", "/v2/repository/models/gptj/load"),
-    ("GET", "/openai/v1/models"), ("GET", "/openai/v1/models/gptj"), ("POST", "/openai/v1/completions"),
-    ("POST", "/v2/health/live"), ("GET", "/docs"), ("GET", "/no/such/route"), ("GET", "/metrics/../v2"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/v1/models/gptj:predict"),
+        ("POST", "/v1/models/gptj:stream"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/models/gptj"),
+        ("GET", "/v1/models/gptj:predict"),
+        ("POST", "/v2/models/gptj/infer"),
+        ("GET", "/v2/models/gptj"),
+        ("GET", "/v2/models"),
+        ("GET", "/v2"),
+        ("POST", "/v2/repository/models/gptj/load"),
+        ("GET", "/openai/v1/models"),
+        ("GET", "/openai/v1/models/gptj"),
+        ("POST", "/openai/v1/completions"),
+        ("POST", "/v2/health/live"),
+        ("GET", "/docs"),
+        ("GET", "/no/such/route"),
+        ("GET", "/metrics/../v2"),
+    ],
+)
 def test_everything_else_needs_a_key(method, path):
     assert not auth.is_open(method, path)
 
 
-@pytest.mark.parametrize("header, message, invalid", [
-    (None, "missing API key: send the header 'Authorization: Bearer <key>'", False),
-    ("", "missing API key: send the header 'Authorization: Bearer <key>'", False),
-    ("Basic dXNlcjpwYXNz", "the Authorization header must be 'Bearer <key>'", False),
-    ("Bearer ", "the Authorization header must be 'Bearer <key>'", False),
-    ("wrong-key", "the Authorization header must be 'Bearer <key>'", False),
-    ("Bearer wrong-key", "invalid API key", True),
-])
+@pytest.mark.parametrize(
+    "header, message, invalid",
+    [
+        (None, "missing API key: send the header 'Authorization: Bearer <key>'", False),
+        ("", "missing API key: send the header 'Authorization: Bearer <key>'", False),
+        ("Basic dXNlcjpwYXNz", "the Authorization header must be 'Bearer <key>'", False),
+        ("Bearer ", "the Authorization header must be 'Bearer <key>'", False),
+        ("wrong-key", "the Authorization header must be 'Bearer <key>'", False),
+        ("Bearer wrong-key", "invalid API key", True),
+    ],
+)
 def test_refusals_say_what_is_wrong_and_challenge_for_a_bearer_token(keys_file, header, message, invalid):
     with pytest.raises(errors.Unauthorized) as caught:
         ApiKeys(keys_file).load().slot(header)
@@ -75,8 +101,14 @@ def test_the_comparison_looks_at_every_key_whatever_matches(monkeypatch):
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     secret = "s3cr3t-" + "x" * 40
     accepted = tuple(auth.digest(k) for k in (secret, "other-key", "third-key"))
-    for presented, expected in [(secret, 0), ("third-key", 2), (secret[:-1], None), (secret + "y", None),
-                                ("", None), ("z" * 1000, None)]:
+    for presented, expected in [
+        (secret, 0),
+        ("third-key", 2),
+        (secret[:-1], None),
+        (secret + "y", None),
+        ("", None),
+        ("z" * 1000, None),
+    ]:
         calls.clear()
         assert auth.match(auth.digest(presented), accepted) == expected
         assert calls == [(32, 32)] * 3  # all three, each on SHA-256 digests: length reveals nothing
@@ -93,6 +125,7 @@ def test_the_file_is_read_again_when_it_changes(keys_file):
 
 def test_a_secret_volume_update_is_seen(tmp_path):
     """Kubernetes updates a Secret volume by pointing the ..data symlink at a new directory."""
+
     def version(name: str, content: str) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / "keys").write_text(content)
@@ -147,12 +180,24 @@ def test_keys_never_reach_the_log(keys_file, caplog):
     assert caplog.records and not any("key-" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v1/models/gptj:predict", {"status": "failed", "data": None, "message": "invalid API key"}),
-    ("/v2/models/gptj/infer", {"error": "invalid API key"}),
-    ("/openai/v1/completions", {"error": {"message": "invalid API key", "type": "invalid_request_error",
-                                          "param": None, "code": "invalid_api_key"}}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/models/gptj:predict", {"status": "failed", "data": None, "message": "invalid API key"}),
+        ("/v2/models/gptj/infer", {"error": "invalid API key"}),
+        (
+            "/openai/v1/completions",
+            {
+                "error": {
+                    "message": "invalid API key",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            },
+        ),
+    ],
+)
 def test_each_protocol_gets_its_own_401_body(path, body):
     failure = errors.classify(errors.Unauthorized("invalid API key", invalid=True))
     assert failure.status == 401 and web.error_body(failure, path) == body

@@ -27,8 +27,15 @@ def test_the_gpu_figures_come_out_and_the_fast_path_matches_the_reference(figure
     assert figures["greedy_matches_eager_reference"] is True and figures["greedy_first_mismatch"] is None
     assert figures["fed_argmax_agreement"] == 1.0 and figures["fed_max_logit_error"] < 1e-3  # float32 here
     assert figures["fed_disagreement_max_margin"] == 0.0
-    for key in ("copy_bandwidth_gb_s", "roofline_ms_per_token", "naive_tok_per_s", "hf_generate_batch1_ms_per_token",
-                "raw_tok_per_s_batch2", "batch1_ms_per_token", "ttft_ms_inprocess_128"):
+    for key in (
+        "copy_bandwidth_gb_s",
+        "roofline_ms_per_token",
+        "naive_tok_per_s",
+        "hf_generate_batch1_ms_per_token",
+        "raw_tok_per_s_batch2",
+        "batch1_ms_per_token",
+        "ttft_ms_inprocess_128",
+    ):
         assert figures[key] > 0, key
     # the roofline is the weights' bytes over the copy bandwidth
     assert abs(figures["roofline_ms_per_token"] - figures["weight_gb"] / figures["copy_bandwidth_gb_s"] * 1000) < 1e-6
@@ -37,21 +44,47 @@ def test_the_gpu_figures_come_out_and_the_fast_path_matches_the_reference(figure
 def test_the_gpu_table_and_results_file_hold_every_figure(figures):
     """The GPU run's last steps, on these figures and a made-up server part (no GPU server here)."""
     load = {"requests": 16, "seconds": 2.0, "req_per_s": 8.0, "tok_per_s": 1024.0, "p50_s": 0.2, "p95_s": 0.3}
-    results = {"device": "NVIDIA H100 80GB HBM3", "shape": "gptj-6b", "prompt_tokens": 128, "new_tokens": 128,
-               "when": "2026-11-25 10:00:00", "versions": bench.versions(), **figures, "load_seconds": 21.5,
-               "sequential": {**load, "requests": 8, "seconds": 8.0}, "levels": {1: load, 2: {**load, "tok_per_s": 2048.0}},
-               "fresh_connections": load, "logprobs5": {**load, "tok_per_s": 1843.2}, "ttft_ms_128": 15.0, "ttft_ms_1024": 60.0, "peak_gpu_memory_gb": 40.0}
+    results = {
+        "device": "NVIDIA H100 80GB HBM3",
+        "shape": "gptj-6b",
+        "prompt_tokens": 128,
+        "new_tokens": 128,
+        "when": "2026-11-25 10:00:00",
+        "versions": bench.versions(),
+        **figures,
+        "load_seconds": 21.5,
+        "sequential": {**load, "requests": 8, "seconds": 8.0},
+        "levels": {1: load, 2: {**load, "tok_per_s": 2048.0}},
+        "fresh_connections": load,
+        "logprobs5": {**load, "tok_per_s": 1843.2},
+        "ttft_ms_128": 15.0,
+        "ttft_ms_1024": 60.0,
+        "peak_gpu_memory_gb": 40.0,
+    }
     results.update(bench.ratios(results, 2))
     rows = dict(re.split(r"(?<=\S)\s{2,}", line.strip(), maxsplit=1) for line in bench.table(results, 2).splitlines())
-    for row in ("memory roofline, batch 1", "decode, batch 1 (server's path)", "TTFT, 128 tokens", "TTFT, 1024 tokens",
-                "naive (generate, eager, one at a time)", "... fed the reference's tokens"):
+    for row in (
+        "memory roofline, batch 1",
+        "decode, batch 1 (server's path)",
+        "TTFT, 128 tokens",
+        "TTFT, 1024 tokens",
+        "naive (generate, eager, one at a time)",
+        "... fed the reference's tokens",
+    ):
         assert row in rows, row
     assert rows["peak GPU memory (server)"] == "40.0 GB" and rows["server start to ready"] == "21.5 s"
     assert rows["TTFT, 128 tokens"] == "15.00 ms"
     assert rows["logprobs 5 / off, 2 concurrent"] == "90% of the throughput"
     assert rows["server, 2 concurrent / naive"] == f"{2048.0 / figures['naive_tok_per_s']:.1f}x"
     summary = json.loads(json.dumps(bench.summary_for_results(results)))  # the file bench/results/ gets
-    assert {"device", "roofline_ms_per_token", "batch1_ms_per_token", "ttft_ms_128", "tok_per_s", "naive_tok_per_s",
-            "load_seconds"} <= set(summary)
+    assert {
+        "device",
+        "roofline_ms_per_token",
+        "batch1_ms_per_token",
+        "ttft_ms_128",
+        "tok_per_s",
+        "naive_tok_per_s",
+        "load_seconds",
+    } <= set(summary)
     assert summary["tok_per_s"] == {"1": 1024.0, "2": 2048.0}
     assert summary["speedup_vs_naive"]["2"] == pytest.approx(2048.0 / figures["naive_tok_per_s"])

@@ -9,18 +9,22 @@ from predictor.generation.text import TextStream, cut_at_stop
 from predictor.protocols import envelope
 
 
-@pytest.mark.parametrize("text, stops, expected", [
-    ("Hello world. Bye", ["."], ("Hello world", True)),
-    ("Hello world. Bye", ["Bye", "o"], ("Hell", True)),  # the earliest stop wins
-    ("Hello world", ["x"], ("Hello world", False)),
-    ("Hello", [], ("Hello", False)),
-])
+@pytest.mark.parametrize(
+    "text, stops, expected",
+    [
+        ("Hello world. Bye", ["."], ("Hello world", True)),
+        ("Hello world. Bye", ["Bye", "o"], ("Hell", True)),  # the earliest stop wins
+        ("Hello world", ["x"], ("Hello world", False)),
+        ("Hello", [], ("Hello", False)),
+    ],
+)
 def test_cut_at_stop(text, stops, expected):
     assert cut_at_stop(text, stops) == expected
 
 
 def stream_of(pieces: list, stops=()) -> tuple[list[str], str]:
     """Feed the growing text one token at a time; token i is pieces[i] (text, or UTF-8 bytes)."""
+
     def decode(tokens) -> str:  # as a byte-level tokenizer decodes: an unfinished character is U+FFFD
         data = b"".join(p if isinstance(p, bytes) else p.encode() for p in (pieces[i] for i in tokens))
         return data.decode("utf-8", errors="replace")
@@ -57,17 +61,24 @@ def test_the_final_piece_flushes_what_was_held():
 
 
 def request(details=False, n=1) -> GenerationRequest:
-    return GenerationRequest("P", (1,), Sampling(max_length=5, num_return_sequences=n), details=details,
-                             wants_list=n > 1)
+    return GenerationRequest(
+        "P", (1,), Sampling(max_length=5, num_return_sequences=n), details=details, wants_list=n > 1
+    )
 
 
 def test_envelope_data_with_and_without_details():
     completion = Completion("P and more", " and more", "stop", 1, 2)
     assert envelope.data([request()], [[completion]]) == "P and more"
     assert envelope.data([request(details=True)], [[completion]]) == {
-        "text": "P and more", "finish_reason": "stop", "prompt_tokens": 1, "generated_tokens": 2}
+        "text": "P and more",
+        "finish_reason": "stop",
+        "prompt_tokens": 1,
+        "generated_tokens": 2,
+    }
     assert envelope.data([request(), request(details=True, n=2)], [[completion], [completion, completion]]) == [
-        "P and more", [envelope.details(completion), envelope.details(completion)]]
+        "P and more",
+        [envelope.details(completion), envelope.details(completion)],
+    ]
 
 
 def test_each_step_decodes_only_the_newest_tokens():

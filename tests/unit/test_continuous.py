@@ -16,9 +16,14 @@ from predictor.settings import Limits, parse_settings
 
 from .schedule import run
 
-PROMPTS = ["The weather", "Kubernetes runs containers on a cluster of machines and", "A",
-           "If I was a billionaire, I would", "Numbers such as 1, 2, 3",
-           "She opened the book, read the first page twice, and smiled at"]
+PROMPTS = [
+    "The weather",
+    "Kubernetes runs containers on a cluster of machines and",
+    "A",
+    "If I was a billionaire, I would",
+    "Numbers such as 1, 2, 3",
+    "She opened the book, read the first page twice, and smiled at",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +48,24 @@ def generate(loaded, req: GenerationRequest, **extra) -> list[list[int]]:
 
     ids = torch.tensor([req.input_ids])
     with torch.inference_mode():
-        out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                    generation_config=generation_config(req.sampling, loaded.eos_token_id), **extra)
+        out = loaded.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            generation_config=generation_config(req.sampling, loaded.eos_token_id),
+            **extra,
+        )
     eos = loaded.eos_token_id
-    return [[t for t in row[ids.shape[1]:].tolist() if t != eos] for row in out]
+    return [[t for t in row[ids.shape[1] :].tolist() if t != eos] for row in out]
 
 
-GREEDY = [{"max_length": 40}, {"max_length": 30, "repetition_penalty": 1.5},
-          {"max_length": 35, "encoder_no_repeat_ngram_size": 1}, {"max_length": 25, "remove_invalid_values": True},
-          {"max_length": 60, "min_length": 20}, {"max_length": 20}]
+GREEDY = [
+    {"max_length": 40},
+    {"max_length": 30, "repetition_penalty": 1.5},
+    {"max_length": 35, "encoder_no_repeat_ngram_size": 1},
+    {"max_length": 25, "remove_invalid_values": True},
+    {"max_length": 60, "min_length": 20},
+    {"max_length": 20},
+]
 
 
 def test_greedy_rows_joining_at_different_steps_match_generate(loaded):
@@ -61,12 +75,15 @@ def test_greedy_rows_joining_at_different_steps_match_generate(loaded):
         assert results[owner] == generate(loaded, req), req.sampling
 
 
-@pytest.mark.parametrize("fields", [
-    {"do_sample": True},  # transformers' defaults: top_k 50
-    {"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 0.9},
-    {"do_sample": True, "temperature": 1.3, "top_k": 7, "repetition_penalty": 1.2},
-    {"do_sample": True, "num_return_sequences": 3},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"do_sample": True},  # transformers' defaults: top_k 50
+        {"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 0.9},
+        {"do_sample": True, "temperature": 1.3, "top_k": 7, "repetition_penalty": 1.2},
+        {"do_sample": True, "num_return_sequences": 3},
+    ],
+)
 def test_sampled_rows_draw_what_generate_draws_with_the_same_seed(loaded, fields):
     req = request(loaded, "If I was a billionaire, I would", max_length=40, **fields)
     torch.manual_seed(1234)
@@ -77,8 +94,10 @@ def test_sampled_rows_draw_what_generate_draws_with_the_same_seed(loaded, fields
 
 def test_min_length_and_eos_per_row(eos_loaded):
     # EOS wins every step on this model: each row stops exactly at its own minimum, EOS left out.
-    reqs = [request(eos_loaded, p, max_length=60, min_length=m) for p, m in
-            (("If I was", 0), ("The weather was cold", 20), ("A", 12))]
+    reqs = [
+        request(eos_loaded, p, max_length=60, min_length=m)
+        for p, m in (("If I was", 0), ("The weather was cold", 20), ("A", 12))
+    ]
     results = run(eos_loaded, {0: reqs[:2], 2: [reqs[2]]})
     assert [len(results[i][0]) for i in range(3)] == [0, 20 - len(reqs[1].input_ids), 12 - 1]
     assert all(eos_loaded.eos_token_id not in results[i][0] for i in range(3))
@@ -109,7 +128,9 @@ def test_leaving_frees_rows_and_trims_the_cache(loaded):
     before = batch.decoder.state.length
     batch.leave({"long"})
     assert [row.owner for row in batch.rows] == ["short"] and batch.decoder.state.rows == 1
-    assert batch.decoder.state.length == len(short.input_ids) + 1 < before  # the long row's padding is gone (the latest token is not fed yet)
+    assert (
+        batch.decoder.state.length == len(short.input_ids) + 1 < before
+    )  # the long row's padding is gone (the latest token is not fed yet)
     alone = run(loaded, {0: [short]})[0]
     while batch.rows:
         done = batch.advance()
@@ -155,7 +176,7 @@ def finished(loaded, req, decode=True) -> dict:
 def test_a_stop_string_ends_the_row_at_once(loaded):
     req = request(loaded, "The weather", max_length=80)
     text = loaded.tokenizer.decode(run(loaded, {0: [req]})[0][0])
-    stop = text[len(text) // 2:len(text) // 2 + 3]  # three characters from the middle of the text
+    stop = text[len(text) // 2 : len(text) // 2 + 3]  # three characters from the middle of the text
     row = finished(loaded, request(loaded, "The weather", max_length=80, stop=[stop, "never there"]))[0]
     assert row.reason == "stop" and len(row.tokens) < 80 - len(req.input_ids)
     assert stop in loaded.tokenizer.decode(row.tokens) and stop not in loaded.tokenizer.decode(row.tokens[:-1])

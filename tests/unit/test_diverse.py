@@ -24,8 +24,9 @@ def model(tiny_dir):
 
 def search(model, penalty, *, beams=4, groups=4, n=4, max_length=16, prompts=((5, 6, 7),), stop=None, **extra):
     ids = torch.tensor(prompts)
-    config = GenerationConfig(max_length=max_length, num_beams=beams, num_return_sequences=n,
-                              pad_token_id=EOS, eos_token_id=EOS, **extra)
+    config = GenerationConfig(
+        max_length=max_length, num_beams=beams, num_return_sequences=n, pad_token_id=EOS, eos_token_id=EOS, **extra
+    )
     with torch.inference_mode():
         return diverse.generate(model, ids, torch.ones_like(ids), config, groups, penalty, stop)
 
@@ -87,18 +88,21 @@ def test_hypotheses_keep_the_best_and_drop_the_earliest_of_the_worst():
     assert [tokens for _, tokens in hyps.beams] == [[3], [5]] and hyps.worst == -1.0
 
 
-@pytest.mark.parametrize("early_stopping, length_penalty, best, length, done", [
-    (True, 1.0, 0.0, 1, True),  # full: done at once
-    (False, 1.0, -2.0, 2, True),  # the best candidate reaches -1.0 per token: not better than the worst
-    (False, 1.0, -1.8, 2, False),
-    (False, 0.0, -0.5, 5, False),  # no length penalty: sums compare
-    ("never", 2.0, -10.0, 2, False),  # -10 / 10**2 at the longest length would still beat -1.0
-    ("never", -1.0, -0.6, 2, True),  # a negative penalty favours short: the current length is the best
-])
+@pytest.mark.parametrize(
+    "early_stopping, length_penalty, best, length, done",
+    [
+        (True, 1.0, 0.0, 1, True),  # full: done at once
+        (False, 1.0, -2.0, 2, True),  # the best candidate reaches -1.0 per token: not better than the worst
+        (False, 1.0, -1.8, 2, False),
+        (False, 0.0, -0.5, 5, False),  # no length penalty: sums compare
+        ("never", 2.0, -10.0, 2, False),  # -10 / 10**2 at the longest length would still beat -1.0
+        ("never", -1.0, -0.6, 2, True),  # a negative penalty favours short: the current length is the best
+    ],
+)
 def test_a_group_is_done_when_no_candidate_can_get_in(early_stopping, length_penalty, best, length, done):
     hyps = _Hypotheses(size=2, length_penalty=length_penalty, early_stopping=early_stopping, max_new=10)
     assert not hyps.done(-100.0, 1)  # fewer hypotheses than beams: never done
-    hyps.add([1], -1.0 * 1 ** length_penalty, 1)
-    hyps.add([2], -1.0 * 1 ** length_penalty, 1)
+    hyps.add([1], -1.0 * 1**length_penalty, 1)
+    hyps.add([2], -1.0 * 1**length_penalty, 1)
     assert hyps.worst == -1.0
     assert hyps.done(best, length) is done

@@ -107,8 +107,10 @@ def test_a_request_that_fails_to_join_fails_alone(runner, monkeypatch):
     monkeypatch.setattr(engine._worker.batch, "join", fragile)
 
     async def go(engine):
-        return await asyncio.gather(*(one(engine, request(runner, p, max_length=15))
-                                      for p in ("fine", "poison", "also fine")), return_exceptions=True)
+        return await asyncio.gather(
+            *(one(engine, request(runner, p, max_length=15)) for p in ("fine", "poison", "also fine")),
+            return_exceptions=True,
+        )
 
     fine, poisoned, also_fine = run(engine, go)
     assert isinstance(poisoned, GenerationFailed) and "poisoned" not in poisoned.message
@@ -128,19 +130,23 @@ def test_a_step_that_fails_once_is_retried_per_request(runner, monkeypatch):
     monkeypatch.setattr(engine._worker.batch, "advance", flaky)
 
     async def go(engine):
-        return await asyncio.gather(one(engine, request(runner, "one", max_length=20)),
-                                    one(engine, request(runner, "two", max_length=20)))
+        return await asyncio.gather(
+            one(engine, request(runner, "one", max_length=20)), one(engine, request(runner, "two", max_length=20))
+        )
 
-    assert run(engine, go) == [alone(runner, request(runner, "one", max_length=20)),
-                               alone(runner, request(runner, "two", max_length=20))]
+    assert run(engine, go) == [
+        alone(runner, request(runner, "one", max_length=20)),
+        alone(runner, request(runner, "two", max_length=20)),
+    ]
 
 
 def test_a_request_whose_generation_fails_fails_alone(runner):
     async def go(engine):
         steady = asyncio.ensure_future(one(engine, request(runner, "steady", max_length=120)))
         await asyncio.sleep(0.1)
-        failing = await asyncio.gather(one(engine, request(runner, "boom [[fault:error]]", max_length=60)),
-                                       return_exceptions=True)
+        failing = await asyncio.gather(
+            one(engine, request(runner, "boom [[fault:error]]", max_length=60)), return_exceptions=True
+        )
         later = await one(engine, request(runner, "later", max_length=20))
         return await steady, failing[0], later
 
@@ -242,8 +248,9 @@ def test_the_batch_size_bound_makes_requests_queue(runner):
 
     run(Engine(runner, BatchPolicy(max_batch_size=1), Metrics(registry)), go)
     assert seen == [1.0, 0.0]
-    assert registry.get_sample_value("gptj_batch_size_bucket", {"le": "1.0"}) == \
-        registry.get_sample_value("gptj_batch_size_count")  # never more than one row per step
+    assert registry.get_sample_value("gptj_batch_size_bucket", {"le": "1.0"}) == registry.get_sample_value(
+        "gptj_batch_size_count"
+    )  # never more than one row per step
 
 
 def test_stop_finishes_running_work_and_refuses_new(runner):
@@ -272,8 +279,9 @@ def test_out_of_memory_frees_the_allocator_cache(runner, monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(1))
 
     async def go(engine):
-        return await asyncio.gather(one(engine, request(runner, "x [[fault:oom]]", max_length=30)),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            one(engine, request(runner, "x [[fault:oom]]", max_length=30)), return_exceptions=True
+        )
 
     (result,) = run(Engine(runner, faults=Faults(True)), go)
     assert isinstance(result, ResourceExhausted) and freed == [1]

@@ -64,8 +64,11 @@ async def failing_all(engine: Engine, runner, culprit: GenerationRequest) -> tup
     first = await anext(streaming)
     assert first[0] == "text"  # generating
     started = time.monotonic()
-    results = await asyncio.gather(outcome(collect(streaming)), outcome(engine.run([culprit])),
-                                   outcome(engine.run([request(runner, "queued", max_length=LONG)])))
+    results = await asyncio.gather(
+        outcome(collect(streaming)),
+        outcome(engine.run([culprit])),
+        outcome(engine.run([request(runner, "queued", max_length=LONG)])),
+    )
     return list(results), time.monotonic() - started
 
 
@@ -130,8 +133,11 @@ def test_a_sticky_cuda_error_fails_the_engine_instead_of_each_request(runner, mo
         monkeypatch.setattr(runner, "_generate", broken)  # run_batch narrows down itself, then the worker sees it
 
     async def go(engine):
-        culprit = request(runner, "beams", max_length=20, num_beams=2) if where == "beams" else \
-            request(runner, "step", max_length=20)
+        culprit = (
+            request(runner, "beams", max_length=20, num_beams=2)
+            if where == "beams"
+            else request(runner, "step", max_length=20)
+        )
         bystander = request(runner, "b", max_length=20)
         return await asyncio.gather(outcome(engine.run([culprit])), outcome(engine.run([bystander])))
 
@@ -157,17 +163,20 @@ def test_out_of_memory_stays_recoverable(runner):
     assert isinstance(oom, ResourceExhausted) and fine.text.startswith("fine") and engine.failure is None
 
 
-@pytest.mark.parametrize("exc, unrecoverable", [
-    (torch.AcceleratorError("CUDA error: an illegal memory access was encountered"), True),
-    (RuntimeError("CUDA error: device-side assert triggered"), True),
-    (RuntimeError("CUDA error: misaligned address"), True),
-    (torch.AcceleratorError("CUDA error: unspecified launch failure"), True),
-    (torch.AcceleratorError("CUDA error: invalid configuration argument"), False),  # the device still works
-    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),
-    (RuntimeError("CUDA error: out of memory"), False),
-    (RuntimeError("The size of tensor a (3) must match the size of tensor b (4)"), False),
-    (ValueError("bad value"), False),
-])
+@pytest.mark.parametrize(
+    "exc, unrecoverable",
+    [
+        (torch.AcceleratorError("CUDA error: an illegal memory access was encountered"), True),
+        (RuntimeError("CUDA error: device-side assert triggered"), True),
+        (RuntimeError("CUDA error: misaligned address"), True),
+        (torch.AcceleratorError("CUDA error: unspecified launch failure"), True),
+        (torch.AcceleratorError("CUDA error: invalid configuration argument"), False),  # the device still works
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),
+        (RuntimeError("CUDA error: out of memory"), False),
+        (RuntimeError("The size of tensor a (3) must match the size of tensor b (4)"), False),
+        (ValueError("bad value"), False),
+    ],
+)
 def test_which_errors_are_unrecoverable(exc, unrecoverable):
     assert faults.is_unrecoverable(exc) is unrecoverable
 

@@ -26,8 +26,9 @@ def runner(tiny_dir):
 
 
 def edge_floats(low, high):
-    return st.one_of(st.sampled_from([low, high, 0.0, 1.0, -0.0, 1e-300, 1e300, -1e300, 0.5]),
-                     st.floats(low, high, allow_nan=False))
+    return st.one_of(
+        st.sampled_from([low, high, 0.0, 1.0, -0.0, 1e-300, 1e300, -1e300, 0.5]), st.floats(low, high, allow_nan=False)
+    )
 
 
 def edge_ints(low, high):
@@ -35,12 +36,21 @@ def edge_ints(low, high):
 
 
 FIELDS = {
-    "max_length": edge_ints(1, 600), "min_length": edge_ints(0, 100), "do_sample": st.booleans(),
-    "early_stopping": st.booleans(), "num_beams": edge_ints(1, 9), "temperature": edge_floats(0, 101),
-    "top_k": edge_ints(0, 100_000), "top_p": edge_floats(0, 1.1), "repetition_penalty": edge_floats(0, 101),
-    "length_penalty": edge_floats(-11, 11), "encoder_no_repeat_ngram_size": edge_ints(0, 20),
-    "num_return_sequences": edge_ints(1, 9), "max_time": edge_floats(1e-4, 2.0),
-    "num_beam_groups": edge_ints(1, 9), "diversity_penalty": edge_floats(0, 1001),
+    "max_length": edge_ints(1, 600),
+    "min_length": edge_ints(0, 100),
+    "do_sample": st.booleans(),
+    "early_stopping": st.booleans(),
+    "num_beams": edge_ints(1, 9),
+    "temperature": edge_floats(0, 101),
+    "top_k": edge_ints(0, 100_000),
+    "top_p": edge_floats(0, 1.1),
+    "repetition_penalty": edge_floats(0, 101),
+    "length_penalty": edge_floats(-11, 11),
+    "encoder_no_repeat_ngram_size": edge_ints(0, 20),
+    "num_return_sequences": edge_ints(1, 9),
+    "max_time": edge_floats(1e-4, 2.0),
+    "num_beam_groups": edge_ints(1, 9),
+    "diversity_penalty": edge_floats(0, 1001),
     "remove_invalid_values": st.booleans(),
 }
 requests = st.fixed_dictionaries(

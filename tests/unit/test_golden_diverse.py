@@ -18,8 +18,11 @@ from tests import golden
 CASES = {case["name"]: case for case in golden.load()["cases"] if case["request"].get("num_beams", 1) > 1}
 # The server never pads a search with repetition_penalty (it would penalize the padding, which is EOS):
 # batching.beam_key batches those only with prompts of the same length.
-PAIRS = [(name, f"{name}-twin") for name in CASES
-         if f"{name}-twin" in CASES and "repetition_penalty" not in CASES[name]["request"]]
+PAIRS = [
+    (name, f"{name}-twin")
+    for name in CASES
+    if f"{name}-twin" in CASES and "repetition_penalty" not in CASES[name]["request"]
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +33,29 @@ def model(cache_dir):
 def search(model, cases: list[dict]) -> list[list[list[int]]]:
     """One diverse search over the cases' prompts, left-padded; lengths count the padding, as in generate."""
     eos, width = model.config.eos_token_id, max(len(case["prompt_ids"]) for case in cases)
-    ids = torch.tensor([[eos] * (width - len(case["prompt_ids"])) + case["prompt_ids"] for case in cases],
-                       device=model.device)
-    mask = torch.tensor([[0] * (width - len(case["prompt_ids"])) + [1] * len(case["prompt_ids"]) for case in cases],
-                        device=model.device)
+    ids = torch.tensor(
+        [[eos] * (width - len(case["prompt_ids"])) + case["prompt_ids"] for case in cases], device=model.device
+    )
+    mask = torch.tensor(
+        [[0] * (width - len(case["prompt_ids"])) + [1] * len(case["prompt_ids"]) for case in cases], device=model.device
+    )
     first, prompt = cases[0]["request"], len(cases[0]["prompt_ids"])
-    params = {k: v for k, v in first.items()
-              if k not in ("prompt", "max_length", "min_length", "num_beam_groups", "diversity_penalty")}
-    config = GenerationConfig(pad_token_id=eos, eos_token_id=eos, max_length=width + first["max_length"] - prompt,
-                              min_length=width + max(0, first.get("min_length", 0) - prompt), **params)
+    params = {
+        k: v
+        for k, v in first.items()
+        if k not in ("prompt", "max_length", "min_length", "num_beam_groups", "diversity_penalty")
+    }
+    config = GenerationConfig(
+        pad_token_id=eos,
+        eos_token_id=eos,
+        max_length=width + first["max_length"] - prompt,
+        min_length=width + max(0, first.get("min_length", 0) - prompt),
+        **params,
+    )
     with torch.inference_mode():
-        return diverse.generate(model, ids, mask, config, first.get("num_beam_groups", 1),
-                                first.get("diversity_penalty", 0.0))
+        return diverse.generate(
+            model, ids, mask, config, first.get("num_beam_groups", 1), first.get("diversity_penalty", 0.0)
+        )
 
 
 def expected(case: dict) -> list[list[int]]:

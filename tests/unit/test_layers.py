@@ -14,8 +14,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Layer of each top-level part of the package, from the top down (a higher number imports lower ones).
-LAYERS = {"__main__": 7, "edge": 6, "protocols": 5, "engine": 4, "generation": 3, "loading": 2,
-          "telemetry": 1, "errors": 1, "settings": 1, "core": 0}
+LAYERS = {
+    "__main__": 7,
+    "edge": 6,
+    "protocols": 5,
+    "engine": 4,
+    "generation": 3,
+    "loading": 2,
+    "telemetry": 1,
+    "errors": 1,
+    "settings": 1,
+    "core": 0,
+}
 #: What the core types may not touch: the wire (pydantic, FastAPI, KServe) and the model (torch, transformers).
 CORE_FORBIDDEN = ("pydantic", "fastapi", "starlette", "kserve", "torch", "transformers")
 
@@ -33,11 +43,14 @@ def _imports(path: Path, module: tuple[str, ...]) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
             name = ".".join(filter(None, (base, node.module)))
             # `from predictor import errors` imports the module predictor.errors
-            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names] if name == "predictor" \
+            found += (
+                [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
+                if name == "predictor"
                 else [(node.lineno, name)]
+            )
     return found
 
 
@@ -63,8 +76,10 @@ def violations(package_root: Path) -> list[str]:
             if target[1] == part:
                 continue  # within one subpackage
             if other is None or other >= layer:
-                problems.append(f"{where}: {'.'.join(module)} ({part}) imports {name} ({target[1]}): "
-                                f"imports run down only, {' -> '.join(_order())}")
+                problems.append(
+                    f"{where}: {'.'.join(module)} ({part}) imports {name} ({target[1]}): "
+                    f"imports run down only, {' -> '.join(_order())}"
+                )
     return problems
 
 
@@ -110,18 +125,33 @@ def test_the_checker_passes_a_tree_that_keeps_the_layers(tmp_path):
 
 
 def test_the_checker_catches_an_engine_module_importing_a_protocol(tmp_path):
-    root = _tree(tmp_path, {**CLEAN, "engine/worker.py": CLEAN["engine/worker.py"]
-                            + "def f():\n    from predictor.protocols.seed import PromptRequest\n"})
+    root = _tree(
+        tmp_path,
+        {
+            **CLEAN,
+            "engine/worker.py": CLEAN["engine/worker.py"]
+            + "def f():\n    from predictor.protocols.seed import PromptRequest\n",
+        },
+    )
     (problem,) = violations(root)
-    assert problem.startswith("predictor/engine/worker.py:4: predictor.engine.worker (engine) imports "
-                              "predictor.protocols.seed (protocols)")
+    assert problem.startswith(
+        "predictor/engine/worker.py:4: predictor.engine.worker (engine) imports predictor.protocols.seed (protocols)"
+    )
 
 
 def test_the_checker_catches_relative_and_package_back_imports(tmp_path):
-    root = _tree(tmp_path, {**CLEAN, "generation/beams.py": "from ..edge import model\n",
-                            "loading/loader.py": "from predictor import engine\n"})
-    assert [p.split(": ")[0] for p in violations(root)] == ["predictor/generation/beams.py:1",
-                                                              "predictor/loading/loader.py:1"]
+    root = _tree(
+        tmp_path,
+        {
+            **CLEAN,
+            "generation/beams.py": "from ..edge import model\n",
+            "loading/loader.py": "from predictor import engine\n",
+        },
+    )
+    assert [p.split(": ")[0] for p in violations(root)] == [
+        "predictor/generation/beams.py:1",
+        "predictor/loading/loader.py:1",
+    ]
 
 
 def test_the_checker_keeps_core_a_leaf(tmp_path):

@@ -9,10 +9,16 @@ from predictor.loading.loader import load, pick_dtype
 from predictor.settings import parse_settings
 
 
-@pytest.mark.parametrize("name, cuda, dtype", [
-    ("auto", True, torch.float16), ("auto", False, torch.float32), ("float16", False, torch.float16),
-    ("bfloat16", True, torch.bfloat16), ("float32", True, torch.float32),
-])
+@pytest.mark.parametrize(
+    "name, cuda, dtype",
+    [
+        ("auto", True, torch.float16),
+        ("auto", False, torch.float32),
+        ("float16", False, torch.float16),
+        ("bfloat16", True, torch.bfloat16),
+        ("float32", True, torch.float32),
+    ],
+)
 def test_pick_dtype(name, cuda, dtype):
     assert pick_dtype(name, cuda) is dtype
 
@@ -38,8 +44,9 @@ def test_a_checkpoints_generation_config_does_not_change_requests(tiny_dir, tmp_
 
     opinionated = tmp_path / "model"
     shutil.copytree(tiny_dir, opinionated)
-    (opinionated / "generation_config.json").write_text(json.dumps(
-        {"do_sample": True, "temperature": 5.0, "repetition_penalty": 10.0, "max_length": 5}))
+    (opinionated / "generation_config.json").write_text(
+        json.dumps({"do_sample": True, "temperature": 5.0, "repetition_penalty": 10.0, "max_length": 5})
+    )
     runner = Runner(load(parse_settings(["--model", str(opinionated)], {})))
     prompt = "If I was a billionaire, I would"
     ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
@@ -52,8 +59,9 @@ def test_dtype_flag_is_honoured(tiny_dir):
     loaded = load(parse_settings(["--model", str(tiny_dir), "--dtype", "bfloat16"], {}))
     assert loaded.model.dtype == torch.bfloat16
     ids = torch.tensor([[5, 6, 7]])
-    out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3,
-                                pad_token_id=loaded.eos_token_id)
+    out = loaded.model.generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, pad_token_id=loaded.eos_token_id
+    )
     assert out.shape == (1, 6)
 
 

@@ -56,9 +56,13 @@ def requirements(pyproject: dict, extras: tuple[str, ...], python: str) -> list[
     lines = list(project["dependencies"])
     for extra in extras:
         lines += project["optional-dependencies"][extra]
-    env = default_environment() | {"python_version": python, "python_full_version": f"{python}.0",
-                                   "sys_platform": "linux", "platform_system": "Linux",
-                                   "platform_machine": "x86_64"}
+    env = default_environment() | {
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+    }
     reqs = [Requirement(line) for line in lines]
     return [r for r in reqs if r.marker is None or r.marker.evaluate(env | {"extra": ""})]
 
@@ -102,7 +106,8 @@ def test_each_lock_pins_what_pyproject_asks_for(name, pyproject):
 
 
 def test_the_check_fails_when_pyproject_and_lock_disagree():
-    pins = read_lock("""\
+    pins = read_lock(
+        """\
 transformers==5.24.0 \\
     --hash=sha256:{h}
     # via gptj-predictor (pyproject.toml)
@@ -111,7 +116,8 @@ pyyaml==6.0.3 \\
     # via
     #   gptj-predictor (pyproject.toml)
     #   transformers
-""".format(h="0" * 64))
+""".format(h="0" * 64)
+    )
     reqs = [Requirement("transformers>=5.30,<6"), Requirement("fastapi>=0.165")]
     assert disagreements(reqs, pins) == [
         "transformers: the lock has 5.24.0, pyproject.toml asks for <6,>=5.30",
@@ -130,15 +136,21 @@ def test_every_package_is_pinned_with_its_hashes(name):
 
 def test_the_cpu_image_installs_exactly_what_the_tests_run_with():
     dev, image = lock("dev.txt"), lock("image-cpu.txt")
-    differ = {n: (pin.version, dev[n].version if n in dev else None) for n, pin in image.items()
-              if n not in dev or (pin.version, pin.hashes) != (dev[n].version, dev[n].hashes)}
+    differ = {
+        n: (pin.version, dev[n].version if n in dev else None)
+        for n, pin in image.items()
+        if n not in dev or (pin.version, pin.hashes) != (dev[n].version, dev[n].hashes)
+    }
     assert differ == {}, FIX
 
 
 def test_the_gpu_image_differs_from_the_tests_only_in_torch_and_its_cuda_libraries():
     dev, cuda = lock("dev.txt"), lock("image-cuda.txt")
-    differ = {n: (pin.version, dev[n].version) for n, pin in cuda.items()
-              if n in dev and n != "torch" and pin.version != dev[n].version}
+    differ = {
+        n: (pin.version, dev[n].version)
+        for n, pin in cuda.items()
+        if n in dev and n != "torch" and pin.version != dev[n].version
+    }
     assert differ == {}, FIX
     # The extra packages are the CUDA build's own: its nvidia-* libraries, triton and CUDA's Python glue.
     extra = sorted(n for n in cuda if n not in dev)
@@ -151,7 +163,10 @@ def test_each_image_has_the_torch_build_its_constraint_names():
     assert lock("dev.txt")["torch"].version == lock("image-cpu.txt")["torch"].version
     assert cpu.specifier.contains(lock("image-cpu.txt")["torch"].version)
     assert cuda.specifier.contains(lock("image-cuda.txt")["torch"].version)
-    assert Version(lock("image-cpu.txt")["torch"].version).public == Version(lock("image-cuda.txt")["torch"].version).public
+    assert (
+        Version(lock("image-cpu.txt")["torch"].version).public
+        == Version(lock("image-cuda.txt")["torch"].version).public
+    )
 
 
 def test_the_gpu_base_image_is_the_cuda_release_the_torch_wheels_were_built_for():

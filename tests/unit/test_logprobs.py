@@ -115,7 +115,7 @@ def test_off_computes_nothing(loaded, monkeypatch):
 def test_beam_search_reports_the_chosen_beams_tokens(loaded):
     """Deterministic beams (diverse.py): each chosen beam's tokens, scored by the model's log-softmax."""
     req = request(loaded, num_beams=3, num_return_sequences=2, logprobs=2)
-    (first, second), = Runner(loaded).run_batch([req])
+    ((first, second),) = Runner(loaded).run_batch([req])
     for completion in (first, second):
         assert len(completion.logprobs) == completion.generated_tokens
         tokens = loaded.tokenizer(completion.continuation).input_ids
@@ -128,7 +128,7 @@ def test_beam_search_reports_the_chosen_beams_tokens(loaded):
 
 def test_beam_sampling_reports_the_steps_processed_logprobs(loaded):
     req = request(loaded, num_beams=2, num_return_sequences=2, logprobs=1, do_sample=True, seed=5)
-    (first, second), = Runner(loaded).run_batch([req])
+    ((first, second),) = Runner(loaded).run_batch([req])
     for completion in (first, second):
         assert len(completion.logprobs) == completion.generated_tokens
         assert all(e.logprob <= 0 and len(e.top) == 1 for e in completion.logprobs)
@@ -144,7 +144,7 @@ def test_sequences_of_one_request_share_the_prompt_scores(loaded):
 def test_a_stop_string_cuts_the_logprobs_with_the_text(loaded):
     base = request(loaded, new=12, logprobs=0)
     (full,), _ = finish(loaded, base)
-    stop = full.continuation[len(full.logprobs[0].text):][:3]  # text that begins in a later token
+    stop = full.continuation[len(full.logprobs[0].text) :][:3]  # text that begins in a later token
     req = replace(base, sampling=replace(base.sampling, stop=(stop,)))
     (cut,), _ = finish(loaded, req)
     assert cut.finish_reason == "stop"

@@ -20,8 +20,11 @@ def test_a_batch_that_runs_is_one_group():
 def test_a_failed_batch_runs_each_alone_and_only_the_culprit_fails(caplog):
     with caplog.at_level(logging.WARNING, "predictor"):
         groups = together_or_alone(["a", "bad", "c"], doubled, "%d failed together (%s); one by one")
-    assert [(group, outcome if not isinstance(outcome, Exception) else str(outcome)) for group, outcome in groups] \
-        == [(["a"], ["aa"]), (["bad"], "bad item"), (["c"], ["cc"])]
+    assert [(group, outcome if not isinstance(outcome, Exception) else str(outcome)) for group, outcome in groups] == [
+        (["a"], ["aa"]),
+        (["bad"], "bad item"),
+        (["c"], ["cc"]),
+    ]
     assert "3 failed together (bad item); one by one" in caplog.text
 
 

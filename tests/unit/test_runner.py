@@ -36,12 +36,15 @@ def tokens(result) -> int:
     return sum(completion.generated_tokens for completion in result)
 
 
-@pytest.mark.parametrize("fields", [
-    {"max_length": 30, "num_beams": 3},
-    {"max_length": 30, "num_beams": 3, "num_return_sequences": 2, "length_penalty": 0.5, "early_stopping": True},
-    {"max_length": 30, "num_beams": 2, "repetition_penalty": 1.5, "min_length": 20},
-    {"max_length": 30, "num_beams": 2, "encoder_no_repeat_ngram_size": 1},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_length": 30, "num_beams": 3},
+        {"max_length": 30, "num_beams": 3, "num_return_sequences": 2, "length_penalty": 0.5, "early_stopping": True},
+        {"max_length": 30, "num_beams": 2, "repetition_penalty": 1.5, "min_length": 20},
+        {"max_length": 30, "num_beams": 2, "encoder_no_repeat_ngram_size": 1},
+    ],
+)
 def test_beam_search_matches_transformers(runner, reference, fields):
     (result,) = runner.run_batch([prepared(runner, **fields)])
     assert [c.text for c in result] == reference.generate(PROMPT, **fields)
@@ -52,8 +55,12 @@ def test_beam_search_matches_transformers(runner, reference, fields):
 
 
 def test_beams_in_a_batch_match_alone(runner):
-    requests = [prepared(runner, p, num_beams=3, num_return_sequences=2,
-                         max_length=len(runner.loaded.tokenizer(p).input_ids) + 12) for p in PROMPTS]
+    requests = [
+        prepared(
+            runner, p, num_beams=3, num_return_sequences=2, max_length=len(runner.loaded.tokenizer(p).input_ids) + 12
+        )
+        for p in PROMPTS
+    ]
     assert texts(runner.run_batch(requests)) == [texts(runner.run_batch([r]))[0] for r in requests]
 
 
@@ -87,8 +94,9 @@ def test_texts_keep_the_prompt_verbatim(runner):
     prompt = "a literal <|endoftext|> stays, and so do   spaces ."
     ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
     request = GenerationRequest(prompt, ids, plan(PromptRequest(prompt=prompt), len(ids), Limits())[0])
-    completion = runner.completion(request, runner.loaded.tokenizer(" and more").input_ids
-                                   + [runner.loaded.eos_token_id], "eos")
+    completion = runner.completion(
+        request, runner.loaded.tokenizer(" and more").input_ids + [runner.loaded.eos_token_id], "eos"
+    )
     assert completion.text == prompt + " and more"  # special tokens (EOS) are dropped from the continuation
     assert completion.continuation == " and more" and completion.prompt_tokens == len(ids)
 
@@ -109,7 +117,7 @@ def test_seeded_beam_sampling_repeats_and_leaves_the_global_generator_alone(runn
 def test_beam_search_texts_end_before_a_stop_string(runner):
     (plain,) = runner.run_batch([prepared(runner, max_length=30, num_beams=2)])
     continuation = plain[0].continuation
-    stop = continuation[len(continuation) // 2:len(continuation) // 2 + 2]
+    stop = continuation[len(continuation) // 2 : len(continuation) // 2 + 2]
     (stopped,) = runner.run_batch([prepared(runner, max_length=30, num_beams=2, stop=stop)])
     assert stopped[0].finish_reason == "stop"
-    assert stopped[0].continuation == continuation[:continuation.index(stop)]
+    assert stopped[0].continuation == continuation[: continuation.index(stop)]

@@ -29,8 +29,13 @@ def test_kserve_mount_is_the_default_model_when_it_exists(monkeypatch, tmp_path)
 
 
 def test_environment_then_flags(monkeypatch, tmp_path):
-    env = {"GPTJ_MODEL": "/models/a", "GPTJ_MAX_LENGTH_LIMIT": "256", "GPTJ_DTYPE": "bfloat16",
-           "GPTJ_MAX_BODY_BYTES": "2048", "GPTJ_CACHE_DIR": str(tmp_path)}
+    env = {
+        "GPTJ_MODEL": "/models/a",
+        "GPTJ_MAX_LENGTH_LIMIT": "256",
+        "GPTJ_DTYPE": "bfloat16",
+        "GPTJ_MAX_BODY_BYTES": "2048",
+        "GPTJ_CACHE_DIR": str(tmp_path),
+    }
     s = parse_settings([], env)
     assert (s.model, s.limits.max_length, s.dtype, s.limits.max_body_bytes) == ("/models/a", 256, "bfloat16", 2048)
     assert s.cache_dir == tmp_path
@@ -39,9 +44,25 @@ def test_environment_then_flags(monkeypatch, tmp_path):
 
 
 def test_every_limit_has_a_flag():
-    s = parse_settings(["--max_length_limit", "300", "--min_length_limit", "10", "--default_new_tokens", "7",
-                        "--max_num_beams", "3", "--max_return_sequences", "2", "--max_prompts", "5",
-                        "--max_body_bytes", "999"], {})
+    s = parse_settings(
+        [
+            "--max_length_limit",
+            "300",
+            "--min_length_limit",
+            "10",
+            "--default_new_tokens",
+            "7",
+            "--max_num_beams",
+            "3",
+            "--max_return_sequences",
+            "2",
+            "--max_prompts",
+            "5",
+            "--max_body_bytes",
+            "999",
+        ],
+        {},
+    )
     assert s.limits == Limits(300, 10, 7, 3, 2, 5, 999)
 
 
@@ -64,14 +85,17 @@ def test_kserve_flags_pass_through():
     assert (s.server.http_port, s.model_name, s.server.enable_docs_url) == (9000, "other", True)
 
 
-@pytest.mark.parametrize("argv, env, message", [
-    (["--max_length_limit", "0"], {}, "argument --max_length_limit: must be >= 1 (got 0)"),
-    (["--max_length_limit", "lots"], {}, "argument --max_length_limit"),
-    (["--dtype", "int4"], {}, "must be one of auto, float16, bfloat16, float32 (got 'int4')"),
-    ([], {"GPTJ_MAX_PROMPTS": "-3"}, "environment variable GPTJ_MAX_PROMPTS: must be >= 1 (got -3)"),
-    (["--workers", "2"], {}, "--workers must be 1"),
-    (["--engine_stall_seconds", "0"], {}, "argument --engine_stall_seconds: must be between 1 and 86400 seconds"),
-])
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (["--max_length_limit", "0"], {}, "argument --max_length_limit: must be >= 1 (got 0)"),
+        (["--max_length_limit", "lots"], {}, "argument --max_length_limit"),
+        (["--dtype", "int4"], {}, "must be one of auto, float16, bfloat16, float32 (got 'int4')"),
+        ([], {"GPTJ_MAX_PROMPTS": "-3"}, "environment variable GPTJ_MAX_PROMPTS: must be >= 1 (got -3)"),
+        (["--workers", "2"], {}, "--workers must be 1"),
+        (["--engine_stall_seconds", "0"], {}, "argument --engine_stall_seconds: must be between 1 and 86400 seconds"),
+    ],
+)
 def test_invalid_settings_exit_with_a_message(argv, env, message, capsys):
     with pytest.raises(SystemExit) as exited:
         parse_settings(argv, env)

@@ -21,8 +21,13 @@ from predictor.settings import Limits, parse_settings
 
 from .schedule import run
 
-PROMPTS = ["The weather", "Kubernetes runs containers on a cluster of machines and", "A",
-           "If I was a billionaire, I would", "Numbers such as 1, 2, 3"]
+PROMPTS = [
+    "The weather",
+    "Kubernetes runs containers on a cluster of machines and",
+    "A",
+    "If I was a billionaire, I would",
+    "Numbers such as 1, 2, 3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +47,11 @@ def static(loaded, capacity=16, max_len=512, **options) -> StaticDecoder:
 def schedule(loaded) -> dict:
     """Rows of different lengths joining at different steps and leaving from the middle of the batch."""
     greedy = [request(loaded, p, max_length=20 + 9 * i) for i, p in enumerate(PROMPTS)]
-    return {0: greedy[:2], 3: greedy[2:4] + [request(loaded, "Seeded", max_length=30, do_sample=True, seed=3,
-                                                         num_return_sequences=2)],
-            9: [greedy[4], request(loaded, "Penalized", max_length=40, repetition_penalty=1.3)]}
+    return {
+        0: greedy[:2],
+        3: greedy[2:4] + [request(loaded, "Seeded", max_length=30, do_sample=True, seed=3, num_return_sequences=2)],
+        9: [greedy[4], request(loaded, "Penalized", max_length=40, repetition_penalty=1.3)],
+    }
 
 
 def test_static_and_dynamic_paths_generate_the_same_tokens(loaded):
@@ -62,7 +69,7 @@ def test_the_fused_projection_shares_the_models_weights(loaded):
     decoder = static(loaded)
     attn = loaded.model.transformer.h[0].attn
     assert attn.q_proj.weight.data_ptr() == decoder.qkv[0].data_ptr()  # views: no second copy
-    assert torch.equal(decoder.qkv[0][attn.q_proj.weight.shape[0]:][:attn.k_proj.weight.shape[0]], attn.k_proj.weight)
+    assert torch.equal(decoder.qkv[0][attn.q_proj.weight.shape[0] :][: attn.k_proj.weight.shape[0]], attn.k_proj.weight)
 
 
 def test_stepping_each_request_alone_changes_nothing(loaded):
@@ -76,7 +83,9 @@ def test_rows_that_leave_free_their_slots_for_others(loaded):
     one, two, three = (request(loaded, p, max_length=n) for p, n in (("One", 10), ("Two", 30), ("Three", 20)))
     results = run(loaded, {0: [one, two], 12: [three]}, decoder)  # "One" has left by step 12
     assert results == run(loaded, {0: [one, two], 12: [three]})
-    assert [len(results[i][0]) for i in range(3)] == [r.sampling.max_length - len(r.input_ids) for r in (one, two, three)]
+    assert [len(results[i][0]) for i in range(3)] == [
+        r.sampling.max_length - len(r.input_ids) for r in (one, two, three)
+    ]
     assert decoder.rows == 0 and decoder.lengths.sum() == 0  # every slot free again
 
 
@@ -103,8 +112,9 @@ def test_buckets_and_sizes(loaded):
 def test_the_path_follows_the_settings(tiny_dir, loaded):
     decoder, policy = decoder_for(loaded, parse_settings(["--model", str(tiny_dir)], {}))
     assert decoder is None and policy.max_batch_size == 32  # auto on a CPU: dynamic
-    settings = parse_settings(["--model", str(tiny_dir), "--decode_path", "static", "--max_batch_size", "12",
-                               "--max_length_limit", "100"], {})
+    settings = parse_settings(
+        ["--model", str(tiny_dir), "--decode_path", "static", "--max_batch_size", "12", "--max_length_limit", "100"], {}
+    )
     decoder, policy = decoder_for(loaded, settings)
     assert (decoder.capacity, decoder.max_len, decoder.graphs) == (12, 100, False)
     # rows alone bound the continuous batch; beam search keeps the token bound for its own cache
@@ -131,8 +141,11 @@ def test_the_cache_is_sized_from_free_gpu_memory(monkeypatch, caplog, free_gib, 
     settings = parse_settings(["--max_batch_size", "64"], {})
     per_token = 448 * 2**10
     if rows is None:
-        with pytest.raises(ValueError, match=r"holds a KV cache of only 0 rows of 512 tokens, fewer than "
-                                             r"--max_return_sequences 8"):
+        with pytest.raises(
+            ValueError,
+            match=r"holds a KV cache of only 0 rows of 512 tokens, fewer than "
+            r"--max_return_sequences 8",
+        ):
             paths._rows_that_fit(_OnAGpu(), settings, 64, per_token)
         return
     assert paths._rows_that_fit(_OnAGpu(), settings, 64, per_token) == rows
@@ -180,5 +193,7 @@ def test_a_failed_token_choice_leaves_the_cache_matching_the_rows(loaded, monkey
             done += batch.advance_each(lambda owner: None)[0]  # what the engine does next
         else:
             done += batch.advance()
-    assert {row.owner: row.tokens for row in done} == {0: run(loaded, {0: [one]})[0][0],
-                                                       1: run(loaded, {0: [two]})[0][0]}
+    assert {row.owner: row.tokens for row in done} == {
+        0: run(loaded, {0: [one]})[0][0],
+        1: run(loaded, {0: [two]})[0][0],
+    }

@@ -57,11 +57,14 @@ def test_hidden_files_are_listed_last(tmp_path):
     assert "it holds a, b, .cache)" in message(tmp_path)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("{not json", "config.json is not valid JSON"),
-    ('{"architectures": ["GPTJForCausalLM"]}', 'config.json has no model_type, not "gptj"'),
-    ('{"model_type": "gpt2"}', 'config.json has model_type "gpt2", not "gptj"'),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("{not json", "config.json is not valid JSON"),
+        ('{"architectures": ["GPTJForCausalLM"]}', 'config.json has no model_type, not "gptj"'),
+        ('{"model_type": "gpt2"}', 'config.json has model_type "gpt2", not "gptj"'),
+    ],
+)
 def test_a_config_that_is_broken_or_not_gptj(checkpoint, text, expected):
     (checkpoint / "config.json").write_text(text)
     assert expected in message(checkpoint)

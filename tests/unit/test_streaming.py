@@ -14,7 +14,7 @@ from predictor.protocols.sse import event, merge
 def test_an_event_is_one_line_that_any_client_splits_alike(text):
     data = event({"text": text}).decode()
     assert data.endswith("\n\n") and len(data[:-2].splitlines()) == 1  # str.splitlines breaks on the most
-    assert json.loads(data[len("data: "):]) == {"text": text}
+    assert json.loads(data[len("data: ") :]) == {"text": text}
 
 
 def test_done_marker():

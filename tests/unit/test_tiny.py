@@ -18,7 +18,7 @@ def test_it_is_a_gptj_with_gptj_context(tiny_dir):
 
 def test_tokenizer_is_byte_level_and_lossless(tiny_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-    text = "If I was a billionaire, I would \u00e9t\u00e9 \U0001F642 \u4f60\u597d"
+    text = "If I was a billionaire, I would \u00e9t\u00e9 \U0001f642 \u4f60\u597d"
     assert tokenizer.decode(tokenizer(text).input_ids) == text
     assert tokenizer.eos_token == "<|endoftext|>"
 
