@@ -151,167 +151,61 @@ def _default_cache_dir(environ: Mapping[str, str]) -> str:
 
 # (flag, env var, parse, default or a function of the environment, help)
 _Option = tuple[str, str, Callable[[str], Any], Any, str]
+# One option per row: the table reads as data, so the formatter leaves it as written.
+# fmt: off
 _OPTIONS: tuple[_Option, ...] = (
-    (
-        "model",
-        "GPTJ_MODEL",
-        str,
-        None,
-        "model source: 'tiny' (embedded random GPT-J), a local directory, or a Hugging Face hub id; "
-        f"default: {KSERVE_MOUNT} when it exists, else 'tiny'",
-    ),
+    ("model", "GPTJ_MODEL", str, None,
+     "model source: 'tiny' (embedded random GPT-J), a local directory, or a Hugging Face hub id; "
+     f"default: {KSERVE_MOUNT} when it exists, else 'tiny'"),
     ("dtype", "GPTJ_DTYPE", _choice(*DTYPES), "auto", "weights dtype: auto = float16 on CUDA, float32 on CPU"),
-    (
-        "device_map",
-        "GPTJ_DEVICE_MAP",
-        str,
-        "auto",
-        "accelerate device_map on CUDA ('auto' spreads layers over every visible GPU)",
-    ),
+    ("device_map", "GPTJ_DEVICE_MAP", str, "auto",
+     "accelerate device_map on CUDA ('auto' spreads layers over every visible GPU)"),
     ("cache_dir", "GPTJ_CACHE_DIR", str, _default_cache_dir, "where the tiny model is built once"),
-    (
-        "max_length_limit",
-        "GPTJ_MAX_LENGTH_LIMIT",
-        _positive,
-        Limits.max_length,
-        "cap on max_length (prompt + new tokens)",
-    ),
+    ("max_length_limit", "GPTJ_MAX_LENGTH_LIMIT", _positive, Limits.max_length,
+     "cap on max_length (prompt + new tokens)"),
     ("min_length_limit", "GPTJ_MIN_LENGTH_LIMIT", _non_negative, Limits.min_length, "cap on min_length"),
-    (
-        "default_new_tokens",
-        "GPTJ_DEFAULT_NEW_TOKENS",
-        _positive,
-        Limits.default_new_tokens,
-        "new tokens generated when a request gives no max_length",
-    ),
+    ("default_new_tokens", "GPTJ_DEFAULT_NEW_TOKENS", _positive, Limits.default_new_tokens,
+     "new tokens generated when a request gives no max_length"),
     ("max_num_beams", "GPTJ_MAX_NUM_BEAMS", _positive, Limits.max_num_beams, "largest num_beams"),
-    (
-        "max_return_sequences",
-        "GPTJ_MAX_RETURN_SEQUENCES",
-        _positive,
-        Limits.max_return_sequences,
-        "largest num_return_sequences",
-    ),
+    ("max_return_sequences", "GPTJ_MAX_RETURN_SEQUENCES", _positive, Limits.max_return_sequences,
+     "largest num_return_sequences"),
     ("max_prompts", "GPTJ_MAX_PROMPTS", _positive, Limits.max_prompts, "request objects per body"),
-    (
-        "max_body_bytes",
-        "GPTJ_MAX_BODY_BYTES",
-        _positive,
-        Limits.max_body_bytes,
-        "largest request body in bytes (413 above)",
-    ),
-    (
-        "max_batch_size",
-        "GPTJ_MAX_BATCH_SIZE",
-        _positive,
-        BatchPolicy.max_batch_size,
-        "most requests generated together",
-    ),
-    (
-        "max_batch_tokens",
-        "GPTJ_MAX_BATCH_TOKENS",
-        _positive,
-        BatchPolicy.max_batch_tokens,
-        "most tokens in a batch: rows x (longest prompt + most new tokens)",
-    ),
-    (
-        "batch_wait_ms",
-        "GPTJ_BATCH_WAIT_MS",
-        _milliseconds,
-        BatchPolicy.batch_wait_s * 1000,
-        "start a batch once no request has arrived for this long",
-    ),
-    (
-        "max_batch_wait_ms",
-        "GPTJ_MAX_BATCH_WAIT_MS",
-        _milliseconds,
-        BatchPolicy.max_batch_wait_s * 1000,
-        "start a batch at the latest this long after its oldest request arrived",
-    ),
-    (
-        "max_queued_requests",
-        "GPTJ_MAX_QUEUED_REQUESTS",
-        _positive,
-        Operations.max_queued_requests,
-        "prompts that may wait for the batch; more get 429 with Retry-After",
-    ),
-    (
-        "request_timeout_seconds",
-        "GPTJ_REQUEST_TIMEOUT_SECONDS",
-        _seconds,
-        Operations.request_timeout_s,
-        "a request not answered this long after it arrived is stopped and gets 504 (0: no limit)",
-    ),
-    (
-        "drain_timeout_seconds",
-        "GPTJ_DRAIN_TIMEOUT_SECONDS",
-        _seconds,
-        Operations.drain_timeout_s,
-        "on SIGTERM, wait at most this long for in-flight requests (keep below terminationGracePeriodSeconds)",
-    ),
-    (
-        "log_prompts",
-        "GPTJ_LOG_PROMPTS",
-        _bool,
-        Operations.log_prompts,
-        "put prompts and outputs in the per-request log line",
-    ),
-    (
-        "fault_injection",
-        "GPTJ_FAULT_INJECTION",
-        _bool,
-        Operations.fault_injection,
-        (
-            "for failure testing: [[fault:oom]], [[fault:error]], [[fault:fatal]], [[fault:stall]] or "
-            "[[fault:device]] in a prompt injects that failure"
-        ),
-    ),
-    (
-        "engine_stall_seconds",
-        "GPTJ_ENGINE_STALL_SECONDS",
-        _stall_seconds,
-        Operations.engine_stall_s,
-        "a generation step running longer than this marks the engine failed: liveness answers 503",
-    ),
-    (
-        "api_keys_file",
-        "GPTJ_API_KEYS_FILE",
-        str,
-        "",
-        (
-            "file of accepted API keys, one per line (clients send Authorization: Bearer <key>); "
-            "re-read when it changes; empty: no authentication"
-        ),
-    ),
-    (
-        "decode_path",
-        "GPTJ_DECODE_PATH",
-        _choice("auto", "static", "dynamic"),
-        Speed.decode_path,
-        "auto: a preallocated KV cache (static) on one GPU, a growing one (dynamic) elsewhere",
-    ),
-    (
-        "cuda_graphs",
-        "GPTJ_CUDA_GRAPHS",
-        _bool,
-        Speed.cuda_graphs,
-        "replay the static path's decode step as CUDA graphs",
-    ),
-    (
-        "kv_cache_memory_fraction",
-        "GPTJ_KV_CACHE_MEMORY_FRACTION",
-        _fraction,
-        Speed.kv_cache_memory_fraction,
-        "share of the GPU memory free after loading that the static KV cache may take",
-    ),
-    (
-        "attn_implementation",
-        "GPTJ_ATTN_IMPLEMENTATION",
-        _choice("auto", "sdpa", "eager"),
-        Speed.attn_implementation,
-        "transformers' attention for prefill and beam search (auto: sdpa where the installed transformers has it)",
-    ),
+    ("max_body_bytes", "GPTJ_MAX_BODY_BYTES", _positive, Limits.max_body_bytes,
+     "largest request body in bytes (413 above)"),
+    ("max_batch_size", "GPTJ_MAX_BATCH_SIZE", _positive, BatchPolicy.max_batch_size,
+     "most requests generated together"),
+    ("max_batch_tokens", "GPTJ_MAX_BATCH_TOKENS", _positive, BatchPolicy.max_batch_tokens,
+     "most tokens in a batch: rows x (longest prompt + most new tokens)"),
+    ("batch_wait_ms", "GPTJ_BATCH_WAIT_MS", _milliseconds, BatchPolicy.batch_wait_s * 1000,
+     "start a batch once no request has arrived for this long"),
+    ("max_batch_wait_ms", "GPTJ_MAX_BATCH_WAIT_MS", _milliseconds, BatchPolicy.max_batch_wait_s * 1000,
+     "start a batch at the latest this long after its oldest request arrived"),
+    ("max_queued_requests", "GPTJ_MAX_QUEUED_REQUESTS", _positive, Operations.max_queued_requests,
+     "prompts that may wait for the batch; more get 429 with Retry-After"),
+    ("request_timeout_seconds", "GPTJ_REQUEST_TIMEOUT_SECONDS", _seconds, Operations.request_timeout_s,
+     "a request not answered this long after it arrived is stopped and gets 504 (0: no limit)"),
+    ("drain_timeout_seconds", "GPTJ_DRAIN_TIMEOUT_SECONDS", _seconds, Operations.drain_timeout_s,
+     "on SIGTERM, wait at most this long for in-flight requests (keep below terminationGracePeriodSeconds)"),
+    ("log_prompts", "GPTJ_LOG_PROMPTS", _bool, Operations.log_prompts,
+     "put prompts and outputs in the per-request log line"),
+    ("fault_injection", "GPTJ_FAULT_INJECTION", _bool, Operations.fault_injection,
+     ("for failure testing: [[fault:oom]], [[fault:error]], [[fault:fatal]], [[fault:stall]] or "
+      "[[fault:device]] in a prompt injects that failure")),
+    ("engine_stall_seconds", "GPTJ_ENGINE_STALL_SECONDS", _stall_seconds, Operations.engine_stall_s,
+     "a generation step running longer than this marks the engine failed: liveness answers 503"),
+    ("api_keys_file", "GPTJ_API_KEYS_FILE", str, "",
+     ("file of accepted API keys, one per line (clients send Authorization: Bearer <key>); "
+      "re-read when it changes; empty: no authentication")),
+    ("decode_path", "GPTJ_DECODE_PATH", _choice("auto", "static", "dynamic"), Speed.decode_path,
+     "auto: a preallocated KV cache (static) on one GPU, a growing one (dynamic) elsewhere"),
+    ("cuda_graphs", "GPTJ_CUDA_GRAPHS", _bool, Speed.cuda_graphs,
+     "replay the static path's decode step as CUDA graphs"),
+    ("kv_cache_memory_fraction", "GPTJ_KV_CACHE_MEMORY_FRACTION", _fraction, Speed.kv_cache_memory_fraction,
+     "share of the GPU memory free after loading that the static KV cache may take"),
+    ("attn_implementation", "GPTJ_ATTN_IMPLEMENTATION", _choice("auto", "sdpa", "eager"), Speed.attn_implementation,
+     "transformers' attention for prefill and beam search (auto: sdpa where the installed transformers has it)"),
 )
+# fmt: on
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
