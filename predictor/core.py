@@ -2,6 +2,8 @@
 
 A leaf: it imports nothing of ours, and nothing of pydantic, FastAPI or transformers. Every protocol
 (seed contract, OpenAI, v2) builds a ``GenerationRequest``; the engine and generation know only these.
+The engine thread answers each step with a ``Delta`` per sequence (token ids and raw logprobs only);
+off that thread they become text: ``Piece``s for a stream, then ``Completion``s (engine/outputs.py).
 """
 
 from __future__ import annotations
@@ -58,6 +60,39 @@ def new_tokens(request: GenerationRequest) -> tuple[int, int]:
     return request.sampling.max_length - prompt, max(0, request.sampling.min_length - prompt)
 
 
+#: A token id, its logprob (None for a prompt's first token: nothing predicts it), and the likeliest
+#: alternatives as (token id, logprob), likeliest first: raw numbers, as the engine thread makes them.
+Scored = tuple[int, float | None, tuple[tuple[int, float], ...]]
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one engine step gave one sequence of a request (the shape of text-generation-inference's
+    ``Generation`` and vLLM's ``CompletionOutput``): the token ids it gained, never text.
+
+    A continuous-batch row gains one token a step (none on the step it ends with EOS); a beam search
+    hands over each sequence's tokens in one finished Delta.
+    """
+
+    index: int  # which of the request's sequences
+    token_ids: tuple[int, ...] = ()  # new this step; EOS is never among them
+    logprobs: tuple[Scored, ...] | None = None  # with Sampling.logprobs: one per token in token_ids
+    prompt_logprobs: tuple[Scored, ...] | None = None  # with score_prompt: the prompt's tokens after the first, once
+    finished: bool = False
+    finish_reason: str | None = None  # with finished: one of FINISH_REASONS ("stop" comes from off the thread)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What a streaming client hears next of one sequence: new text and the logprobs of the tokens it
+    came from, or (once, before any text) the prompt's logprobs. Never taken back."""
+
+    index: int
+    text: str = ""
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    prompt_logprobs: tuple[TokenLogprob, ...] | None = None
+
+
 #: Why a sequence ended: its max_length (or max_new_tokens), EOS, a stop string, or max_time.
 FINISH_REASONS = ("length", "eos", "stop", "time")
 
@@ -85,3 +120,10 @@ class Completion:
     # score_prompt also one per prompt token.
     logprobs: tuple[TokenLogprob, ...] | None = None
     prompt_logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A stream's last item: every sequence's Completion, in order."""
+
+    completions: tuple[Completion, ...]

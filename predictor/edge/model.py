@@ -18,7 +18,7 @@ from kserve import Model
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from predictor.core import Completion, GenerationRequest
+from predictor.core import Completion, Finished, GenerationRequest, Piece
 from predictor.edge import grpc_status, stack
 from predictor.errors import NotReady
 from predictor.protocols import envelope, plan, seed, v2
@@ -118,13 +118,13 @@ class GPTJModel(Model):
         records.outputs(record, [[c.text for c in sequences] for sequences in completions], self._log_prompts)
         return completions
 
-    async def stream(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[tuple[int, tuple]]:
-        """(which request, Engine.stream event) as the requests generate side by side, within the deadline."""
+    async def stream(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[tuple[int, Piece | Finished]]:
+        """(which request, its next Piece or its Finished) as the requests generate side by side, within the deadline."""
         engine, record = self._running().engine, self._record(requests)
         timeout, outputs = self._time_left(record), {}
         async for index, event in merge([engine.stream(request, record, timeout) for request in requests]):
-            if event[0] == "done":
-                outputs[index] = [c.text for c in event[2]]
+            if isinstance(event, Finished):
+                outputs[index] = [c.text for c in event.completions]
                 if len(outputs) == len(requests):
                     records.outputs(record, [outputs[i] for i in range(len(requests))], self._log_prompts)
             yield index, event

@@ -34,11 +34,10 @@ async def seed_stream(model: Serving, model_name: str, request: Request) -> Stre
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for _, (kind, index, value) in events:
-                if kind == "text":
-                    yield event({"index": index, "text": value})
-                elif kind == "done":  # logprobs come in the envelope's details objects
-                    yield event(envelope.answer([prepared], [value]))
+            async for _, item in events:
+                data = envelope.stream_event(prepared, item)
+                if data is not None:
+                    yield event(data)
         except Exception as exc:
             yield failure_event(exc, lambda failure: envelope.failed(failure.message))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Protocol, Sequence
 
-from predictor.core import Completion, GenerationRequest
+from predictor.core import Completion, Finished, GenerationRequest, Piece
 from predictor.errors import NotFound, NotReady
 from predictor.settings import Settings
 
@@ -37,8 +37,8 @@ class Serving(Protocol):
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         """Completions for every request, in order."""
 
-    def stream(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[tuple[int, tuple]]:
-        """(which request, engine.Engine.stream event) as the requests generate side by side."""
+    def stream(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[tuple[int, Piece | Finished]]:
+        """(which request, its next core.Piece or its core.Finished) as the requests generate side by side."""
 
     def engine_failure(self) -> str | None:
         """Why the engine cannot serve any more, or None while it can."""

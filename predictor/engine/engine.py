@@ -1,6 +1,8 @@
 """The engine: one worker thread owns the model; the event loop hands it work and awaits futures.
 
-Generation never runs on the event loop, so health probes and /metrics answer while the GPU works.
+Generation never runs on the event loop, so health probes and /metrics answer while the GPU works;
+text does not run on the engine thread: the thread hands over token ids (core.Delta) and the event
+loop makes the text (outputs.py), streamed or not, and ends a sequence at its stop string.
 Every request without beams joins the continuous batch (continuous.py) and leaves it when done:
 a request that arrives while others generate joins at the next step. Beam searches run between
 steps as left-padded ``generate`` calls (generation/beams.py). Measured on our CPUs (docs/performance.md):
@@ -24,10 +26,11 @@ import queue
 import threading
 from typing import AsyncIterator, Sequence
 
-from predictor.core import Completion, GenerationRequest
+from predictor.core import Completion, Finished, GenerationRequest, Piece
 from predictor.engine.faults import Faults
 from predictor.engine.health import Health
-from predictor.engine.jobs import Job
+from predictor.engine.jobs import END, Job
+from predictor.engine.outputs import Outputs, Tokenizer
 from predictor.engine.worker import Backend, Worker
 from predictor.errors import DeadlineExceeded, EngineUnhealthy, NotReady, Overloaded
 from predictor.settings import BatchPolicy, Operations
@@ -54,6 +57,7 @@ class Engine:
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._faults, self._health = faults or Faults(), Health(stall_s)
         self._worker = Worker(backend, policy, metrics, self._faults, self._queue, self._release, self._health)
+        self._tokenizer = Tokenizer(backend.decode, backend.token_texts)
         self._thread = threading.Thread(target=self._worker.work, name="engine", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name="engine-watchdog", daemon=True)
         self._jobs: set[Job] = set()  # every job not yet answered: what a failure must fail
@@ -122,8 +126,7 @@ class Engine:
         """Generate for every request; their completions in order. Cancelling this stops their generation."""
         if self._stopped:
             raise NotReady("the server is shutting down")
-        loop = asyncio.get_running_loop()
-        jobs = [Job(request, loop.create_future(), loop, record) for request in requests]
+        jobs = [self._job(request, record, streaming=False) for request in requests]
         self._admit(jobs)
         try:
             self._reserve(len(requests))
@@ -142,13 +145,13 @@ class Engine:
 
     async def stream(
         self, request: GenerationRequest, record: RequestRecord | None = None, timeout: float | None = None
-    ) -> AsyncIterator[tuple]:
-        """Generate for one request, yielding ("text", sequence, piece) as the text grows, then
-        ("done", None, completions). Closing the iterator stops the generation."""
+    ) -> AsyncIterator[Piece | Finished]:
+        """Generate for one request, yielding a core.Piece as each sequence's text (or, first, the
+        prompt's logprobs) grows, then core.Finished. Closing the iterator stops the generation."""
         if self._stopped:
             raise NotReady("the server is shutting down")
         loop = asyncio.get_running_loop()
-        job = Job(request, loop.create_future(), loop, record, stream=asyncio.Queue())
+        job = self._job(request, record, streaming=True)
         self._admit([job])
         deadline = None if timeout is None else loop.time() + timeout
         try:
@@ -157,19 +160,32 @@ class Engine:
             while True:
                 remaining = None if deadline is None else deadline - loop.time()
                 try:
-                    kind, index, piece = await asyncio.wait_for(job.stream.get(), remaining)
+                    piece = await asyncio.wait_for(job.stream.get(), remaining)
                 except TimeoutError:
                     raise DeadlineExceeded(
                         "the request was not finished within the server's request timeout; its generation was stopped"
                     ) from None
-                if kind == "end":
+                if piece is END:
                     break
-                yield kind, index, piece
-            yield "done", None, job.future.result()
+                yield piece
+            yield Finished(tuple(job.future.result()))
         finally:
             self._forget([job])
             if not job.future.done():
                 job.future.cancel()
+
+    def _job(self, request: GenerationRequest, record: RequestRecord | None, streaming: bool) -> Job:
+        loop = asyncio.get_running_loop()
+        return Job(
+            request,
+            loop.create_future(),
+            loop,
+            record,
+            stream=asyncio.Queue() if streaming else None,
+            outputs=Outputs(request, self._tokenizer, streaming),
+            metrics=self._metrics,
+            finish_row=self._worker.finish,
+        )
 
     def _reserve(self, count: int) -> None:
         with self._lock:

@@ -1,7 +1,9 @@
 """The engine's worker thread: it owns the model and runs every step (engine.py hands it jobs).
 
-Each pass of its loop takes the arrivals, forgets cancelled jobs, runs pending beam searches, lets
-waiting requests join the continuous batch, and advances the batch one token. Failures are narrowed
+Each pass of its loop takes the arrivals, forgets cancelled jobs and rows a stop string ended, runs
+pending beam searches, lets waiting requests join the continuous batch, and advances the batch one
+token. Each step's outcome goes to the event loop as token ids (core.Delta), never text: the thread
+never calls the tokenizer (jobs.py, outputs.py make the text). Failures are narrowed
 down to the requests that cause them; an out-of-memory step fails its requests and frees cached memory.
 An unrecoverable device error, or anything that escapes the loop, ends the thread with the failure
 latched in its Health (health.py): the engine then fails every request with 503.
@@ -9,20 +11,20 @@ latched in its Health (health.py): the engine then fails every request with 503.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import time
 from typing import Callable, Protocol, Sequence
 
-from predictor.core import Completion, GenerationRequest
+from predictor.core import Delta, GenerationRequest
 from predictor.engine import faults as fault
 from predictor.engine.health import Health
-from predictor.engine.jobs import Job
+from predictor.engine.jobs import Job, deliver
 from predictor.engine.scheduling import admit, continuous, rows, select_beams
 from predictor.errors import GenerationFailed, ResourceExhausted
 from predictor.generation.continuous import Done
 from predictor.generation.retry import together_or_alone
-from predictor.generation.text import TextStream, prompt_token_logprobs, token_logprobs
 from predictor.settings import BatchPolicy
 from predictor.telemetry.metrics import Metrics, set_gauge
 
@@ -36,13 +38,10 @@ class Backend(Protocol):
 
     def run_batch(self, requests: Sequence[GenerationRequest], stop=None, check=None) -> list: ...
 
+    # Called off the engine thread only (outputs.Tokenizer): the engine thread makes no text.
     def decode(self, tokens: Sequence[int]) -> str: ...
 
     def token_texts(self, ids: Sequence[int]) -> list[str]: ...
-
-    def completion(
-        self, request: GenerationRequest, tokens: Sequence[int], reason: str, scored=None, prompt_scored=None
-    ) -> Completion: ...
 
 
 class Worker:
@@ -62,6 +61,11 @@ class Worker:
         self._queue, self._release, self._health = jobs, release, health
         self.batch = backend.continuous()
         self.running: dict[Job, int] = {}  # job -> sequences still generating
+        self._ended: collections.deque[tuple[Job, int]] = collections.deque()  # rows a stop string ended
+
+    def finish(self, job: Job, index: int) -> None:
+        """Drop sequence ``index`` of ``job`` at the next step (thread-safe: the event loop calls it)."""
+        self._ended.append((job, index))  # deque.append is atomic
 
     def work(self) -> None:
         """The thread's body: the loop, and the engine's failure if anything ends it early."""
@@ -86,6 +90,7 @@ class Worker:
             closing = self._collect(waiting, beams, wait=idle) or closing
             self._health.beat()
             self._forget_cancelled(waiting, beams)
+            self._forget_ended()
             if beams:
                 self._run_beams(beams)
             self._join(waiting)
@@ -124,10 +129,19 @@ class Worker:
             self._release(len(gone))
         gone = {job for job in self.running if job.cancelled}
         if gone:
-            for job, tokens in self.batch.leave(gone).items():
-                job.generated(tokens, self._metrics, finished=False)
+            self.batch.leave(gone)
             for job in gone:
                 del self.running[job]
+            self._running_changed()
+
+    def _forget_ended(self) -> None:
+        """Rows whose stop string the event loop found: their slots are free for the next step."""
+        ended = set()
+        while self._ended:
+            ended.add(self._ended.popleft())
+        if ended:
+            for job, _ in self.batch.finish(ended):
+                self._sequence_done(job)
             self._running_changed()
 
     def _join(self, waiting: list[Job]) -> None:
@@ -142,7 +156,7 @@ class Worker:
     def _enter(self, joining: list[Job]) -> None:
         """Prefill and add ``joining``; if that fails, each one alone (retry.py), so only the culprit fails."""
         # A failed join leaves the running rows untouched: join changes nothing until it succeeds.
-        before, done = self.batch.tokens_generated, []
+        done = []
         for jobs, outcome in together_or_alone(
             joining,
             self._join_batch,
@@ -155,13 +169,9 @@ class Worker:
             done += outcome
             for job in jobs:
                 self.running[job] = job.request.sampling.num_return_sequences
-                job.results = [None] * self.running[job]
                 job.first_token(self._metrics)
         self._running_changed()  # before a streaming client hears of its first token
-        self._count_tokens(before)
-        self._stream_prompt_logprobs(joining, done)
-        self._stream_pieces()
-        self._finish(done)
+        self._hand_over(done)
 
     def _join_batch(self, jobs: Sequence[Job]) -> list[Done]:
         self._faults.check_prefill(job.request for job in jobs)
@@ -170,7 +180,6 @@ class Worker:
     def _advance(self) -> None:
         if self._metrics is not None:
             self._metrics.batch_size.observe(len(self.batch.rows))
-        before = self.batch.tokens_generated
         try:
             self._faults.check(job.request for job in self.running)
             done = self.batch.advance()
@@ -185,9 +194,7 @@ class Worker:
             for job, error in failed.items():
                 del self.running[job]
                 self._fail(job, error)
-        self._count_tokens(before)
-        self._stream_pieces()
-        self._finish(done)
+        self._hand_over(done)
 
     def _out_of_memory(self, exc: BaseException) -> None:
         for job in self.batch.clear():
@@ -196,55 +203,31 @@ class Worker:
         fault.free_cached_memory()
         self._running_changed()
 
-    def _stream_pieces(self) -> None:
-        """Send streaming clients the text their live rows have grown since the last step (with logprobs:
-        first the tokens generated since the last piece, so each text piece follows its tokens' logprobs)."""
+    def _hand_over(self, done: list[Done]) -> None:
+        """The step's Deltas to the event loop: each live row's new tokens, then the rows that ended
+        (the order streams heard them in before)."""
+        outputs: dict[Job, list[Delta]] = {}
         for row in self.batch.rows:
-            job = row.owner
-            if job.stream is not None:
-                new = row.choice.tokens[row.choice.prompt_length :]
-                piece = self._text_stream(job, row.index).piece(new)
-                if piece and row.choice.scored is not None:
-                    self._emit_logprobs(job, row.index, row.choice.scored)
-                job.emit(row.index, piece)
-
-    def _emit_logprobs(self, job: Job, index: int, scored: Sequence) -> None:
-        sent = job.logprobs_sent.get(index, 0)
-        if len(scored) > sent:
-            job.logprobs_sent[index] = len(scored)
-            job.emit(index, token_logprobs(self._backend.token_texts, scored[sent:]), kind="logprobs")
-
-    def _stream_prompt_logprobs(self, joining: list[Job], done: list[Done]) -> None:
-        """Echo scoring in a stream: each request's prompt logprobs, as soon as its prefill has them."""
-        scored = {row.owner: row.prompt_scored for row in done if row.index == 0}
-        scored.update({row.owner: row.choice.prompt_scored for row in self.batch.rows if row.index == 0})
-        for job in joining:
-            if job.stream is not None and scored.get(job) is not None:
-                entries = prompt_token_logprobs(self._backend.token_texts, job.request.input_ids, scored[job])
-                job.emit(0, entries, kind="prompt_logprobs")
-
-    def _text_stream(self, job: Job, index: int) -> TextStream:
-        if index not in job.pieces:
-            job.pieces[index] = TextStream(self._backend.decode, job.request.sampling.stop)
-        return job.pieces[index]
-
-    def _finish(self, done: list[Done]) -> None:
+            choice = row.choice
+            delta = _delta(
+                row.owner, row.index, choice.tokens, choice.prompt_length, choice.scored, choice.prompt_scored
+            )
+            if delta is not None:
+                outputs.setdefault(row.owner, []).append(delta)
         for row in done:
-            job = row.owner
-            completion = self._backend.completion(job.request, row.tokens, row.reason, row.scored, row.prompt_scored)
-            job.results[row.index] = completion
-            if job.stream is not None:
-                if completion.logprobs is not None:  # only the tokens whose text the completion keeps
-                    sent = job.logprobs_sent.get(row.index, 0)
-                    if len(completion.logprobs) > sent:
-                        job.emit(row.index, completion.logprobs[sent:], kind="logprobs")
-                job.emit(row.index, self._text_stream(job, row.index).piece(row.tokens, final=True))
-            self.running[job] -= 1
-            if not self.running[job]:
-                del self.running[job]
-                job.generated(sum(c.generated_tokens for c in job.results), self._metrics, finished=True)
-                job.settle(result=list(job.results))
-        self._running_changed()
+            outputs.setdefault(row.owner, []).append(
+                _delta(row.owner, row.index, row.tokens, 0, row.scored, row.prompt_scored, row.reason)
+            )
+            self._sequence_done(row.owner)
+        deliver(outputs)
+        if done:
+            self._running_changed()
+
+    def _sequence_done(self, job: Job) -> None:
+        """One of the job's rows left the batch; the job's answer is the event loop's to give."""
+        self.running[job] -= 1
+        if not self.running[job]:
+            del self.running[job]
 
     def _run_beams(self, beams: list[Job]) -> None:
         chosen = set(select_beams([job.request for job in beams], self._policy))
@@ -257,15 +240,13 @@ class Worker:
             self._metrics.batch_size.observe(sum(rows(job.request) for job in batch))
         self._gauge("requests_running", len(self.running) + len(batch))
         results = self._beam_results(batch)
+        outputs = {}
         for job, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 self._fail(job, result)
             else:
-                tokens = sum(completion.generated_tokens for completion in result)
-                job.generated(tokens, self._metrics, finished=False)
-                if self._metrics is not None:
-                    self._metrics.generated_tokens.inc(tokens)
-                job.settle(result=result)
+                outputs[job] = result  # finished Deltas, one per sequence (Runner._beams)
+        deliver(outputs)
         self._running_changed()
 
     def _beam_results(self, batch: list[Job]) -> list:
@@ -286,12 +267,31 @@ class Worker:
             log.error("generation failed", exc_info=exc)
             job.settle(exception=GenerationFailed("generation failed; see the server log"))
 
-    def _count_tokens(self, before: int) -> None:
-        if self._metrics is not None and self.batch.tokens_generated > before:
-            self._metrics.generated_tokens.inc(self.batch.tokens_generated - before)
-
     def _running_changed(self) -> None:
         self._gauge("requests_running", len(self.running))
 
     def _gauge(self, name: str, value: int) -> None:
         set_gauge(self._metrics, name, value)
+
+
+def _delta(
+    job: Job,
+    index: int,
+    tokens: Sequence[int],
+    start: int,
+    scored: Sequence | None,
+    prompt_scored: Sequence | None,
+    reason: str | None = None,
+) -> Delta | None:
+    """Sequence ``index``'s tokens after ``start`` that ``job`` has not been handed yet (None: nothing new
+    on a live row); ``reason`` ends the sequence."""
+    sent = job.sent.get(index, 0)
+    new = tuple(tokens[start + sent :])
+    job.sent[index] = sent + len(new)
+    prompt = None
+    if prompt_scored is not None and index == 0 and not job.prompt_sent:
+        job.prompt_sent, prompt = True, tuple(prompt_scored)
+    if not new and prompt is None and reason is None:
+        return None
+    logprobs = None if scored is None else tuple(scored[sent : sent + len(new)])
+    return Delta(index, new, logprobs, prompt, reason is not None, reason)

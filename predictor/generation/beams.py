@@ -1,10 +1,11 @@
-"""Beam search on the loaded model, left-padded; and turning tokens into text.
+"""Beam search on the loaded model, left-padded; and the tokenizer's two text functions.
 
 Deterministic beam search (diverse or not) is diverse.py's, which computes what transformers 4.x did;
 beam sampling is transformers' ``generate``.
 
 Beam batches share every setting and length bound (scheduling.beam_key), so one GenerationConfig fits
-all rows. Engine thread only.
+all rows. Engine thread only, but for ``decode`` and ``token_texts``, which only the event loop's side
+calls (engine/outputs.py): the engine thread hands over token ids (core.Delta), never text.
 """
 
 from __future__ import annotations
@@ -17,17 +18,16 @@ from typing import Callable, Iterator, Sequence
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from predictor.core import Completion, GenerationRequest, Sampling, new_tokens
+from predictor.core import Delta, GenerationRequest, Sampling, new_tokens
 from predictor.generation import diverse
 from predictor.generation.continuous import ContinuousBatch, Decoder
 from predictor.generation.logits import Scored, scores_of
 from predictor.generation.retry import together_or_alone
-from predictor.generation.text import cut_at_stop, prompt_token_logprobs, token_logprobs
 from predictor.loading.loader import Loaded
 
 log = logging.getLogger("predictor")
 
-Result = list[Completion] | Exception
+Result = list[Delta] | Exception  # a request's finished Deltas, one per returned sequence
 
 
 @contextlib.contextmanager
@@ -60,7 +60,7 @@ class Runner:
 
     def continuous(self) -> ContinuousBatch:
         """A continuous batch on this model, for every request without beams."""
-        return ContinuousBatch(self.loaded.model, self.loaded.eos_token_id, self.decode, self.decoder)
+        return ContinuousBatch(self.loaded.model, self.loaded.eos_token_id, self.decoder)
 
     def run_batch(
         self,
@@ -68,14 +68,14 @@ class Runner:
         stop: Callable[[], bool] | None = None,
         check: Callable[[Sequence[GenerationRequest]], None] | None = None,
     ) -> list[Result]:
-        """Texts for every request, in order; a request that fails gets its exception instead.
+        """Finished Deltas for every request, in order; a request that fails gets its exception instead.
 
         If a batch fails, its requests run again one by one (retry.py), so only the culprit fails.
         ``stop`` ends the search early when it returns True; ``check`` runs before each model call
         (the engine's fault injection).
         """
 
-        def run(batch: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        def run(batch: Sequence[GenerationRequest]) -> list[list[Delta]]:
             if check is not None:
                 check(batch)
             return self._generate(batch, stop)
@@ -87,9 +87,7 @@ class Runner:
             results += [outcome] if isinstance(outcome, Exception) else outcome
         return results
 
-    def _generate(
-        self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None
-    ) -> list[list[Completion]]:
+    def _generate(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None) -> list[list[Delta]]:
         model, first = self.loaded.model, requests[0].sampling
         eos, width = self.loaded.eos_token_id, max(len(r.input_ids) for r in requests)
         input_ids = torch.tensor(
@@ -157,51 +155,23 @@ class Runner:
 
     def _beams(
         self, request: GenerationRequest, sequences: list[list[int]], scored: list[list[Scored]] | None = None
-    ) -> list[Completion]:
-        eos, completions = self.loaded.eos_token_id, []
+    ) -> list[Delta]:
+        """The one place a search's sequences become output: a finished Delta each (text comes later,
+        off the engine thread, as for every other row)."""
+        eos, deltas = self.loaded.eos_token_id, []
         for index, sequence in enumerate(sequences):
             tokens = [t for t in sequence if t != eos]  # EOS and the padding after it
             kept = (
                 None
                 if scored is None
-                else [(t, lp, top[: request.sampling.logprobs]) for t, lp, top in scored[index][: len(tokens)]]
+                else tuple((t, lp, top[: request.sampling.logprobs]) for t, lp, top in scored[index][: len(tokens)])
             )
-            completions.append(self.completion(request, tokens, "eos" if eos in sequence else "length", kept))
-        return completions
+            deltas.append(Delta(index, tuple(tokens), kept, None, True, "eos" if eos in sequence else "length"))
+        return deltas
 
     def decode(self, tokens: Sequence[int]) -> str:
         """New tokens as text, without special tokens."""
         return self.loaded.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-
-    def completion(
-        self,
-        request: GenerationRequest,
-        tokens: Sequence[int],
-        reason: str,
-        scored: Sequence[Scored] | None = None,
-        prompt_scored: Sequence[Scored] | None = None,
-    ) -> Completion:
-        """The prompt exactly as sent, then the continuation, cut before the first stop string.
-
-        Decoding only the new tokens keeps the prompt byte-for-byte (even text that tokenizes to a
-        special token, such as a literal ``<|endoftext|>``). ``scored``/``prompt_scored``: the
-        tokens' logprobs (logits.Scored), reported only for tokens whose text is kept.
-        """
-        continuation, stopped = cut_at_stop(self.decode(tokens), request.sampling.stop)
-        logprobs = prompt_logprobs = None
-        if scored is not None:
-            logprobs = token_logprobs(self.token_texts, scored, len(continuation))
-        if prompt_scored is not None:
-            prompt_logprobs = prompt_token_logprobs(self.token_texts, request.input_ids, prompt_scored)
-        return Completion(
-            request.prompt + continuation,
-            continuation,
-            "stop" if stopped else reason,
-            len(request.input_ids),
-            len(tokens),
-            logprobs,
-            prompt_logprobs,
-        )
 
     def token_texts(self, ids: Sequence[int]) -> list[str]:
         """Each token's own text, special tokens included (an alternative may be EOS)."""

@@ -17,7 +17,6 @@ from predictor.core import GenerationRequest, new_tokens
 from predictor.generation import dynamic
 from predictor.generation.logits import RowChoice, Scored, choose, prompt_scores, row_choice
 from predictor.generation.retry import each_alone
-from predictor.generation.text import cut_at_stop
 
 
 class Decoder(Protocol):
@@ -67,10 +66,8 @@ class Done:
 class ContinuousBatch:
     """The rows generating now, and the model they run on. Used from the engine thread only."""
 
-    def __init__(
-        self, model, eos: int, decode_text: Callable[[Sequence[int]], str] | None = None, decoder: Decoder | None = None
-    ) -> None:
-        self.model, self.eos, self.decode_text = model, eos, decode_text  # decode_text: for stop strings
+    def __init__(self, model, eos: int, decoder: Decoder | None = None) -> None:
+        self.model, self.eos = model, eos
         self.decoder = decoder or dynamic.DynamicDecoder(model, eos)
         self.rows: list[Row] = []
         self.tokens_generated = 0  # every token a row has kept, ever (for the counter metric)
@@ -148,6 +145,16 @@ class ContinuousBatch:
         self._drop({i for i, row in enumerate(self.rows) if row.owner in owners})
         return generated
 
+    def finish(self, rows: set[tuple[Hashable, int]]) -> list[tuple[Hashable, int]]:
+        """Drop these (owner, index) rows: a stop string, found off the engine thread, ended them.
+
+        Returns those that were still here (a row may have ended meanwhile, or left with its owner).
+        """
+        found = [i for i, row in enumerate(self.rows) if (row.owner, row.index) in rows]
+        dropped = [(self.rows[i].owner, self.rows[i].index) for i in found]
+        self._drop(set(found))
+        return dropped
+
     def clear(self) -> list[Hashable]:
         """Drop everything (after a failed step); returns the requests that were running."""
         owners = list(dict.fromkeys(row.owner for row in self.rows))
@@ -185,14 +192,7 @@ class ContinuousBatch:
         return done
 
     def _ended(self, row: Row, now: float) -> str | None:
-        stops = row.choice.sampling.stop
-        if stops and self.decode_text is not None:
-            # Only a stop string that ends in the newest token is new, and it lies within its last
-            # 4 * len(stop) UTF-8 bytes: decoding that many tokens (each at least a byte) suffices, and
-            # keeps the check's cost flat however long the text grows.
-            window = 4 * max(map(len, stops)) + 1
-            if cut_at_stop(self.decode_text(self._new(row)[-window:]), stops)[1]:
-                return "stop"
+        # Stop strings are text: the event loop finds them (engine/outputs.py) and calls finish().
         if row.choice.generated >= row.max_new:
             return "length"
         if row.deadline is not None and now >= row.deadline:

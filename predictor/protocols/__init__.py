@@ -2,8 +2,10 @@
 
 Owns the seed contract (seed.py: body forms and the strict request object; plan.py: cross-field
 rules, caps and notes -> GenerationRequest; envelope.py: the ``{"status", "data", "message"}``
-envelope), OpenAI's completions (openai.py), KServe's v2 inference protocol (v2.py) and server-sent
-events (sse.py). Each validates once and raises errors in its own field names.
+envelope, which also renders the ``:stream`` events), OpenAI's completions (openai.py; its streamed
+chunks: openai_stream.py), KServe's v2 inference protocol (v2.py) and server-sent events (sse.py).
+Each validates once and raises errors in its own field names, and renders the engine's outputs
+(core.Completion, core.Piece, core.Finished) once: the routes only wire.
 
 May import: core, errors, settings, telemetry; pydantic. Never the engine, generation or loading:
 a protocol knows requests, not devices. The edge imports it; the engine and generation never do.

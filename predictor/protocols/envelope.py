@@ -3,14 +3,14 @@
 ``data`` is the full text for one prompt and one sequence, else a list in request order (a prompt
 that asked for several sequences gives its list); with ``details: true`` each text is an object with
 its finish reason and token counts. ``message`` holds the notes about capped or ignored values, or
-on failure what is wrong.
+on failure what is wrong. The ``:stream`` route's events are rendered here too (``stream_event``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from predictor.core import Completion, GenerationRequest
+from predictor.core import Completion, Finished, GenerationRequest, Piece
 from predictor.protocols import logprobs
 
 
@@ -61,3 +61,11 @@ def answer(requests: Sequence[GenerationRequest], completions: Sequence[Sequence
     """The success envelope for these requests, their notes joined into ``message``."""
     notes = [note for req in requests for note in req.notes]
     return succeeded(data(requests, completions), "; ".join(notes) if notes else None)
+
+
+def stream_event(request: GenerationRequest, item: Piece | Finished) -> dict[str, Any] | None:
+    """A ``:stream`` event's data: ``{"index", "text"}`` for a piece of text, the envelope once the
+    request is finished (logprobs come in its details objects), None for what the stream leaves out."""
+    if isinstance(item, Finished):
+        return answer([request], [list(item.completions)])
+    return {"index": item.index, "text": item.text} if item.text else None

@@ -28,12 +28,13 @@ def test_generation_on_the_gpu_matches_the_contract(tiny_dir):
     from predictor.protocols.plan import plan
     from predictor.protocols.seed import PromptRequest
     from predictor.settings import Limits, parse_settings
+    from tests.texts import searched
 
     runner = Runner(load(parse_settings(["--model", str(tiny_dir)], {})))
     prompt = "If I was a billionaire, I would"
     ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
     sampling, _ = plan(PromptRequest(prompt=prompt, max_length=50, num_beams=2), len(ids), Limits())
-    (result,) = runner.run_batch([GenerationRequest(prompt, ids, sampling)])
+    (result,) = searched(runner, [GenerationRequest(prompt, ids, sampling)])
     (text,) = [c.text for c in result]
     assert text.startswith(prompt) and len(text) > len(prompt)
 

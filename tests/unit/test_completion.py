@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predictor.core import Completion, GenerationRequest, Sampling
-from predictor.generation.text import TextStream, cut_at_stop
+from predictor.engine.text import TextStream, cut_at_stop
 from predictor.protocols import envelope
 
 

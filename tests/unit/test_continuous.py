@@ -163,8 +163,8 @@ def test_seeded_sequences_differ_from_each_other(loaded):
     assert first == second and len({tuple(tokens) for tokens in first}) == 3
 
 
-def finished(loaded, req, decode=True) -> dict:
-    batch = ContinuousBatch(loaded.model, loaded.eos_token_id, loaded.tokenizer.decode if decode else None)
+def finished(loaded, req) -> dict:
+    batch = ContinuousBatch(loaded.model, loaded.eos_token_id)
     done, rows = batch.join([("only", req)]), {}
     while True:
         rows.update({row.index: row for row in done})
@@ -173,13 +173,17 @@ def finished(loaded, req, decode=True) -> dict:
         done = batch.advance()
 
 
-def test_a_stop_string_ends_the_row_at_once(loaded):
-    req = request(loaded, "The weather", max_length=80)
-    text = loaded.tokenizer.decode(run(loaded, {0: [req]})[0][0])
-    stop = text[len(text) // 2 : len(text) // 2 + 3]  # three characters from the middle of the text
-    row = finished(loaded, request(loaded, "The weather", max_length=80, stop=[stop, "never there"]))[0]
-    assert row.reason == "stop" and len(row.tokens) < 80 - len(req.input_ids)
-    assert stop in loaded.tokenizer.decode(row.tokens) and stop not in loaded.tokenizer.decode(row.tokens[:-1])
+def test_finish_drops_only_the_rows_named(loaded):
+    """A stop string (found off the engine thread) ends one sequence: its row leaves, its siblings stay."""
+    batch = ContinuousBatch(loaded.model, loaded.eos_token_id)
+    req = request(loaded, "The weather", max_length=60, do_sample=True, num_return_sequences=2, seed=4)
+    batch.join([("a", req), ("b", request(loaded, "A", max_length=60))])
+    assert batch.finish({("a", 1), ("a", 7), ("gone", 0)}) == [("a", 1)]
+    assert [(row.owner, row.index) for row in batch.rows] == [("a", 0), ("b", 0)]
+    assert batch.decoder.state.rows == 2
+    while batch.rows:
+        done = batch.advance()
+    assert len(done[-1].tokens) == 60 - 1
 
 
 def test_finish_reasons(loaded, eos_loaded):

@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from predictor.core import GenerationRequest
+from predictor.core import GenerationRequest, Piece
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
 from predictor.errors import (
@@ -25,6 +25,7 @@ from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
 from predictor.settings import BatchPolicy, Limits, parse_settings
 from predictor.telemetry.metrics import Metrics
+from tests.texts import searched
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +229,7 @@ def test_beam_searches_run_between_steps(runner):
         return await asyncio.gather(one(engine, greedy), one(engine, beam))
 
     texts = run(Engine(runner), go)
-    assert texts == [alone(runner, greedy), [c.text for c in runner.run_batch([beam])[0]]]
+    assert texts == [alone(runner, greedy), [c.text for c in searched(runner, [beam])[0]]]
     assert len(texts[1]) == 2
 
 
@@ -292,11 +293,11 @@ def test_a_stream_yields_pieces_that_add_up_to_the_completions(runner):
 
     async def go(engine):
         pieces, done = {0: "", 1: ""}, None
-        async for kind, index, value in engine.stream(req):
-            if kind == "text":
-                pieces[index] += value
+        async for item in engine.stream(req):
+            if isinstance(item, Piece):
+                pieces[item.index] += item.text
             else:
-                done = value
+                done = item.completions
         return pieces, done
 
     pieces, completions = run(Engine(runner), go)
@@ -309,7 +310,7 @@ def test_closing_a_stream_stops_its_generation(runner):
 
     async def go(engine):
         stream = engine.stream(request(runner, "Long story", max_length=512))
-        assert (await anext(stream))[0] == "text"
+        assert isinstance(await anext(stream), Piece)
         await stream.aclose()  # what a disconnect does
         deadline = time.monotonic() + 2
         while registry.get_sample_value("gptj_requests_running") and time.monotonic() < deadline:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from predictor.core import GenerationRequest
+from predictor.core import Finished, GenerationRequest, Piece
 from predictor.engine import faults
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
@@ -52,9 +52,9 @@ async def outcome(awaitable):
 
 
 async def collect(stream):
-    async for kind, _, value in stream:
-        if kind == "done":
-            return value
+    async for item in stream:
+        if isinstance(item, Finished):
+            return list(item.completions)
 
 
 async def failing_all(engine: Engine, runner, culprit: GenerationRequest) -> tuple[list, float]:
@@ -62,7 +62,7 @@ async def failing_all(engine: Engine, runner, culprit: GenerationRequest) -> tup
     batch of two): what each gets, and how long after the culprit arrived the last answer came."""
     streaming = engine.stream(request(runner, "in flight", max_length=LONG))
     first = await anext(streaming)
-    assert first[0] == "text"  # generating
+    assert isinstance(first, Piece)  # generating
     started = time.monotonic()
     results = await asyncio.gather(
         outcome(collect(streaming)),

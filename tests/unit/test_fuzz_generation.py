@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from predictor.core import GenerationRequest
+from predictor.core import Delta, GenerationRequest
 from predictor.engine.scheduling import continuous
 from predictor.errors import BadRequest
 from predictor.generation.beams import Runner
@@ -16,6 +16,7 @@ from predictor.loading.loader import load
 from predictor.protocols import seed
 from predictor.protocols.plan import plan
 from predictor.settings import Limits, parse_settings
+from tests.texts import completions, searched
 
 LIMITS = Limits(max_length=48, min_length=24)  # short generations keep the search fast
 
@@ -62,7 +63,7 @@ requests = st.fixed_dictionaries(
 def serve(runner: Runner, request: GenerationRequest) -> list[str]:
     """Generate the way the engine does: the continuous batch without beams, generate with them."""
     if not continuous(request):
-        (result,) = runner.run_batch([request])
+        (result,) = searched(runner, [request])
         assert not isinstance(result, Exception), result
         return [completion.text for completion in result]
     batch, results = runner.continuous(), {}
@@ -70,7 +71,8 @@ def serve(runner: Runner, request: GenerationRequest) -> list[str]:
     while True:
         results.update({row.index: row.tokens for row in done})
         if not batch.rows:
-            return [runner.completion(request, results[i], "length").text for i in sorted(results)]
+            deltas = [Delta(i, tuple(results[i]), finished=True, finish_reason="length") for i in sorted(results)]
+            return [completion.text for completion in completions(runner, request, deltas)]
         done = batch.advance()
 
 

@@ -7,6 +7,7 @@ import torch
 
 from predictor.loading.loader import load, pick_dtype
 from predictor.settings import parse_settings
+from tests.texts import searched
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,7 @@ def test_a_checkpoints_generation_config_does_not_change_requests(tiny_dir, tmp_
     prompt = "If I was a billionaire, I would"
     ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
     sampling, _ = plan(PromptRequest(prompt=prompt, max_length=40), len(ids), Limits())
-    (result,) = runner.run_batch([GenerationRequest(prompt, ids, sampling)])
+    (result,) = searched(runner, [GenerationRequest(prompt, ids, sampling)])
     assert [c.text for c in result] == reference.generate(prompt, max_length=40)
 
 

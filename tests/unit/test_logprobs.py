@@ -14,6 +14,7 @@ from predictor.generation.beams import Runner
 from predictor.generation.static import StaticDecoder
 from predictor.loading.loader import load
 from predictor.settings import parse_settings
+from tests.texts import completions, done_row, searched
 
 PROMPT = "Kubernetes runs containers on a cluster of machines and"
 
@@ -36,7 +37,7 @@ def finish(loaded, req: GenerationRequest, decoder=None):
     while batch.rows:
         done += batch.advance()
     done.sort(key=lambda row: row.index)
-    return [runner.completion(req, row.tokens, row.reason, row.scored, row.prompt_scored) for row in done], done
+    return completions(runner, req, [done_row(row) for row in done]), done
 
 
 def forward_logprobs(loaded, tokens) -> torch.Tensor:
@@ -115,7 +116,7 @@ def test_off_computes_nothing(loaded, monkeypatch):
 def test_beam_search_reports_the_chosen_beams_tokens(loaded):
     """Deterministic beams (diverse.py): each chosen beam's tokens, scored by the model's log-softmax."""
     req = request(loaded, num_beams=3, num_return_sequences=2, logprobs=2)
-    ((first, second),) = Runner(loaded).run_batch([req])
+    ((first, second),) = searched(Runner(loaded), [req])
     for completion in (first, second):
         assert len(completion.logprobs) == completion.generated_tokens
         tokens = loaded.tokenizer(completion.continuation).input_ids
@@ -128,7 +129,7 @@ def test_beam_search_reports_the_chosen_beams_tokens(loaded):
 
 def test_beam_sampling_reports_the_steps_processed_logprobs(loaded):
     req = request(loaded, num_beams=2, num_return_sequences=2, logprobs=1, do_sample=True, seed=5)
-    ((first, second),) = Runner(loaded).run_batch([req])
+    ((first, second),) = searched(Runner(loaded), [req])
     for completion in (first, second):
         assert len(completion.logprobs) == completion.generated_tokens
         assert all(e.logprob <= 0 and len(e.top) == 1 for e in completion.logprobs)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from predictor.core import GenerationRequest
+from predictor.core import Delta, GenerationRequest
 from predictor.generation import diverse
 from predictor.generation.beams import Runner
 from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
 from predictor.settings import Limits, parse_settings
+from tests.texts import completions, searched
 
 PROMPT = "If I was a billionaire, I would"
 PROMPTS = ["The weather", "Kubernetes runs containers on a cluster of machines and", "A", PROMPT]
@@ -46,7 +47,7 @@ def tokens(result) -> int:
     ],
 )
 def test_beam_search_matches_transformers(runner, reference, fields):
-    (result,) = runner.run_batch([prepared(runner, **fields)])
+    (result,) = searched(runner, [prepared(runner, **fields)])
     assert [c.text for c in result] == reference.generate(PROMPT, **fields)
     # this model never ends on EOS: every returned beam holds max_length - prompt new tokens
     prompt_tokens = len(runner.loaded.tokenizer(PROMPT).input_ids)
@@ -61,7 +62,7 @@ def test_beams_in_a_batch_match_alone(runner):
         )
         for p in PROMPTS
     ]
-    assert texts(runner.run_batch(requests)) == [texts(runner.run_batch([r]))[0] for r in requests]
+    assert texts(searched(runner, requests)) == [texts(searched(runner, [r]))[0] for r in requests]
 
 
 def test_a_failing_batch_fails_only_the_culprit(runner, monkeypatch):
@@ -78,15 +79,15 @@ def test_a_failing_batch_fails_only_the_culprit(runner, monkeypatch):
     good = prepared(runner, "The weather", max_length=20, num_beams=2)
     bad = prepared(runner, "The rain", max_length=20, num_beams=2)
     bad = GenerationRequest(bad.prompt, (*bad.input_ids[:-1], 99), bad.sampling)
-    results = texts(runner.run_batch([good, bad, good]))
-    assert results[0] == results[2] == texts(runner.run_batch([good]))[0]
+    results = texts(searched(runner, [good, bad, good]))
+    assert results[0] == results[2] == texts(searched(runner, [good]))[0]
     assert isinstance(results[1], RuntimeError) and str(results[1]) == "still poisoned"
 
 
 def test_an_abandoned_beam_search_stops_early(runner):
     long = prepared(runner, "The weather", max_length=400, num_beams=2)
-    (finished,) = runner.run_batch([long])
-    (stopped,) = runner.run_batch([long], stop=lambda: True)
+    (finished,) = searched(runner, [long])
+    (stopped,) = searched(runner, [long], stop=lambda: True)
     assert tokens(stopped) < tokens(finished) and tokens(stopped) <= 2
 
 
@@ -94,9 +95,8 @@ def test_texts_keep_the_prompt_verbatim(runner):
     prompt = "a literal <|endoftext|> stays, and so do   spaces ."
     ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
     request = GenerationRequest(prompt, ids, plan(PromptRequest(prompt=prompt), len(ids), Limits())[0])
-    completion = runner.completion(
-        request, runner.loaded.tokenizer(" and more").input_ids + [runner.loaded.eos_token_id], "eos"
-    )
+    more = (*runner.loaded.tokenizer(" and more").input_ids, runner.loaded.eos_token_id)
+    (completion,) = completions(runner, request, [Delta(0, more, finished=True, finish_reason="eos")])
     assert completion.text == prompt + " and more"  # special tokens (EOS) are dropped from the continuation
     assert completion.continuation == " and more" and completion.prompt_tokens == len(ids)
 
@@ -106,18 +106,18 @@ def test_seeded_beam_sampling_repeats_and_leaves_the_global_generator_alone(runn
     torch.manual_seed(0)
     untouched = torch.rand(1)
     torch.manual_seed(0)
-    first = texts(runner.run_batch([seeded]))
+    first = texts(searched(runner, [seeded]))
     assert torch.rand(1) == untouched  # the global generator is as it was: unseeded requests stay random
-    second = texts(runner.run_batch([seeded]))
+    second = texts(searched(runner, [seeded]))
     assert first == second
     other = prepared(runner, max_length=30, num_beams=2, do_sample=True, seed=12)
-    assert texts(runner.run_batch([other])) != first
+    assert texts(searched(runner, [other])) != first
 
 
 def test_beam_search_texts_end_before_a_stop_string(runner):
-    (plain,) = runner.run_batch([prepared(runner, max_length=30, num_beams=2)])
+    (plain,) = searched(runner, [prepared(runner, max_length=30, num_beams=2)])
     continuation = plain[0].continuation
     stop = continuation[len(continuation) // 2 : len(continuation) // 2 + 2]
-    (stopped,) = runner.run_batch([prepared(runner, max_length=30, num_beams=2, stop=stop)])
+    (stopped,) = searched(runner, [prepared(runner, max_length=30, num_beams=2, stop=stop)])
     assert stopped[0].finish_reason == "stop"
     assert stopped[0].continuation == continuation[: continuation.index(stop)]

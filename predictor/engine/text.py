@@ -1,13 +1,15 @@
-"""How text leaves the engine: the cut at stop strings, and streamed pieces that never need taking back.
+"""Text out of token ids, off the engine thread: the cut at stop strings, streamed pieces that never
+need taking back, tokens' logprobs as text, and a sequence's Completion.
 
-Pure functions over a ``decode(tokens) -> str`` function; the tokenizer stays in beams.Runner.
+Pure functions over a ``decode(tokens) -> str`` function (and ``texts(ids)``, each id alone); the
+tokenizer stays in the Runner, and only the event loop's side (outputs.py) calls these.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from predictor.core import TokenLogprob
+from predictor.core import Completion, GenerationRequest, Scored, TokenLogprob
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -50,9 +52,11 @@ class TextStream:
     def __init__(self, decode: Callable[[Sequence[int]], str], stops: Sequence[str]) -> None:
         self.decode, self.stops, self.sent = decode, tuple(stops), 0
         self.settled, self.settled_text = 0, ""  # tokens[:settled] decode to settled_text, whole characters
+        self.stopped = False  # the text holds a stop string: the sequence is over
 
     def piece(self, tokens: Sequence[int], final: bool = False) -> str:
         text, stopped = cut_at_stop(self._text(tokens), self.stops)
+        self.stopped = self.stopped or stopped
         if not final and not stopped:
             text = text.rstrip("\ufffd")
             text = text[: len(text) - self._open_stop(text)]
@@ -79,3 +83,35 @@ class TextStream:
             if any(stop.startswith(text[-size:]) for stop in self.stops):
                 return size
         return 0
+
+
+def completion(
+    decode: Callable[[Sequence[int]], str],
+    texts: Callable[[Sequence[int]], list[str]],
+    request: GenerationRequest,
+    tokens: Sequence[int],
+    reason: str,
+    scored: Sequence[Scored] | None = None,
+    prompt_scored: Sequence[Scored] | None = None,
+) -> Completion:
+    """The prompt exactly as sent, then the continuation, cut before the first stop string.
+
+    Decoding only the new tokens keeps the prompt byte-for-byte (even text that tokenizes to a
+    special token, such as a literal ``<|endoftext|>``). ``scored``/``prompt_scored``: the tokens'
+    logprobs (core.Scored), reported only for tokens whose text is kept.
+    """
+    continuation, stopped = cut_at_stop(decode(tokens), request.sampling.stop)
+    logprobs = prompt_logprobs = None
+    if scored is not None:
+        logprobs = token_logprobs(texts, scored, len(continuation))
+    if prompt_scored is not None:
+        prompt_logprobs = prompt_token_logprobs(texts, request.input_ids, prompt_scored)
+    return Completion(
+        request.prompt + continuation,
+        continuation,
+        "stop" if stopped else reason,
+        len(request.input_ids),
+        len(tokens),
+        logprobs,
+        prompt_logprobs,
+    )
