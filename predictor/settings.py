@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 #: Where KServe's storage initializer puts a model given by ``storageUri``.
 KSERVE_MOUNT = Path("/mnt/models")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
+DEVICES = ("auto", "cuda", "cpu")  # predictor/loading/device.py says what each one promises
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Settings:
     model_name: str
     model: str  # "tiny", a local directory, /mnt/models, or a Hugging Face hub id
     dtype: str
+    device: str  # auto: CUDA when usable, else the CPU; cuda: CUDA or exit; cpu: the CPU
     device_map: str
     cache_dir: Path
     limits: Limits
@@ -158,6 +160,9 @@ _OPTIONS: tuple[_Option, ...] = (
      "model source: 'tiny' (embedded random GPT-J), a local directory, or a Hugging Face hub id; "
      f"default: {KSERVE_MOUNT} when it exists, else 'tiny'"),
     ("dtype", "GPTJ_DTYPE", _choice(*DTYPES), "auto", "weights dtype: auto = float16 on CUDA, float32 on CPU"),
+    ("device", "GPTJ_DEVICE", _choice(*DEVICES), "auto",
+     "auto: CUDA when usable, else the CPU; cuda: exit at start-up unless the weights fit on the GPU(s), "
+     "never offloading to the CPU; cpu: the CPU even where a GPU is visible"),
     ("device_map", "GPTJ_DEVICE_MAP", str, "auto",
      "accelerate device_map on CUDA ('auto' spreads layers over every visible GPU)"),
     ("cache_dir", "GPTJ_CACHE_DIR", str, _default_cache_dir, "where the tiny model is built once"),
@@ -218,6 +223,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="python -m predictor",
         description="Serve GPT-J with KServe.",
         parents=[kserve_parser],
+        # No prefixes of flags: argparse's default read `--device cuda` as `--device_map cuda` before
+        # --device existed, and the server started on the CPU. A flag is its full name or an error.
+        allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     # One process, one GPU, one engine, model name gptj. KServe's gRPC listener (v2 over gRPC, beside
@@ -290,6 +298,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         model_name=args.model_name,
         model=model,
         dtype=args.dtype,
+        device=args.device,
         device_map=args.device_map,
         cache_dir=Path(args.cache_dir),
         limits=limits,
