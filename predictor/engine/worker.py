@@ -1,10 +1,10 @@
 """The engine's worker thread: it owns the model and runs every step (engine.py hands it jobs).
 
 Each pass of its loop takes the arrivals, forgets cancelled jobs, runs pending beam searches, lets
-waiting requests join the continuous batch, and advances the batch one token (and a long prompt by one
-prefill chunk: its request counts as running from its join, and gets its first token when its last
-chunk is done). Failures are narrowed
+waiting requests join the continuous batch, and advances the batch one token. Failures are narrowed
 down to the requests that cause them; an out-of-memory step fails its requests and frees cached memory.
+A long prompt advances by one prefill chunk per pass (generation/prefill.py): its request is running
+from its join on, and gets its first token when its last chunk is done.
 An unrecoverable device error, or anything that escapes the loop, ends the thread with the failure
 latched in its Health (health.py): the engine then fails every request with 503.
 """
