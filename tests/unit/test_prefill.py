@@ -8,6 +8,7 @@ import weakref
 
 import pytest
 import torch
+from prometheus_client import CollectorRegistry
 
 from predictor.core import GenerationRequest, Sampling
 from predictor.engine.engine import Engine
@@ -19,6 +20,7 @@ from predictor.generation.continuous import ContinuousBatch
 from predictor.generation.static import StaticDecoder
 from predictor.loading.loader import load
 from predictor.settings import BatchPolicy, parse_settings
+from predictor.telemetry.metrics import Metrics
 
 from .schedule import run
 from .test_continuous import generate
@@ -188,3 +190,31 @@ def test_the_engine_fails_only_the_request_whose_chunk_fails(runner, loaded):
     assert isinstance(failed, GenerationFailed)
     assert fine[0].continuation == loaded.tokenizer.decode(generate(loaded, long)[0])
     assert fine[0].generated_tokens == 20
+
+
+def test_the_engine_frees_a_request_cancelled_while_it_prefills(runner, loaded):
+    registry = CollectorRegistry()
+    engine = Engine(runner, BatchPolicy(max_prefill_tokens=1), metrics=Metrics(registry))
+    prompt = tuple(loaded.tokenizer(TEXT * 6).input_ids)  # a chunk per token: hundreds of steps
+    doomed = GenerationRequest(TEXT * 6, prompt, Sampling(max_length=len(prompt) + 50))
+    batch = engine._worker.batch
+
+    async def go():
+        task = asyncio.ensure_future(engine.run([doomed]))
+        while not (batch.pending and batch.pending[0].done > 1):  # part-way through its prefill
+            await asyncio.sleep(0.005)
+        task.cancel()
+        for _ in range(400):
+            if not registry.get_sample_value("gptj_requests_running"):
+                break
+            await asyncio.sleep(0.005)
+        return await engine.run([request(loaded, 2, new=5)])
+
+    engine.start()
+    try:
+        ((after,),) = asyncio.run(go())
+    finally:
+        engine.stop(timeout=30)
+    assert batch.pending == [] and registry.get_sample_value("gptj_requests_running") == 0
+    assert after.generated_tokens == 5
+    assert registry.get_sample_value("gptj_generated_tokens_total") == 5  # none for the cancelled one
