@@ -43,6 +43,10 @@ class BatchPolicy:
     # running batch at the next step anyway, so the wait stays short (it adds to time to first token).
     batch_wait_s: float = 0.002
     max_batch_wait_s: float = 0.01
+    # A step prefills at most this many prompt tokens (a longer prompt joins in chunks, one per step,
+    # between the running rows' decode steps: generation/prefill.py). 256 costs about one decode step
+    # of a full batch on the CPU bench model (docs/performance.md, "Chunked prefill").
+    max_prefill_tokens: int = 256
     # The continuous batch's cache is allocated up front (the static path, generation/paths.py): rows alone
     # bound it, and max_batch_tokens is left to beam search, whose cache still grows.
     preallocated: bool = False
@@ -185,6 +189,8 @@ _OPTIONS: tuple[_Option, ...] = (
      "start a batch once no request has arrived for this long"),
     ("max_batch_wait_ms", "GPTJ_MAX_BATCH_WAIT_MS", _milliseconds, BatchPolicy.max_batch_wait_s * 1000,
      "start a batch at the latest this long after its oldest request arrived"),
+    ("max_prefill_tokens", "GPTJ_MAX_PREFILL_TOKENS", _positive, BatchPolicy.max_prefill_tokens,
+     "most prompt tokens prefilled in one step; a longer prompt is prefilled in chunks between decode steps"),
     ("max_queued_requests", "GPTJ_MAX_QUEUED_REQUESTS", _positive, Operations.max_queued_requests,
      "prompts that may wait for the batch; more get 429 with Retry-After"),
     ("request_timeout_seconds", "GPTJ_REQUEST_TIMEOUT_SECONDS", _seconds, Operations.request_timeout_s,
@@ -277,6 +283,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         max_batch_tokens=args.max_batch_tokens,
         batch_wait_s=args.batch_wait_ms / 1000,
         max_batch_wait_s=args.max_batch_wait_ms / 1000,
+        max_prefill_tokens=args.max_prefill_tokens,
     )
     operations = Operations(
         max_queued_requests=args.max_queued_requests,

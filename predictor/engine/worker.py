@@ -3,6 +3,8 @@
 Each pass of its loop takes the arrivals, forgets cancelled jobs, runs pending beam searches, lets
 waiting requests join the continuous batch, and advances the batch one token. Failures are narrowed
 down to the requests that cause them; an out-of-memory step fails its requests and frees cached memory.
+A long prompt advances by one prefill chunk per pass (generation/prefill.py): its request is running
+from its join on, and gets its first token when its last chunk is done.
 An unrecoverable device error, or anything that escapes the loop, ends the thread with the failure
 latched in its Health (health.py): the engine then fails every request with 503.
 """
@@ -61,7 +63,12 @@ class Worker:
         self._backend, self._policy, self._metrics, self._faults = backend, policy, metrics, faults
         self._queue, self._release, self._health = jobs, release, health
         self.batch = backend.continuous()
-        self.running: dict[Job, int] = {}  # job -> sequences still generating
+        # A long prompt joins in chunks, one per step (generation/prefill.py); a failed chunk fails its
+        # request alone, an unrecoverable error still ends the thread.
+        self.batch.max_prefill_tokens = policy.max_prefill_tokens
+        self.batch.check_prefill = lambda jobs: faults.check_prefill(job.request for job in jobs)
+        self.batch.fatal = fault.is_unrecoverable
+        self.running: dict[Job, int] = {}  # job -> sequences still generating (or prefilling)
 
     def work(self) -> None:
         """The thread's body: the loop, and the engine's failure if anything ends it early."""
@@ -131,7 +138,7 @@ class Worker:
             self._running_changed()
 
     def _join(self, waiting: list[Job]) -> None:
-        count = admit(len(self.batch.rows), self.batch.longest, [job.request for job in waiting], self._policy)
+        count = admit(self.batch.occupied, self.batch.longest, [job.request for job in waiting], self._policy)
         if count:
             joining, waiting[:] = waiting[:count], waiting[count:]
             self._release(count)
@@ -153,26 +160,31 @@ class Worker:
                 self._fail(jobs[0], outcome)
                 continue
             done += outcome
-            for job in jobs:
+            for job in jobs:  # running from now on, though a long prompt's first token comes later
                 self.running[job] = job.request.sampling.num_return_sequences
                 job.results = [None] * self.running[job]
-                job.first_token(self._metrics)
         self._running_changed()  # before a streaming client hears of its first token
         self._count_tokens(before)
-        self._stream_prompt_logprobs(joining, done)
+        self._prefilled(done)
         self._stream_pieces()
         self._finish(done)
 
     def _join_batch(self, jobs: Sequence[Job]) -> list[Done]:
-        self._faults.check_prefill(job.request for job in jobs)
-        return self.batch.join([(job, job.request) for job in jobs])
+        return self.batch.join([(job, job.request) for job in jobs])  # batch.check_prefill: faults
+
+    def _prefilled(self, done: list[Done]) -> None:
+        """The requests whose prefill finished (in join or advance): first-token time, prompt logprobs."""
+        started = self.batch.take_prefilled()
+        for job in started:
+            job.first_token(self._metrics)
+        self._stream_prompt_logprobs(started, done)
 
     def _advance(self) -> None:
-        if self._metrics is not None:
+        if self._metrics is not None and self.batch.rows:
             self._metrics.batch_size.observe(len(self.batch.rows))
         before = self.batch.tokens_generated
         try:
-            self._faults.check(job.request for job in self.running)
+            self._faults.check(row.owner.request for row in self.batch.rows)  # not the rows still prefilling
             done = self.batch.advance()
         except Exception as exc:
             if fault.is_unrecoverable(exc):  # every later step would fail too: the engine failed
@@ -185,7 +197,13 @@ class Worker:
             for job, error in failed.items():
                 del self.running[job]
                 self._fail(job, error)
+        for job, error in self.batch.take_failed().items():  # a prefill chunk: only its request fails
+            del self.running[job]
+            self._fail(job, error)
+            if fault.is_out_of_memory(error):
+                fault.free_cached_memory()
         self._count_tokens(before)
+        self._prefilled(done)
         self._stream_pieces()
         self._finish(done)
 
@@ -214,11 +232,11 @@ class Worker:
             job.logprobs_sent[index] = len(scored)
             job.emit(index, token_logprobs(self._backend.token_texts, scored[sent:]), kind="logprobs")
 
-    def _stream_prompt_logprobs(self, joining: list[Job], done: list[Done]) -> None:
+    def _stream_prompt_logprobs(self, started: list[Job], done: list[Done]) -> None:
         """Echo scoring in a stream: each request's prompt logprobs, as soon as its prefill has them."""
         scored = {row.owner: row.prompt_scored for row in done if row.index == 0}
         scored.update({row.owner: row.choice.prompt_scored for row in self.batch.rows if row.index == 0})
-        for job in joining:
+        for job in started:
             if job.stream is not None and scored.get(job) is not None:
                 entries = prompt_token_logprobs(self._backend.token_texts, job.request.input_ids, scored[job])
                 job.emit(0, entries, kind="prompt_logprobs")

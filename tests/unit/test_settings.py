@@ -88,6 +88,14 @@ def test_api_keys_and_the_stall_bound():
     assert s.operations.api_keys_file is None and s.operations.engine_stall_s == 2.5
 
 
+def test_the_prefill_chunk_from_the_environment_and_a_flag():
+    assert parse_settings([], {}).batch.max_prefill_tokens == 256
+    assert parse_settings([], {"GPTJ_MAX_PREFILL_TOKENS": "64"}).batch.max_prefill_tokens == 64
+    assert (
+        parse_settings(["--max_prefill_tokens", "32"], {"GPTJ_MAX_PREFILL_TOKENS": "64"}).batch.max_prefill_tokens == 32
+    )
+
+
 def test_kserve_flags_pass_through():
     s = parse_settings(["--http_port", "9000", "--model_name", "other", "--enable_docs_url", "true"], {})
     assert (s.server.http_port, s.model_name, s.server.enable_docs_url) == (9000, "other", True)
@@ -108,6 +116,9 @@ def test_kserve_flags_pass_through():
         (["--max_batch", "4"], {}, "unrecognized arguments: --max_batch 4"),
         (["--dev", "cuda"], {}, "unrecognized arguments: --dev cuda"),
         (["--http_p", "9000"], {}, "unrecognized arguments: --http_p 9000"),  # KServe's flags too
+        (["--max_prefill_tokens", "0"], {}, "argument --max_prefill_tokens: must be >= 1 (got 0)"),
+        (["--max_prefill_tokens", "half"], {}, "argument --max_prefill_tokens: invalid"),
+        ([], {"GPTJ_MAX_PREFILL_TOKENS": "-1"}, "environment variable GPTJ_MAX_PREFILL_TOKENS: must be >= 1 (got -1)"),
     ],
 )
 def test_invalid_settings_exit_with_a_message(argv, env, message, capsys):
