@@ -9,9 +9,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # What the image holds of the packages KServe 0.21 pins tightly (protobuf >=6.33.5,<7, psutil <6,
 # pandas <3, grpcio) and of transformers' stack, before anything is installed or imported.
 python3 -m pip show protobuf grpcio psutil pandas transformers tokenizers safetensors huggingface-hub 2>&1 \
-  | grep -E '^(Name|Version):|not found' || true
+  | grep -E '^(Name|Version):|not found' >&2 || true
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m bench.carry install .whl /tmp/site
+  python3 -m bench.carry install .whl /tmp/site >&2
   export PYTHONPATH="$PYTHONPATH:/tmp/site"
 elif ! python3 -c "import kserve" 2>/dev/null; then
   echo "KServe is not installed and there are no wheels in .whl/: run 'make device-wheels' where pip" >&2
