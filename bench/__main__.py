@@ -81,9 +81,11 @@ class Bench:
     def in_process(self):
         from . import gpu
 
-        copy_gb = 4.0 if self.args.device == "cuda" else 0.01
+        args = self.args
+        copy_gb = 4.0 if args.device == "cuda" else 0.01
+        check = min(gpu.CHECK_TOKENS, 4 * args.new_tokens)  # 64 on the GPU; fewer in a dry run's few tokens
         measured = gpu.InProcess(
-            self.path, self.workload, self.args.new_tokens, self.top, CUDA_MAX_LENGTH, self.args.device, copy_gb
+            self.path, self.workload, args.new_tokens, self.top, CUDA_MAX_LENGTH, args.device, copy_gb, check
         )
         self.stack.callback(measured.close)
         return measured

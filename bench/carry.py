@@ -204,11 +204,17 @@ def _install(folder: Path, site: Path) -> int:
     chosen, problems = to_install(wheels(folder))
     for problem in problems:
         print(f"WARNING: the image's {problem}, and no wheel for it was carried", file=sys.stderr)
+    names, stamp = "\n".join(w.name for w in chosen), site / ".carried"
+    if stamp.exists() and stamp.read_text() == names:  # the script's second run in one call
+        print(f"the {len(chosen)} carried wheels chosen are already in {site}", flush=True)
+        return 0
     print(f"installing {len(chosen)} carried wheels into {site}: {' '.join(w.name for w in chosen)}", flush=True)
     if chosen:
         pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile"]
         pip += ["--no-cache-dir", "--upgrade", "--disable-pip-version-check", "--target", str(site)]
         subprocess.run([*pip, *map(str, chosen)], check=True)
+    site.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(names)
     return 0
 
 

@@ -43,9 +43,10 @@ class InProcess:
         max_len: int,
         device: str = "cuda",
         copy_gb: float = 4.0,
+        check_tokens: int = CHECK_TOKENS,
     ) -> None:
         self.path, self.workload, self.new_tokens, self.top, self.max_len = path, workload, new_tokens, top, max_len
-        self.device, self.copy_gb = device, copy_gb
+        self.device, self.copy_gb, self.check_tokens = device, copy_gb, check_tokens
         self._loaded = self._settings = None
 
     @property
@@ -99,12 +100,13 @@ class InProcess:
 
         loaded, prompt = self.loaded, self.workload[0]
         with _attention(loaded.model, "eager"):
-            reference = raw.generate(loaded.model, [prompt], CHECK_TOKENS, loaded.eos_token_id)[0, -CHECK_TOKENS:]
+            reference = raw.generate(loaded.model, [prompt], self.check_tokens, loaded.eos_token_id)
+            reference = reference[0, -self.check_tokens :]
             expected = _reference_logits(loaded.model, prompt, reference.tolist())
         choice = paths.choose(loaded, self._settings)
         decoder, reference = choice.decoder, reference.tolist()
         figures = {"decode_path": choice.info.path, "cuda_graphs": choice.info.cuda_graphs}
-        ours = _greedy(loaded, decoder, prompt, CHECK_TOKENS)[0]
+        ours = _greedy(loaded, decoder, prompt, self.check_tokens)[0]
         mismatch = next((i for i, (a, b) in enumerate(zip(ours, reference, strict=False)) if a != b), None)
         figures.update(greedy_matches_eager_reference=mismatch is None, greedy_first_mismatch=mismatch)
         figures.update(_agreement(expected, _fed_logits(decoder, prompt, reference)))

@@ -11,8 +11,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python3 -m pip show protobuf grpcio psutil pandas transformers tokenizers safetensors huggingface-hub 2>&1 \
   | grep -E '^(Name|Version):|not found' >&2 || true
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m bench.carry install .whl /tmp/site >&2
-  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+  site=${DEVICE_SITE:-/tmp/site}  # where they go (a test gives its own)
+  python3 -m bench.carry install .whl "$site" >&2
+  export PYTHONPATH="$PYTHONPATH:$site"
 elif ! python3 -c "import kserve" 2>/dev/null; then
   echo "KServe is not installed and there are no wheels in .whl/: run 'make device-wheels' where pip" >&2
   echo "works, and carry .whl with the command." >&2
