@@ -66,6 +66,9 @@ class Metrics:
         self.model_load = Gauge(
             "gptj_model_load_seconds", "Seconds the model took to load and warm up.", registry=registry
         )
+        self._decode_gauges(registry)
+
+    def _decode_gauges(self, registry: CollectorRegistry) -> None:
         # What the engine runs, set once it is chosen: a fallback (graphs that failed to capture, the
         # dynamic path where static was expected, eager attention) shows here, not only in speed.
         self.decode_info = Gauge(
