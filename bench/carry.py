@@ -163,10 +163,15 @@ def to_install(found: Mapping[str, tuple[Path, str, list[str]]], roots: Iterable
     """There: the carried wheels that must go in (missing, outside a requirement, or ALWAYS), and
     every requirement the image's own packages fail (problems, printed)."""
     env = environment(f"{sys.version_info.major}.{sys.version_info.minor}")
+    lines = [(Requirement(r), None) for r in roots]
+    lines += [(Requirement(r), name) for name, (_, _, reqs) in found.items() for r in reqs]
+    extras: dict[str, set[str]] = {}  # the extras asked of each package (kserve: uvicorn[standard])
+    for requirement, _ in lines:
+        extras.setdefault(canonicalize_name(requirement.name), set()).update(requirement.extras)
     demands: dict[str, list[Requirement]] = {}
-    for line in [*roots, *(r for _, _, reqs in found.values() for r in reqs)]:
-        requirement = Requirement(line)
-        if applies(requirement, env):
+    for requirement, owner in lines:
+        asked = extras.get(owner, set()) if owner else set()
+        if any(applies(requirement, {**env, "extra": extra}) for extra in ("", *asked)):
             demands.setdefault(canonicalize_name(requirement.name), []).append(requirement)
     chosen, problems = [], []
     for name, requirements in sorted(demands.items()):

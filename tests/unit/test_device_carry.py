@@ -101,7 +101,10 @@ def _wheel(folder: Path, name: str, version: str, requires: list[str]) -> Path:
 def test_there_only_what_the_image_does_not_satisfy_is_installed(tmp_path, monkeypatch):
     """device-python.sh's choice: KServe's tight pins against the versions the machine reports."""
     pins = ["protobuf<7.0.0,>=6.33.5", "psutil<6.0.0,>=5.9.6", "pandas<3.0.0,>=2.2.0", "grpcio-tools>=1.73"]
+    pins += ["uvicorn[standard]<1.0.0,>=0.30.6"]
     _wheel(tmp_path, "kserve", "0.21.0", pins)
+    _wheel(tmp_path, "uvicorn", "0.55.0", ['httptools>=0.6.3; extra == "standard"', 'rich; extra == "other"'])
+    _wheel(tmp_path, "httptools", "0.9.0", [])  # wanted through kserve's uvicorn[standard]
     for name, version in (("protobuf", "6.33.6"), ("psutil", "5.9.8"), ("pandas", "2.3.3"), ("transformers", "5.24.0")):
         _wheel(tmp_path, name, version, [])
     _wheel(tmp_path, "grpcio-tools", "1.81.1", ["grpcio>=1.81.1"])  # grpcio not carried: a warning
@@ -111,7 +114,7 @@ def test_there_only_what_the_image_does_not_satisfy_is_installed(tmp_path, monke
     monkeypatch.setattr(carry, "installed", image.get)
     chosen, problems = carry.to_install(found, roots=["kserve==0.21.0", "transformers==5.24.0"])
     names = sorted(carry.wheel_metadata(path)[0] for path in chosen)
-    # kserve, grpcio-tools: missing; psutil 7 and pandas 3: outside; transformers: always the product's;
-    # the image's protobuf 6.33.5 fits
-    assert names == ["grpcio-tools", "kserve", "pandas", "psutil", "transformers"]
+    # kserve, grpcio-tools, uvicorn and its standard extra's httptools: missing; psutil 7 and pandas 3:
+    # outside; transformers: always the product's; the image's protobuf 6.33.5 fits
+    assert names == ["grpcio-tools", "httptools", "kserve", "pandas", "psutil", "transformers", "uvicorn"]
     assert problems == ["grpcio 1.80.0 is outside grpcio>=1.81.1"]
