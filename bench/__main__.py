@@ -162,9 +162,8 @@ def plan(run: phases.Phases, bench: Bench) -> None:
         run.run("raw decode", bench.raw_cpu, 900, needs=["model"])
     run.run("server start", bench.start_server, 300, needs=["model"])
     on_server = functools.partial(run.run, needs=["server start"])
-    on_server(
-        "server one at a time", functools.partial(bench.load, "sequential", 8 if bench.gpu else bench.top, 1), 300
-    )
+    one_at_a_time = bench.args.requests or (8 if bench.gpu else bench.top)
+    on_server("server one at a time", functools.partial(bench.load, "sequential", one_at_a_time, 1), 300)
     for level in bench.args.concurrency:
         on_server(f"server {level} concurrent", functools.partial(bench.level, level), 300)
     on_server("server new connections", bench.fresh, 300)
