@@ -93,7 +93,9 @@ bench: install
 	$(PY) -m bench --device $(DEVICE) $(BENCH_ARGS)
 endif
 
-# Wheels for a GPU machine without network (scripts/device-wheels.sh): carry .whl with the command.
+# Wheels for a GPU machine without network (scripts/device-wheels.sh): KServe 0.21 and what it needs,
+# transformers 5.24, and what the device image's own versions may not satisfy (bench/carry.py), about
+# 60 MiB in .whl/. Carry .whl with the device call, scripts/device-check.sh (docs/performance.md, GPU).
 device-wheels: install
 	scripts/device-wheels.sh
 
