@@ -6,6 +6,7 @@ Raw `generate` at batch 1 and batch 16, then the real server with 16 requests on
 CUDA: GPT-J-6B's full shape with random fp16 weights (as fast as the real ones), plus the memory
 roofline from a large device copy, batch-1 decode ms/token, time to first token, and throughput at
 1/8/32/64 concurrent clients next to the same server taking one request at a time.
+`python -m bench compare [--baseline-tree DIR] [--vllm PYTHON]`: bench/compare.py's side-by-side run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import gc
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -115,6 +117,11 @@ def summary(load: server.Load) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:  # `python -m bench compare ...`: side by side with peers (bench/compare.py)
+        from . import compare
+
+        return compare.main(argv[1:])
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     path = model_dir(args.shape, args.out / "models")
