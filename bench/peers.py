@@ -27,7 +27,9 @@ MODEL = "gptj"  # the served model name on every peer
 OURS_FLAGS = ("--max_length_limit", "2048", "--max_batch_size", "32", "--enable_latency_logging", "false")
 # vLLM's CPU backend on this 2-vCPU machine (docs/performance.md, "vLLM side by side", says why):
 VLLM_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache: 4 by default on CPU
+    # GiB of KV cache; unset, vLLM takes 90% of the machine's memory less what it uses, and fails to
+    # start when other processes hold too much of it (v1/worker/cpu_worker.py, determine_available_memory)
+    "VLLM_CPU_KVCACHE_SPACE": "1",
     # "auto" keeps one of the two cores for vLLM's scheduler process and leaves its model one OpenMP
     # thread; ours runs torch's two. Bind both cores so both servers compute on two threads.
     "VLLM_CPU_OMP_THREADS_BIND": "0-1",
