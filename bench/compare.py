@@ -47,6 +47,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="where the JSON, models and logs go")
+    parser.add_argument("--report", type=Path, metavar="JSON", help="only print the tables of an earlier (or cut) run")
     args = parser.parse_args(argv)
     for name in ("repeats", "streams", "stream_tokens", "beam_length", "long_prompt", "prompt_tokens", "new_tokens"):
         if getattr(args, name) < 1:
@@ -149,6 +150,11 @@ def run(args, say=print) -> dict:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.report:  # a run cut short keeps its rows in the JSON: summarise what is there
+        results = json.loads(args.report.read_text())
+        results["summary"] = report.summarise(results)
+        print(report.tables(results))
+        return 0
     results = run(args)
     print()
     print(report.tables(results))

@@ -217,3 +217,12 @@ def test_the_tables_show_every_peer_row_and_ratio(results):
     assert greedy.split()[-1] == "0.80" and "1250" in greedy
     (concurrent,) = [line for line in lines if line.startswith("16 concurrent")]
     assert concurrent.split()[-1] == "1.20"
+
+
+def test_the_tables_of_a_run_cut_short_print_from_its_json(results, tmp_path, capsys):
+    path = tmp_path / "compare-cpu.json"
+    del results["seed"]  # the run stopped before the seed rows
+    path.write_text(json.dumps(results))
+    assert compare.main(["--report", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "interference:" in text and "greedy x16" in text and "seed API" not in text
