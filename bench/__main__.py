@@ -10,6 +10,7 @@ roofline from a large device copy, batch-1 decode ms/token, time to first token,
 Each step is a phase (bench/phases.py) with its own time limit: one that fails records its error and
 the next one runs, and the JSON (into ``$OUT`` too, when set, with the server's log) is on disk after
 each. ``--plan gpu`` runs the CUDA plan on any device (tiny shapes on a CPU: the device call's dry run).
+`python -m bench compare [--baseline-tree DIR] [--vllm PYTHON]`: bench/compare.py's side-by-side run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import functools
 import gc
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -194,6 +196,11 @@ def summary(load: server.Load) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:  # `python -m bench compare ...`: side by side with peers (bench/compare.py)
+        from . import compare
+
+        return compare.main(argv[1:])
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {
