@@ -3,7 +3,7 @@
 Generation never runs on the event loop, so health probes and /metrics answer while the GPU works.
 Every request without beams joins the continuous batch (continuous.py) and leaves it when done:
 a request that arrives while others generate joins at the next step. Beam searches run between
-steps as left-padded ``generate`` calls (generation/beams.py). Measured on our CPUs (docs/performance.md):
+steps as left-padded ``generate`` calls (generation/runner.py). Measured on our CPUs (docs/performance.md):
 16 requests that arrive over 100 ms (16 threads opening connections) would split a batch that waits
 for its members; joining at the next step keeps them together.
 

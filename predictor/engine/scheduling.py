@@ -2,7 +2,7 @@
 
 Two paths (engine.py): every ``num_beams == 1`` request joins the continuous batch (continuous.py),
 which gives each row its own settings and bounds; beam searches (diverse or not) run left-padded in one
-call (generation/beams.py), which needs everything that shapes the search to be equal. A seeded
+call (generation/runner.py), which needs everything that shapes the search to be equal. A seeded
 beam sampling seeds its generate call, so it runs alone. ``repetition_penalty`` batches only with prompts
 of the same length: it would penalize the padding token, which is EOS, in the shorter rows (and
 ``encoder_no_repeat_ngram_size`` would ban it after the prompt's n-grams that contain padding).

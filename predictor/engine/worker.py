@@ -30,7 +30,7 @@ log = logging.getLogger("predictor")
 
 
 class Backend(Protocol):
-    """What the engine needs from the model side (generation/beams.Runner)."""
+    """What the engine needs from the model side (generation/runner.Runner)."""
 
     def continuous(self): ...
 

@@ -19,7 +19,7 @@ from predictor.errors import (
     Overloaded,
     ResourceExhausted,
 )
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest

@@ -15,7 +15,7 @@ from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
 from predictor.engine.health import Health
 from predictor.errors import EngineUnhealthy, ResourceExhausted
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest

@@ -7,7 +7,7 @@ import torch
 
 from predictor.core import GenerationRequest
 from predictor.generation import diverse
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
