@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from predictor.core import Completion, GenerationRequest
@@ -21,6 +20,7 @@ from predictor.engine import faults as fault
 from predictor.engine.health import Health
 from predictor.engine.jobs import Job
 from predictor.engine.scheduling import BEAMS, JOIN, Load, next_start, rows
+from predictor.engine.searches import Searches
 from predictor.errors import GenerationFailed, ResourceExhausted
 from predictor.generation.continuous import Done
 from predictor.generation.retry import together_or_alone
@@ -49,18 +49,6 @@ class Backend(Protocol):
     ) -> Completion: ...
 
 
-@dataclass(eq=False)
-class Search:
-    """A running beam search and the jobs it answers (one per prompt, in its order)."""
-
-    jobs: list[Job]
-    search: object  # the backend's search (generation/diverse.BeamSearch)
-
-    @property
-    def requests(self) -> list[GenerationRequest]:
-        return [job.request for job in self.jobs]
-
-
 class Worker:
     """Runs on the engine thread only; ``release(n)`` tells the engine n queued prompts left the queue."""
 
@@ -78,7 +66,7 @@ class Worker:
         self._queue, self._release, self._health = jobs, release, health
         self.batch = backend.continuous()
         self.running: dict[Job, int] = {}  # job -> sequences still generating in the continuous batch
-        self.searches: list[Search] = []  # running beam searches, oldest first
+        self.searches = Searches(backend, faults.check)
 
     def work(self) -> None:
         """The thread's body: the loop, and the engine's failure if anything ends it early."""
@@ -94,7 +82,7 @@ class Worker:
         waiting: list[Job] = []  # both kinds, in arrival order
         closing = False
         while not self._health.failed:
-            idle = not (waiting or self.running or self.searches)
+            idle = not (waiting or self.running or self.searches.running)
             if idle and closing:
                 return
             if idle:
@@ -103,10 +91,10 @@ class Worker:
             self._health.beat()
             self._forget_cancelled(waiting)
             self._start(waiting)
-            if self._metrics is not None and (self.running or self.searches):
+            if self._metrics is not None and (self.running or self.searches.running):
                 self._metrics.batch_size.observe(self._load().rows)
-            for search in list(self.searches):
-                self._step_beams(search)
+            if self.searches.running:
+                self._step_beams()
             if self.running:
                 self._advance()
 
@@ -135,13 +123,7 @@ class Worker:
                 wait = False
 
     def _load(self) -> Load:
-        beams = [s.search for s in self.searches]
-        return Load(
-            len(self.batch.rows),
-            self.batch.longest,
-            sum(search.rows for search in beams),
-            sum(search.rows * search.length for search in beams),
-        )
+        return Load(len(self.batch.rows), self.batch.longest, self.searches.rows, self.searches.tokens)
 
     def _start(self, waiting: list[Job]) -> None:
         """The iteration's prefill slot (scheduling.next_start): a join, or one beam search's start."""
@@ -163,8 +145,7 @@ class Worker:
         gone = [job for job in waiting if job.cancelled]
         waiting[:] = [job for job in waiting if not job.cancelled]
         self._release(len(gone))
-        for search in [s for s in self.searches if all(job.cancelled for job in s.jobs)]:
-            self.searches.remove(search)  # nobody waits for it: its cache goes now
+        for search in self.searches.abandoned():
             for job in search.jobs:
                 job.generated(search.search.steps * job.request.sampling.num_return_sequences, self._metrics, False)
             self._running_changed()
@@ -282,52 +263,20 @@ class Worker:
         self._running_changed()
 
     def _start_beams(self, jobs: list[Job]) -> None:
-        """A beam search's prefill; if it fails, each request's own (retry.py), so only the culprit fails."""
-        for group, outcome in together_or_alone(
-            jobs,
-            self._begin_search,
-            "%d beam searches failed to start together (%s); starting them one by one",
-            fatal=fault.is_unrecoverable,
-        ):
-            if isinstance(outcome, Exception):
-                self._fail(group[0], outcome)
-            else:
-                self.searches.append(outcome)
+        """A beam search's prefill; if it fails, each request's own (searches.py), so only the culprit fails."""
+        for job, exc in self.searches.start(jobs):
+            self._fail(job, exc)
         self._running_changed()
 
-    def _begin_search(self, jobs: Sequence[Job]) -> Search:
-        self._faults.check(job.request for job in jobs)
-        return Search(list(jobs), self._backend.start_beams([job.request for job in jobs]))
-
-    def _step_beams(self, running: Search) -> None:
-        """One token for every row of ``running``; at its end, its answers to its jobs.
-
-        A failed step fails a lone request; a shared search's requests start again, each alone, so only
-        the culprit fails. Out of memory frees the allocator's cache first; an unrecoverable error
-        fails the engine.
-        """
-        try:
-            self._faults.check(running.requests)
-            if not running.search.step():
-                return
-            results = self._backend.beam_completions(running.requests, running.search)
-        except Exception as exc:
-            if fault.is_unrecoverable(exc):
-                raise
-            self.searches.remove(running)
-            if fault.is_out_of_memory(exc):
-                fault.free_cached_memory()
-            if len(running.jobs) == 1:
-                self._fail(running.jobs[0], exc)
-            else:
-                log.warning("a beam search of %d failed (%s); running its requests one by one", len(running.jobs), exc)
-                for job in running.jobs:
-                    if not job.cancelled:
-                        self._start_beams([job])
+    def _step_beams(self) -> None:
+        """One token for every running search's rows (searches.py narrows failures down)."""
+        finished, failed = self.searches.step()
+        for job, exc in failed:
+            self._fail(job, exc)
+        for jobs, results in finished:
+            self._settle_beams(jobs, results)
+        if failed:
             self._running_changed()
-            return
-        self.searches.remove(running)
-        self._settle_beams(running.jobs, results)
 
     def _settle_beams(self, jobs: list[Job], results: list[list[Completion]]) -> None:
         """The one place a finished beam search hands its answers to its jobs."""
@@ -340,7 +289,7 @@ class Worker:
         self._running_changed()
 
     def _fail(self, job: Job, exc: BaseException) -> None:
-        if fault.is_unrecoverable(exc):  # e.g. from together_or_alone, which narrows failures down itself
+        if fault.is_unrecoverable(exc):  # e.g. from searches.py, which narrows failures down itself
             raise exc
         if fault.is_out_of_memory(exc):
             log.error("out of GPU memory; the batch's requests get 503 (%s)", exc)
@@ -354,7 +303,7 @@ class Worker:
             self._metrics.generated_tokens.inc(self.batch.tokens_generated - before)
 
     def _running_changed(self) -> None:
-        self._gauge("requests_running", len(self.running) + sum(len(search.jobs) for search in self.searches))
+        self._gauge("requests_running", len(self.running) + self.searches.jobs)
 
     def _gauge(self, name: str, value: int) -> None:
         set_gauge(self._metrics, name, value)
