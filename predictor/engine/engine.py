@@ -114,7 +114,7 @@ class Engine:
 
     @property
     def idle(self) -> bool:
-        return self._queued == 0 and not self._worker.running
+        return self._queued == 0 and not (self._worker.running or self._worker.searches.running)
 
     async def run(
         self, requests: Sequence[GenerationRequest], record: RequestRecord | None = None, timeout: float | None = None
