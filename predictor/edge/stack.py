@@ -14,7 +14,7 @@ from typing import Sequence
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
 from predictor.generation import paths
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.loading import loader
 from predictor.settings import Settings
 from predictor.telemetry.metrics import Metrics

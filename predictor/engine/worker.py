@@ -1,8 +1,9 @@
 """The engine's worker thread: it owns the model and runs every step (engine.py hands it jobs).
 
-Each pass of its loop takes the arrivals, forgets cancelled jobs, runs pending beam searches, lets
-waiting requests join the continuous batch, and advances the batch one token. Failures are narrowed
-down to the requests that cause them; an out-of-memory step fails its requests and frees cached memory.
+Each pass of its loop takes the arrivals, forgets cancelled jobs, starts what scheduling.next_start
+picks (requests joining the continuous batch, or a beam search), advances every running beam search one
+token and the continuous batch one token (the policy: scheduling.py). Failures are narrowed down to the
+requests that cause them; an out-of-memory step fails its requests and frees cached memory.
 A long prompt advances by one prefill chunk per pass (generation/prefill.py): its request is running
 from its join on, and gets its first token when its last chunk is done.
 An unrecoverable device error, or anything that escapes the loop, ends the thread with the failure
@@ -20,7 +21,8 @@ from predictor.core import Completion, GenerationRequest
 from predictor.engine import faults as fault
 from predictor.engine.health import Health
 from predictor.engine.jobs import Job
-from predictor.engine.scheduling import admit, continuous, rows, select_beams
+from predictor.engine.scheduling import BEAMS, JOIN, Load, next_start, rows
+from predictor.engine.searches import Searches
 from predictor.errors import GenerationFailed, ResourceExhausted
 from predictor.generation.continuous import Done
 from predictor.generation.retry import together_or_alone
@@ -32,11 +34,13 @@ log = logging.getLogger("predictor")
 
 
 class Backend(Protocol):
-    """What the engine needs from the model side (generation/beams.Runner)."""
+    """What the engine needs from the model side (generation/runner.Runner)."""
 
     def continuous(self): ...
 
-    def run_batch(self, requests: Sequence[GenerationRequest], stop=None, check=None) -> list: ...
+    def start_beams(self, requests: Sequence[GenerationRequest]): ...  # a search: rows, length, step(), done
+
+    def beam_completions(self, requests: Sequence[GenerationRequest], search) -> list[list[Completion]]: ...
 
     def decode(self, tokens: Sequence[int]) -> str: ...
 
@@ -68,7 +72,8 @@ class Worker:
         self.batch.max_prefill_tokens = policy.max_prefill_tokens
         self.batch.check_prefill = lambda jobs: faults.check_prefill(job.request for job in jobs)
         self.batch.fatal = fault.is_unrecoverable
-        self.running: dict[Job, int] = {}  # job -> sequences still generating (or prefilling)
+        self.running: dict[Job, int] = {}  # job -> sequences still generating (or prefilling) in the batch
+        self.searches = Searches(backend, faults.check)
 
     def work(self) -> None:
         """The thread's body: the loop, and the engine's failure if anything ends it early."""
@@ -80,27 +85,28 @@ class Worker:
             self._health.fail(reason)
 
     def _loop(self) -> None:
-        """Until stop() and every request is answered, or the engine failed."""
-        waiting: list[Job] = []  # for the continuous batch
-        beams: list[Job] = []
+        """Until stop() and every request is answered, or the engine failed. One pass: scheduling.py."""
+        waiting: list[Job] = []  # both kinds, in arrival order
         closing = False
         while not self._health.failed:
-            idle = not (waiting or beams or self.running)
+            idle = not (waiting or self.running or self.searches.running)
             if idle and closing:
                 return
             if idle:
                 self._health.idle()
-            closing = self._collect(waiting, beams, wait=idle) or closing
+            closing = self._collect(waiting, wait=idle) or closing
             self._health.beat()
-            self._forget_cancelled(waiting, beams)
-            if beams:
-                self._run_beams(beams)
-            self._join(waiting)
+            self._forget_cancelled(waiting)
+            self._start(waiting)
+            if self._metrics is not None and (self.running or self.searches.running):
+                self._metrics.batch_size.observe(len(self.batch.rows) + self.searches.rows)  # not prefilling
+            if self.searches.running:
+                self._step_beams()
             if self.running:
                 self._advance()
 
-    def _collect(self, waiting: list[Job], beams: list[Job], wait: bool) -> bool:
-        """Move arrivals into the lists; when idle, wait for a burst to gather. True once stopping."""
+    def _collect(self, waiting: list[Job], wait: bool) -> bool:
+        """Move arrivals into ``waiting``; when idle, wait for a burst to gather. True once stopping."""
         policy, first, last = self._policy, None, None
         while True:
             try:
@@ -118,17 +124,39 @@ class Worker:
                         return False
             if job is None:
                 return True
-            (waiting if continuous(job.request) else beams).append(job)
+            waiting.append(job)
             first, last = first or job.arrived, job.arrived
             if wait and sum(rows(j.request) for j in waiting) >= policy.max_batch_size:
                 wait = False
 
-    def _forget_cancelled(self, waiting: list[Job], beams: list[Job]) -> None:
+    def _load(self) -> Load:
+        # occupied: the rows generating and those still prefilling (their cache is being built)
+        return Load(self.batch.occupied, self.batch.longest, self.searches.rows, self.searches.tokens)
+
+    def _start(self, waiting: list[Job]) -> None:
+        """The iteration's prefill slot (scheduling.next_start): a join, or one beam search's start."""
+        kind, chosen = next_start([job.request for job in waiting], self._load(), self._policy)
+        if kind is None:
+            return
+        jobs, taken = [waiting[i] for i in chosen], set(chosen)
+        waiting[:] = [job for i, job in enumerate(waiting) if i not in taken]
+        self._release(len(jobs))
+        for job in jobs:
+            job.admitted(self._metrics)
+        if kind == JOIN:
+            self._enter(jobs)
+        elif kind == BEAMS:
+            self._start_beams(jobs)
+
+    def _forget_cancelled(self, waiting: list[Job]) -> None:
         """Requests whose client went away or whose deadline passed: never start, or stop, them."""
-        for jobs in (waiting, beams):
-            gone = [job for job in jobs if job.cancelled]
-            jobs[:] = [job for job in jobs if not job.cancelled]
-            self._release(len(gone))
+        gone = [job for job in waiting if job.cancelled]
+        waiting[:] = [job for job in waiting if not job.cancelled]
+        self._release(len(gone))
+        for search in self.searches.abandoned():
+            for job in search.jobs:
+                job.generated(search.search.steps * job.request.sampling.num_return_sequences, self._metrics, False)
+            self._running_changed()
         gone = {job for job in self.running if job.cancelled}
         if gone:
             for job, tokens in self.batch.leave(gone).items():
@@ -136,15 +164,6 @@ class Worker:
             for job in gone:
                 del self.running[job]
             self._running_changed()
-
-    def _join(self, waiting: list[Job]) -> None:
-        count = admit(self.batch.occupied, self.batch.longest, [job.request for job in waiting], self._policy)
-        if count:
-            joining, waiting[:] = waiting[:count], waiting[count:]
-            self._release(count)
-            for job in joining:
-                job.admitted(self._metrics)
-            self._enter(joining)
 
     def _enter(self, joining: list[Job]) -> None:
         """Prefill and add ``joining``; if that fails, each one alone (retry.py), so only the culprit fails."""
@@ -180,8 +199,6 @@ class Worker:
         self._stream_prompt_logprobs(started, done)
 
     def _advance(self) -> None:
-        if self._metrics is not None and self.batch.rows:
-            self._metrics.batch_size.observe(len(self.batch.rows))
         before = self.batch.tokens_generated
         try:
             self._faults.check(row.owner.request for row in self.batch.rows)  # not the rows still prefilling
@@ -264,38 +281,34 @@ class Worker:
                 job.settle(result=list(job.results))
         self._running_changed()
 
-    def _run_beams(self, beams: list[Job]) -> None:
-        chosen = set(select_beams([job.request for job in beams], self._policy))
-        batch = [job for i, job in enumerate(beams) if i in chosen]
-        beams[:] = [job for i, job in enumerate(beams) if i not in chosen]
-        self._release(len(batch))
-        for job in batch:
-            job.admitted(self._metrics)
-        if self._metrics is not None:
-            self._metrics.batch_size.observe(sum(rows(job.request) for job in batch))
-        self._gauge("requests_running", len(self.running) + len(batch))
-        results = self._beam_results(batch)
-        for job, result in zip(batch, results, strict=True):
-            if isinstance(result, Exception):
-                self._fail(job, result)
-            else:
-                tokens = sum(completion.generated_tokens for completion in result)
-                job.generated(tokens, self._metrics, finished=False)
-                if self._metrics is not None:
-                    self._metrics.generated_tokens.inc(tokens)
-                job.settle(result=result)
+    def _start_beams(self, jobs: list[Job]) -> None:
+        """A beam search's prefill; if it fails, each request's own (searches.py), so only the culprit fails."""
+        for job, exc in self.searches.start(jobs):
+            self._fail(job, exc)
         self._running_changed()
 
-    def _beam_results(self, batch: list[Job]) -> list:
-        def stop() -> bool:  # called at each token: stop a search nobody awaits; a search in progress is no stall
-            self._health.beat()
-            return all(job.cancelled for job in batch)
+    def _step_beams(self) -> None:
+        """One token for every running search's rows (searches.py narrows failures down)."""
+        finished, failed = self.searches.step()
+        for job, exc in failed:
+            self._fail(job, exc)
+        for jobs, results in finished:
+            self._settle_beams(jobs, results)
+        if failed:
+            self._running_changed()
 
-        # run_batch narrows failures (injected ones too) down itself; _fail raises an unrecoverable one.
-        return self._backend.run_batch([job.request for job in batch], stop, check=self._faults.check)
+    def _settle_beams(self, jobs: list[Job], results: list[list[Completion]]) -> None:
+        """The one place a finished beam search hands its answers to its jobs."""
+        for job, result in zip(jobs, results, strict=True):
+            tokens = sum(completion.generated_tokens for completion in result)
+            job.generated(tokens, self._metrics, finished=False)
+            if self._metrics is not None:
+                self._metrics.generated_tokens.inc(tokens)
+            job.settle(result=result)
+        self._running_changed()
 
     def _fail(self, job: Job, exc: BaseException) -> None:
-        if fault.is_unrecoverable(exc):  # e.g. from run_batch, which narrows failures down itself
+        if fault.is_unrecoverable(exc):  # e.g. from searches.py, which narrows failures down itself
             raise exc
         if fault.is_out_of_memory(exc):
             log.error("out of GPU memory; the batch's requests get 503 (%s)", exc)
@@ -309,7 +322,7 @@ class Worker:
             self._metrics.generated_tokens.inc(self.batch.tokens_generated - before)
 
     def _running_changed(self) -> None:
-        self._gauge("requests_running", len(self.running))
+        self._gauge("requests_running", len(self.running) + self.searches.jobs)
 
     def _gauge(self, name: str, value: int) -> None:
         set_gauge(self._metrics, name, value)

@@ -2,8 +2,9 @@
 
 Owns the continuous batch (continuous.py) and its tensors (dynamic.py: a growing KV cache; static.py:
 a preallocated one with CUDA graphs; paths.py chooses), per-row logits processing and sampling
-(logits.py), beam search and diverse beam search (beams.py, diverse.py), text out of tokens (text.py:
-stop strings, streamed pieces) and narrowing a failed batch down to its culprit (retry.py).
+(logits.py), the engine's backend (runner.py), every beam search one token per step (diverse.py, with
+4.x's scorer in scorer.py), text out of tokens (text.py: stop strings, streamed pieces) and narrowing
+a failed batch down to its culprit (retry.py).
 
 May import: loading, core, settings; torch, transformers. Never the engine, a protocol or the edge.
 """

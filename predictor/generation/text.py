@@ -1,6 +1,6 @@
 """How text leaves the engine: the cut at stop strings, and streamed pieces that never need taking back.
 
-Pure functions over a ``decode(tokens) -> str`` function; the tokenizer stays in beams.Runner.
+Pure functions over a ``decode(tokens) -> str`` function; the tokenizer stays in runner.Runner.
 """
 
 from __future__ import annotations

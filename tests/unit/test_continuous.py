@@ -44,7 +44,7 @@ def request(loaded, prompt, **fields) -> GenerationRequest:
 
 def generate(loaded, req: GenerationRequest, **extra) -> list[list[int]]:
     """Plain transformers generate for one request, new tokens without EOS and padding."""
-    from predictor.generation.beams import generation_config
+    from predictor.generation.runner import generation_config
 
     ids = torch.tensor([req.input_ids])
     with torch.inference_mode():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from predictor.core import GenerationRequest, Sampling
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.generation.static import StaticDecoder
 from predictor.loading.loader import load
 from predictor.settings import parse_settings

@@ -15,8 +15,8 @@ from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
 from predictor.errors import GenerationFailed
 from predictor.generation import dynamic, prefill
-from predictor.generation.beams import Runner
 from predictor.generation.continuous import ContinuousBatch
+from predictor.generation.runner import Runner
 from predictor.generation.static import StaticDecoder
 from predictor.loading.loader import load
 from predictor.settings import BatchPolicy, parse_settings
