@@ -31,35 +31,76 @@ def req(name: str, new: int, beams: int = 1, prompt: int = 4, **fields) -> Gener
 
 
 class FakeBatch:
-    """The continuous batch's interface (continuous.ContinuousBatch): every row takes one token a step."""
+    """The continuous batch's interface (continuous.ContinuousBatch): every row takes one token a step, and
+    a prompt over ``max_prefill_tokens`` (set by the worker) is prefilled a chunk per step, as prefill.py does:
+    at once when nothing else is prefilling, else behind it; after the decode step, none in a step whose
+    join already ran one."""
+
+    max_prefill_tokens: int | None = None
+    check_prefill = fatal = None  # the worker's hooks (fault injection); unused here
 
     def __init__(self, log: list) -> None:
         self.log, self.rows, self.tokens_generated = log, [], 0
+        self.pending: list[list] = []  # [owner, request, prompt tokens still to prefill]
+        self.prefilled: list = []  # owners whose first token is in, since take_prefilled
+        self.chunked = False  # a chunk ran in this step's join
 
     @property
     def longest(self) -> int:
-        return max((len(row.owner.request.input_ids) + row.max_new for row in self.rows), default=0)
+        owners = [row.owner for row in self.rows] + [owner for owner, _, _ in self.pending]
+        return max((len(o.request.input_ids) + new_tokens(o.request)[0] for o in owners), default=0)
+
+    @property
+    def occupied(self) -> int:
+        return len(self.rows) + sum(request.sampling.num_return_sequences for _, request, _ in self.pending)
 
     def join(self, entries) -> list[Done]:
         self.log.append(("join", tuple(request.prompt for _, request in entries)))
         for owner, request in entries:
-            for index in range(request.sampling.num_return_sequences):
-                choice = SimpleNamespace(tokens=list(request.input_ids), prompt_length=len(request.input_ids))
-                choice.scored = choice.prompt_scored = None
-                self.rows.append(
-                    SimpleNamespace(owner=owner, index=index, choice=choice, max_new=new_tokens(request)[0])
-                )
+            if self.max_prefill_tokens and len(request.input_ids) > self.max_prefill_tokens:
+                self.pending.append([owner, request, len(request.input_ids)])
+            else:
+                self._add(owner, request)
+        if self.pending and self.pending[0][0] is entries[0][0]:  # nothing was waiting before: start now
+            self._chunk()
+            self.chunked = True
         return []
 
+    def _add(self, owner, request) -> None:
+        for index in range(request.sampling.num_return_sequences):
+            choice = SimpleNamespace(tokens=list(request.input_ids), prompt_length=len(request.input_ids))
+            choice.scored = choice.prompt_scored = None
+            self.rows.append(SimpleNamespace(owner=owner, index=index, choice=choice, max_new=new_tokens(request)[0]))
+        self.prefilled.append(owner)
+
+    def _chunk(self) -> None:
+        entry = self.pending[0]
+        self.log.append(("chunk", (entry[1].prompt,)))
+        entry[2] -= self.max_prefill_tokens
+        if entry[2] <= 0:
+            self.pending.pop(0)
+            self._add(entry[0], entry[1])
+
+    def take_prefilled(self) -> list:
+        started, self.prefilled = self.prefilled, []
+        return started
+
+    def take_failed(self) -> dict:
+        return {}
+
     def advance(self) -> list[Done]:
-        self.log.append(("decode", tuple(row.owner.request.prompt for row in self.rows)))
         done = []
+        if self.rows:
+            self.log.append(("decode", tuple(row.owner.request.prompt for row in self.rows)))
         for row in self.rows:
             row.choice.tokens.append(7)
             self.tokens_generated += 1
             if len(row.choice.tokens) - row.choice.prompt_length == row.max_new:
                 done.append(Done(row.owner, row.index, row.choice.tokens[row.choice.prompt_length :], "length"))
         self.rows = [row for row in self.rows if len(row.choice.tokens) - row.choice.prompt_length < row.max_new]
+        if self.pending and not self.chunked:
+            self._chunk()
+        self.chunked = False
         return done
 
     def leave(self, owners) -> dict:
@@ -67,6 +108,7 @@ class FakeBatch:
             row.owner: len(row.choice.tokens) - row.choice.prompt_length for row in self.rows if row.owner in owners
         }
         self.rows = [row for row in self.rows if row.owner not in owners]
+        self.pending = [entry for entry in self.pending if entry[0] not in owners]
         return gone
 
     def clear(self) -> list:
@@ -138,10 +180,14 @@ def drive(backend: FakeBackend, requests, policy: BatchPolicy = BatchPolicy(), c
         loop.close()
 
 
-def iterations(log: list) -> list[list]:
-    """The log cut into engine iterations: each ends with a decode step (beam-only ones never do here)."""
+def iterations(log: list, chunk_after_decode: bool = False) -> list[list]:
+    """The log cut into engine iterations: each ends with a decode step (beam-only ones never do here),
+    or with the prefill chunk that follows it (``chunk_after_decode``: the batch's advance runs both)."""
     cut, current = [], []
     for event in log:
+        if chunk_after_decode and event[0] == "chunk" and not current and cut and cut[-1][-1][0] == "decode":
+            cut[-1].append(event)
+            continue
         current.append(event)
         if event[0] == "decode":
             cut.append(current)
@@ -162,6 +208,27 @@ def test_a_long_beam_search_never_holds_a_greedy_row_back():
     # ...and every iteration while the search ran gave the greedy row its token
     during = [it for it in iterations(backend.log) if ("beam", ("beams",)) in it]
     assert len(during) == 300 and all(it[-1] == ("decode", ("greedy",)) for it in during)
+
+
+def test_decode_rows_prefill_chunks_and_beam_steps_share_every_iteration():
+    """A streaming greedy row beside a beam search and a long prompt prefilled in chunks of 4: the greedy
+    row takes a token in every iteration, the search a step in every one, the prompt one chunk per
+    iteration (first come, first served: it starts after the search that arrived before it)."""
+    backend = FakeBackend()
+    policy = BatchPolicy(max_prefill_tokens=4)
+    outcome = drive(backend, [req("greedy", 12), req("beams", 6, beams=2), req("long", 2, prompt=14)], policy)
+    assert all(not isinstance(o, Exception) for o in outcome.values())
+    its = iterations(backend.log, chunk_after_decode=True)
+    chunks = [i for i, it in enumerate(its) if ("chunk", ("long",)) in it]
+    # 14 tokens: 4 + 4 + 4 + 2, one chunk in each of four iterations in a row (the first in its join)
+    assert len(chunks) == 4 and chunks == list(range(chunks[0], chunks[0] + 4))
+    for it in its[: chunks[-1] + 1]:
+        assert it.count(("decode", ("greedy",))) + it.count(("decode", ("greedy", "long"))) <= 1
+        assert sum(e[0] == "chunk" for e in it) <= 1  # at most one chunk an iteration
+        assert any(e[0] == "decode" and "greedy" in e[1] for e in it)  # the greedy row never waits
+    assert all(("beam", ("beams",)) in it for it in its[1:6])  # the search stepped beside the chunks
+    # once its last chunk is in, the long prompt's row decodes with the greedy one
+    assert ("decode", ("greedy", "long")) in its[chunks[-1] + 1]
 
 
 def test_one_prefill_per_iteration_oldest_first():
