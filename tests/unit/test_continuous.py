@@ -148,7 +148,9 @@ def test_a_seeded_row_draws_the_same_text_alone_or_batched(loaded):
     # The contract (docs/api.md): the same seed, prompt and settings give the same text whatever else
     # is in the batch; not generate's draws (a seeded row hashes (seed, position) instead).
     seeded = request(loaded, "If I was a billionaire, I would", max_length=40, do_sample=True, seed=77)
-    noise = [request(loaded, p, max_length=45, **{"do_sample": True, **f}) for p, f in zip(PROMPTS[:3], MIXED, strict=True)]
+    noise = [
+        request(loaded, p, max_length=45, **{"do_sample": True, **f}) for p, f in zip(PROMPTS[:3], MIXED, strict=True)
+    ]
     torch.manual_seed(1)
     crowded = run(loaded, {0: noise[:2], 2: [seeded], 4: [noise[2]]})[2]
     torch.manual_seed(2)  # the global generator does not matter to a seeded row

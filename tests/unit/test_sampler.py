@@ -6,9 +6,8 @@ from dataclasses import replace
 
 import torch
 
-from predictor.core import GenerationRequest
+from predictor.core import GenerationRequest, Sampling
 from predictor.generation.continuous import ContinuousBatch
-from predictor.core import Sampling
 from predictor.generation.logits import RowChoice, choose
 from predictor.generation.rowstate import BatchState
 from predictor.loading.loader import load
