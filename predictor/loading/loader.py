@@ -76,6 +76,10 @@ def load(settings: Settings) -> Loaded:
         trust_remote_code=False,
         **_attention(settings.speed.attn_implementation),
     ).eval()
+    if model.device.type == "cpu":
+        from predictor.loading import kernels
+
+        log.info("CPU kernels: %s", kernels.choose(model, settings.speed.cpu_kernels))
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
     # GPT-J has no pad token: EOS pads, on the left (generation continues from the right end).
     tokenizer.pad_token_id = eos
