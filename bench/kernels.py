@@ -42,7 +42,7 @@ def _decode_step(model, rows: int, prompt: int):
     def step():
         with torch.inference_mode():
             model(input_ids=token, past_key_values=cache, position_ids=position, use_cache=True)
-            cache.crop(prompt)  # the same length every call
+            cache.crop(-1)  # drop the token again: the same length every call
 
     return step
 

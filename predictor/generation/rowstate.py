@@ -73,28 +73,16 @@ class BatchState:
         seeded = [j for j, i in enumerate(sampled) if rows[i].seed is not None]
         unseeded = [j for j, i in enumerate(sampled) if rows[i].seed is None]
         wanted = [i for i, row in enumerate(rows) if row.scored is not None]
-        counted = [i for i, row in enumerate(rows) if _counts_tokens(row)]
-        history = [token for i in counted for token in rows[i].tokens]
-        owners = [i for i in counted for _ in rows[i].tokens]
-        generated = [int(j >= rows[i].prompt_length) for i in counted for j in range(len(rows[i].tokens))]
-        table = [_row_values(row) for row in rows]
-        sampled_table = [_sampled_values(rows[i]) for i in sampled]
-        flat = [v for r in table for v in r] + [v for r in sampled_table for v in r]
+        self.index = {id(row): i for i, row in enumerate(rows)}
+        fresh, carried = _carried(rows)  # counts to rebuild from the host, counts to copy over
+        history = [token for i in fresh for token in rows[i].tokens]
+        owners = [i for i in fresh for _ in rows[i].tokens]
+        generated = [int(j >= rows[i].prompt_length) for i in fresh for j in range(len(rows[i].tokens))]
         sections = [sampled, seeded, unseeded, wanted, history, owners, generated]
-        for section in sections:
-            flat += section
-        # One copy to the device for everything; the sections are views of it.
-        upload = torch.tensor(flat, dtype=torch.float64)
-        if device.type == "cuda":
-            upload = upload.pin_memory().to(device, non_blocking=True)
-        n, columns = len(rows), len(_COLUMNS)
-        values, offset = upload[: n * columns].view(n, columns), n * columns
-        params = upload[offset : offset + len(sampled) * len(_SAMPLED)].view(len(sampled), len(_SAMPLED))
-        offset += len(sampled) * len(_SAMPLED)
-        parts = []
-        for section in sections:
-            parts.append(upload[offset : offset + len(section)].long())
-            offset += len(section)
+        sections += [positions for pair in carried.values() for positions in pair]
+        tables = [[_row_values(row) for row in rows], [_sampled_values(rows[i]) for i in sampled]]
+        (values, params), parts = _upload(tables, (len(_COLUMNS), len(_SAMPLED)), sections, device)
+        n = len(rows)
         self.sampled, self.seeded, self.unseeded, self.wanted = parts[:4]
         self.repetition = values[:, 0:1].float()
         self.presence, self.frequency = values[:, 1:2].float(), values[:, 2:3].float()
@@ -110,9 +98,13 @@ class BatchState:
         self.arange = torch.arange(n, device=device)
         if flags.repetition or flags.penalties:
             self._count(parts[4], parts[5], parts[6])
+            for old, new, before in zip(carried, parts[7::2], parts[8::2], strict=True):
+                self.seen[new] = old.seen[before]
+                self.counts[new] = old.counts[before]
 
     def _count(self, history: torch.Tensor, owners: torch.Tensor, generated: torch.Tensor) -> None:
-        """Rebuild the token counts from the rows' tokens (only rows with a penalty have any)."""
+        """Count the tokens of the rows new to the device (only rows with a penalty have any; ``seen`` is
+        kept up to date for the rows with a repetition penalty, the only ones that read it)."""
         shape = (len(self.rows), self.vocabulary)
         self.seen = torch.zeros(shape, dtype=torch.bool, device=self.device)
         self.seen[owners, history] = True  # repetition penalty: prompt and generated tokens
@@ -193,6 +185,45 @@ class BatchState:
             rows = self.arange
             self.seen[rows, chosen] |= self.repetition[:, 0] != 1.0
             self.counts[rows, chosen] += ((self.presence != 0) | (self.frequency != 0))[:, 0].float()
+
+
+def _upload(tables: list, widths: tuple[int, ...], sections: list[list[int]], device: torch.device):
+    """One copy to the device for everything: each table as a [rows, width] float64 view, each section
+    as a long vector (float64 holds every id, count and 32-bit half of a seed exactly)."""
+    flat = [v for table in tables for row in table for v in row]
+    for section in sections:
+        flat += section
+    upload = torch.tensor(flat, dtype=torch.float64)
+    if device.type == "cuda":
+        upload = upload.pin_memory().to(device, non_blocking=True)
+    views, offset = [], 0
+    for table, width in zip(tables, widths, strict=True):
+        views.append(upload[offset : offset + len(table) * width].view(len(table), width))
+        offset += len(table) * width
+    parts = []
+    for section in sections:
+        parts.append(upload[offset : offset + len(section)].long())
+        offset += len(section)
+    return views, parts
+
+
+def _carried(rows: Sequence) -> tuple[list[int], dict]:
+    """The rows whose token counts must be built from their tokens, and, per earlier state, the rows
+    whose counts it holds (their positions now, and there): a row that was in a batch keeps its counts
+    on the device, as long as it has exactly the tokens that state counted."""
+    fresh, carried = [], {}
+    for i, row in enumerate(rows):
+        if not _counts_tokens(row):
+            continue
+        old = row.state
+        j = None if old is None or old.seen is None else old.index.get(id(row))
+        if j is not None and old.expected[j] == row.generated:
+            now, before = carried.setdefault(old, ([], []))
+            now.append(i)
+            before.append(j)
+        else:
+            fresh.append(i)
+    return fresh, carried
 
 
 def _counts_tokens(row) -> bool:

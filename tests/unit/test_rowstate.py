@@ -3,6 +3,8 @@ alone, a seeded row draws the same whatever else is in the batch, and a step syn
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import (
@@ -17,10 +19,12 @@ from transformers import (
 
 from bench import hoststep
 from predictor.core import Sampling
+from predictor.generation import rowstate
 from predictor.generation.logits import choose, row_choice
 from predictor.generation.rowstate import BatchState
 
 VOCAB, EOS = 300, 299
+cpu = torch.device("cpu")
 PROMPT = [5, 6, 7, 8, 7]
 
 ROWS = [
@@ -152,3 +156,27 @@ def test_a_whole_stubbed_step_syncs_at_most_twice():
     batch.advance()
     count, _ = count_syncs(batch.advance)
     assert count <= 2, count
+
+
+def test_counts_carry_over_when_rows_join_and_leave():
+    # A row that stays keeps its counts on the device; a new one is counted from its tokens: either
+    # way they equal counts rebuilt from the tokens alone.
+    penalized = [{"repetition_penalty": 1.2, "frequency_penalty": 0.3}, {"presence_penalty": 0.6}, {}]
+    rows = rows_of(penalized)
+    logits = torch.randn(4, VOCAB, generator=torch.Generator().manual_seed(5))
+
+    def step(batch):
+        for row, token in zip(batch, choose(batch, logits[: len(batch)], EOS).tolist(), strict=True):
+            row.tokens.append(token)
+
+    for _ in range(3):
+        step(rows)
+    batch = [rows[1], rows_of([{"frequency_penalty": 1.0}])[0], rows[0]]  # one left, one joined, reordered
+    fresh, carried = rowstate._carried(batch)
+    assert fresh == [1] and [now for now, _ in carried.values()] == [[0, 2]]
+    step(batch)
+    step(batch)
+    rebuilt = BatchState([replace(row, tokens=list(row.tokens), state=None) for row in batch], VOCAB, cpu)
+    state = batch[0].state
+    assert torch.equal(state.counts, rebuilt.counts)
+    assert torch.equal(state.seen[2], rebuilt.seen[2])  # seen matters (and is kept) for repetition rows only
