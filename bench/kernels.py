@@ -55,21 +55,25 @@ def measure(model_dir: Path, repeats: int, rounds: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     plain = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    packed = copy.deepcopy(plain)
-    chosen = kernels.choose(packed, "auto")
+    models, chosen = {"plain": plain}, {}
+    for setting in ("auto", "packed"):  # auto: the large linears (the default); packed: every one
+        models[setting] = copy.deepcopy(plain)
+        chosen[setting] = kernels.choose(models[setting], setting)
     x = torch.randn(1, plain.config.n_embd)
     cases = {"head matvec 50400x256": lambda m: lambda: _head(m, x)}
     for rows in (1, 16):
         cases[f"decode step, {rows} row(s)"] = lambda m, rows=rows: _decode_step(m, rows, 64)
     results = {}
     for name, make in cases.items():
-        calls = {"plain": make(plain), "packed": make(packed)}
-        times = {"plain": [], "packed": []}
-        for _ in range(rounds):  # alternate, so a load spike on the machine hits both
+        calls = {variant: make(model) for variant, model in models.items()}
+        times = {variant: [] for variant in calls}
+        for _ in range(rounds):  # alternate, so a load spike on the machine hits every variant
             for variant, call in calls.items():
                 times[variant].append(_timed(call, repeats))
-        plain_ms, packed_ms = (statistics.median(times[v]) for v in ("plain", "packed"))
-        results[name] = {"plain_ms": plain_ms, "packed_ms": packed_ms, "speedup": plain_ms / packed_ms}
+        ms = {variant: statistics.median(t) for variant, t in times.items()}
+        results[name] = {f"{v}_ms": m for v, m in ms.items()} | {
+            f"plain/{v}": ms["plain"] / ms[v] for v in ("auto", "packed")
+        }
     return {"kernels": chosen, "threads": threads, "cases": results}
 
 
@@ -81,22 +85,21 @@ def _head(model, x):
 
 
 def main(argv: list[str] | None = None) -> None:
-    import torch
-
     from bench import workload
 
     parser = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="small", choices=sorted(workload.SHAPES))
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=1, help="1: steadier on a shared machine")
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     args = parser.parse_args(argv)
     result = measure(workload.model_dir(args.shape, args.out / "models"), args.repeats, args.rounds, args.threads)
     print(f"CPU kernels: {result['kernels']}, {result['threads']} thread(s), shape {args.shape}")
-    print("| case | plain ms | packed ms | plain/packed |\n|---|---|---|---|")
+    print("| case | plain ms | auto ms | packed ms | plain/auto | plain/packed |\n|---|---|---|---|---|---|")
     for name, r in result["cases"].items():
-        print(f"| {name} | {r['plain_ms']:.2f} | {r['packed_ms']:.2f} | {r['speedup']:.2f}x |")
+        times = " | ".join(f"{r[v + '_ms']:.3f}" for v in ("plain", "auto", "packed"))
+        print(f"| {name} | {times} | {r['plain/auto']:.2f}x | {r['plain/packed']:.2f}x |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernels.json").write_text(json.dumps({"shape": args.shape, **result}, indent=1) + "\n")
 

@@ -15,15 +15,21 @@ from predictor.settings import parse_settings
 @pytest.fixture(scope="module")
 def both(tiny_dir):
     plain = load(parse_settings(["--model", str(tiny_dir), "--cpu_kernels", "plain"], {}))
-    packed = load(parse_settings(["--model", str(tiny_dir)], {}))  # the default: auto
+    packed = load(parse_settings(["--model", str(tiny_dir), "--cpu_kernels", "packed"], {}))  # every linear
     return plain, packed
 
 
-def test_auto_packs_every_linear_and_plain_leaves_them(both):
+def test_packed_packs_every_linear_and_plain_none(both):
     plain, packed = both
-    linears = [m for m in plain.model.modules() if type(m) is torch.nn.Linear]
-    assert linears and not [m for m in packed.model.modules() if type(m) is torch.nn.Linear]
+    assert [m for m in plain.model.modules() if type(m) is torch.nn.Linear]
+    assert not [m for m in packed.model.modules() if type(m) is torch.nn.Linear]
     assert "oneDNN-packed" in repr(packed.model.lm_head)
+
+
+def test_auto_packs_only_the_large_linears():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(1024, 1024))
+    assert kernels.choose(model, "auto").startswith("oneDNN-packed (float32, 1 of 2 linears")
+    assert type(model[0]) is torch.nn.Linear and type(model[1]) is not torch.nn.Linear
 
 
 def test_packed_logits_equal_the_plain_ones_within_float_tolerance(both):
