@@ -82,7 +82,9 @@ def choose(rows: Sequence[RowChoice], logits: torch.Tensor, eos: int) -> torch.T
 
     The rows' settings live on the device (rowstate.BatchState), built when the rows change and reused
     while they stay: a step is a fixed number of batched ops and syncs nothing (one copy to the host
-    for the rows that report logprobs)."""
+    for the rows that report logprobs). The device counts the returned tokens as the rows' next ones:
+    a caller appends exactly those to ``row.tokens`` (or drops the row); one that gives a row other
+    tokens (a beam reordered) sets ``row.state = None`` so that its counts are rebuilt."""
     scores = logits.float()
     state = rows[0].state if rows else None
     if state is None or not state.matches(rows):
