@@ -5,9 +5,10 @@ logits-processor list. This computes what transformers' processors compute, in t
 applies them (repetition penalty, prompt n-gram ban, minimum length, NaN/inf removal, then for
 sampling temperature, top-k, top-p), batched across all rows from settings kept on the device
 (rowstate.py); only the prompt n-gram ban runs row by row, for the rows that ask for it. A greedy row
-therefore gets exactly what ``generate`` would give it alone, and an unseeded sampled row draws from
-the same distribution with the same generator; a seeded row draws from its own (seed, position) hash,
-the same whatever else is in the batch, not ``generate``'s draws (docs/api.md).
+therefore gets exactly what ``generate`` would give it alone, and a sampled row draws from exactly the
+distribution ``generate`` draws from, but not its draws (docs/api.md): an unseeded row with one uniform
+from the global generator, a seeded row with one hashed from (seed, position), the same whatever else is
+in the batch.
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ setting per batch, rows without the option carrying a neutral value; here an opt
 nothing at all, and an option only some rows use is masked for the others, so that each row's scores are
 bit for bit what transformers' own processor computes for it alone (the golden fixtures hold us to it).
 
-Seeded rows draw by inverse CDF with a uniform hashed from (seed, position) by a counter-based hash: no
-generator and no kernel per row, and the same draw whatever else is in the batch. (A Gumbel race would
-need a hash per vocabulary entry, about ten integer passes over [rows, 50,400] per step: too slow on a
-CPU.) Unseeded rows draw with ``torch.multinomial`` from the global generator, as ``generate`` does.
+Every sampled row draws by inverse CDF from one uniform: a seeded row's hashed from (seed, position) by a
+counter-based hash, so no generator and no kernel per row and the same draw whatever else is in the
+batch; an unseeded row's from the global generator. (A Gumbel race, or ``torch.multinomial``, needs a
+random number per vocabulary entry, ten integer passes over [rows, 50,400] per step for a hash: too slow
+on a CPU.)
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 
 # Per-row columns of the one upload (float64 holds every value exactly: seeds are split in 32-bit halves).
 _COLUMNS = ("repetition", "presence", "frequency", "generated", "min_new", "invalid")
-_SAMPLED = ("temperature", "top_k", "one_minus_p", "seed_lo", "seed_hi")
+_SAMPLED = ("temperature", "top_k", "one_minus_p", "seed_lo", "seed_hi", "seeded")
 
 
 @dataclass
@@ -70,20 +71,18 @@ class BatchState:
         self.vocabulary, self.device = vocabulary, device
         self.flags = flags = _flags(rows)
         sampled = [i for i, row in enumerate(rows) if row.warp_key is not None]
-        seeded = [j for j, i in enumerate(sampled) if rows[i].seed is not None]
-        unseeded = [j for j, i in enumerate(sampled) if rows[i].seed is None]
         wanted = [i for i, row in enumerate(rows) if row.scored is not None]
         self.index = {id(row): i for i, row in enumerate(rows)}
         fresh, carried = _carried(rows)  # counts to rebuild from the host, counts to copy over
         history = [token for i in fresh for token in rows[i].tokens]
         owners = [i for i in fresh for _ in rows[i].tokens]
         generated = [int(j >= rows[i].prompt_length) for i in fresh for j in range(len(rows[i].tokens))]
-        sections = [sampled, seeded, unseeded, wanted, history, owners, generated]
+        sections = [sampled, wanted, history, owners, generated]
         sections += [positions for pair in carried.values() for positions in pair]
         tables = [[_row_values(row) for row in rows], [_sampled_values(rows[i]) for i in sampled]]
         (values, params), parts = _upload(tables, (len(_COLUMNS), len(_SAMPLED)), sections, device)
         n = len(rows)
-        self.sampled, self.seeded, self.unseeded, self.wanted = parts[:4]
+        self.sampled, self.wanted = parts[:2]
         self.repetition = values[:, 0:1].float()
         self.presence, self.frequency = values[:, 1:2].float(), values[:, 2:3].float()
         self.generated, self.min_new = values[:, 3].long(), values[:, 4].long()
@@ -93,12 +92,13 @@ class BatchState:
         self.one_minus_p = params[:, 2:3].float()
         self.top_k_off = (self.top_k == 0)[:, None]
         self.top_p_off = self.one_minus_p <= 0
-        self.key_hash = _mix(_mix(params[:, 3].long() ^ _GOLDEN) ^ params[:, 4].long())[self.seeded]
+        self.key_hash = _mix(_mix(params[:, 3].long() ^ _GOLDEN) ^ params[:, 4].long())
+        self.is_seeded = params[:, 5].bool()
         self.seen = self.counts = None
         self.arange = torch.arange(n, device=device)
         if flags.repetition or flags.penalties:
-            self._count(parts[4], parts[5], parts[6])
-            for old, new, before in zip(carried, parts[7::2], parts[8::2], strict=True):
+            self._count(parts[2], parts[3], parts[4])
+            for old, new, before in zip(carried, parts[5::2], parts[6::2], strict=True):
                 self.seen[new] = old.seen[before]
                 self.counts[new] = old.counts[before]
 
@@ -156,25 +156,22 @@ class BatchState:
         return scores
 
     def draw(self, warped: torch.Tensor) -> torch.Tensor:
-        """One token per sampled row from its warped scores."""
+        """One token per sampled row from its warped scores: where the row's uniform falls in its CDF.
+
+        A seeded row's uniform is hashed from (seed, position); an unseeded row's comes from the global
+        generator, one number per row (``torch.multinomial`` would draw one per vocabulary entry: on a
+        CPU, at 50,400 entries, that is most of a step's sampling cost)."""
         f = self.flags
         probs = torch.softmax(warped, dim=-1)
-        if not f.seeded:
-            return torch.multinomial(probs, num_samples=1).squeeze(1)
-        if not f.unseeded:
-            return self._inverse_cdf(probs)
-        tokens = torch.empty(len(warped), dtype=torch.long, device=warped.device)
-        tokens[self.unseeded] = torch.multinomial(probs[self.unseeded], num_samples=1).squeeze(1)
-        tokens[self.seeded] = self._inverse_cdf(probs[self.seeded])
-        return tokens
-
-    def _inverse_cdf(self, probs: torch.Tensor) -> torch.Tensor:
-        """Seeded rows: the token where a uniform hashed from (seed, position) falls in the row's CDF."""
-        positions = self.generated[self.sampled][self.seeded]
-        hashed = _mix(self.key_hash ^ ((positions * _GOLDEN) & _MASK))
-        uniform = (hashed.double() + 0.5) / 2.0**32
+        if f.seeded:
+            positions = self.generated[self.sampled]
+            uniform = (_mix(self.key_hash ^ ((positions * _GOLDEN) & _MASK)).double() + 0.5) / 2.0**32
+            if f.unseeded:
+                uniform = torch.where(self.is_seeded, uniform, torch.rand_like(uniform))
+        else:
+            uniform = torch.rand(len(warped), dtype=torch.float64, device=warped.device)
         cdf = probs.double().cumsum(dim=-1)
-        target = (uniform * cdf[:, -1])[:, None]
+        target = (uniform * cdf[:, -1])[:, None]  # below the row's total: never past the last token
         return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
 
     def advance(self, chosen: torch.Tensor) -> None:
@@ -247,7 +244,8 @@ def _row_values(row) -> list[float]:
 def _sampled_values(row) -> list[float]:
     temperature, top_k, top_p = row.warp_key
     seed = row.seed or 0
-    return [temperature, top_k, 1 - top_p if top_p < 1.0 else 0.0, seed & _MASK, (seed >> 32) & _MASK]
+    one_minus_p = 1 - top_p if top_p < 1.0 else 0.0
+    return [temperature, top_k, one_minus_p, seed & _MASK, (seed >> 32) & _MASK, float(row.seed is not None)]
 
 
 def _flags(rows: Sequence) -> _Flags:

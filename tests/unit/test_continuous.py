@@ -84,12 +84,17 @@ def test_greedy_rows_joining_at_different_steps_match_generate(loaded):
         {"do_sample": True, "num_return_sequences": 3},
     ],
 )
-def test_sampled_rows_draw_what_generate_draws_with_the_same_seed(loaded, fields):
+def test_sampled_rows_repeat_under_the_same_global_seed_and_differ_under_another(loaded, fields):
+    # Unseeded rows draw from the global generator (one uniform per row, rowstate.py): not generate's
+    # draws, but the same distribution (tests/unit/test_rowstate.py checks both against transformers).
     req = request(loaded, "If I was a billionaire, I would", max_length=40, **fields)
     torch.manual_seed(1234)
     ours = run(loaded, {0: [req]})[0]
     torch.manual_seed(1234)
-    assert ours == generate(loaded, req)
+    assert run(loaded, {0: [req]})[0] == ours
+    torch.manual_seed(4321)
+    assert run(loaded, {0: [req]})[0] != ours
+    assert all(len(tokens) == 40 - len(req.input_ids) for tokens in ours)
 
 
 def test_min_length_and_eos_per_row(eos_loaded):

@@ -180,3 +180,15 @@ def test_counts_carry_over_when_rows_join_and_leave():
     state = batch[0].state
     assert torch.equal(state.counts, rebuilt.counts)
     assert torch.equal(state.seen[2], rebuilt.seen[2])  # seen matters (and is kept) for repetition rows only
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_draws_follow_the_warped_distribution(seeded):
+    # 4,000 rows with the same logits: the tokens drawn are the top-k only, at their softmax frequencies.
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0] + [-3.0] * (VOCAB - 5)])
+    fields = [{"do_sample": True, "top_k": 3, **({"seed": i} if seeded else {})} for i in range(4000)]
+    chosen = choose(rows_of(fields, generated=()), logits.expand(4000, -1), EOS)
+    frequencies = torch.bincount(chosen, minlength=VOCAB).double() / 4000
+    expected = torch.softmax(logits[0, :3].double(), dim=0)
+    assert frequencies[3:].sum() == 0
+    torch.testing.assert_close(frequencies[:3], expected, atol=0.03, rtol=0)
