@@ -27,7 +27,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 DEVICE ?= cpu
 
-.PHONY: install lock serve lint test bench device-wheels smoke clean
+.PHONY: install lock serve lint test bench bench-host device-wheels smoke clean
 
 install: $(STAMP)
 
@@ -92,6 +92,11 @@ else
 bench: install
 	$(PY) -m bench --device $(DEVICE) $(BENCH_ARGS)
 endif
+
+# The host side of a decode step (model stubbed) and the CPU kernels, in process (docs/performance.md).
+bench-host: install
+	$(PY) -m bench.hoststep $(BENCH_ARGS)
+	$(PY) -m bench.kernels
 
 # Wheels for a GPU machine without network (scripts/device-wheels.sh): carry .whl with the command.
 device-wheels: install
