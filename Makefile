@@ -27,7 +27,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 DEVICE ?= cpu
 
-.PHONY: install lock serve lint test bench bench-compare vllm-venv device-wheels smoke clean
+.PHONY: install lock serve lint test bench bench-compare bench-host vllm-venv device-wheels smoke clean
 
 install: $(STAMP)
 
@@ -92,6 +92,11 @@ else
 bench: install
 	$(PY) -m bench --device $(DEVICE) $(BENCH_ARGS)
 endif
+
+# The host side of a decode step (model stubbed) and the CPU kernels, in process (docs/performance.md).
+bench-host: install
+	$(PY) -m bench.hoststep $(BENCH_ARGS)
+	$(PY) -m bench.kernels
 
 # This tree side by side with another checkout and with vLLM, in one alternating run (docs/performance.md,
 # "Side by side"): `make bench-compare BASELINE_TREE=../before VLLM_VENV=/work/vllm-venv`. A peer not given

@@ -60,6 +60,7 @@ class Speed:
     cuda_graphs: bool = True  # replay the static path's decode step as CUDA graphs
     kv_cache_memory_fraction: float = 0.9  # share of the GPU memory free after loading for the cache
     attn_implementation: str = "auto"  # transformers' attention for prefill and beam search (auto: its pick)
+    cpu_kernels: str = "auto"  # on CPU: linears as oneDNN-packed matmuls (loading/kernels.py); plain: off
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,8 @@ _OPTIONS: tuple[_Option, ...] = (
      "share of the GPU memory free after loading that the static KV cache may take"),
     ("attn_implementation", "GPTJ_ATTN_IMPLEMENTATION", _choice("auto", "sdpa", "eager"), Speed.attn_implementation,
      "transformers' attention for prefill and beam search (auto: sdpa where the installed transformers has it)"),
+    ("cpu_kernels", "GPTJ_CPU_KERNELS", _choice("auto", "packed", "plain"), Speed.cpu_kernels,
+     "on CPU, the linears as oneDNN matmuls over weights packed at load (auto, packed), or PyTorch's plain ones"),
 )
 # fmt: on
 
@@ -299,6 +302,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         cuda_graphs=args.cuda_graphs,
         kv_cache_memory_fraction=args.kv_cache_memory_fraction,
         attn_implementation=args.attn_implementation,
+        cpu_kernels=args.cpu_kernels,
     )
     model = args.model or (str(KSERVE_MOUNT) if KSERVE_MOUNT.is_dir() else "tiny")
     return Settings(

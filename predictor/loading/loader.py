@@ -83,6 +83,10 @@ def load(settings: Settings) -> Loaded:
     ).eval()
     if settings.device == "cuda":
         device.check_placement(model)  # accelerate offloads what does not fit unless we refuse it
+    if model.device.type == "cpu":
+        from predictor.loading import kernels
+
+        log.info("CPU kernels: %s", kernels.choose(model, settings.speed.cpu_kernels))
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
     # GPT-J has no pad token: EOS pads, on the left (generation continues from the right end).
     tokenizer.pad_token_id = eos
