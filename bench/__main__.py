@@ -1,48 +1,59 @@
-"""`python -m bench [--device cpu|cuda]`: one run, one table, one JSON file.
+"""`python -m bench [--device cpu|cuda]`: one run, one table, one JSON file rewritten after every phase.
 
 CPU (the default): the issue's small GPT-J (4 layers, d_model 256, 8 heads, vocabulary 50400).
 Raw `generate` at batch 1 and batch 16, then the real server with 16 requests one after another and
 16 at once; every request makes exactly the same number of new tokens.
 CUDA: GPT-J-6B's full shape with random fp16 weights (as fast as the real ones), plus the memory
 roofline from a large device copy, batch-1 decode ms/token, time to first token, and throughput at
-1/8/32/64 concurrent clients next to the same server taking one request at a time.
+1/8/32/64/128 concurrent clients next to the naive one-request-at-a-time `generate` baseline.
+
+Each step is a phase (bench/phases.py) with its own time limit: one that fails records its error and
+the next one runs, and the JSON (into ``$OUT`` too, when set, with the server's log) is on disk after
+each. ``--plan gpu`` runs the CUDA plan on any device (tiny shapes on a CPU: the device call's dry run).
+`python -m bench compare [--baseline-tree DIR] [--vllm PYTHON]`: bench/compare.py's side-by-side run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import gc
-import json
 import platform
+import sys
 import time
 from pathlib import Path
 
-from . import raw, server
+from . import phases, raw, report, server
 from .workload import model_dir, prompts
 
 CUDA_MAX_LENGTH = 1152  # the GPU server's --max_length_limit: a 1024-token prompt and 128 new tokens
 DEFAULTS = {  # shape, prompt tokens, new tokens, concurrency levels
     "cpu": ("small", 16, 64, (16,)),
-    "cuda": ("gptj-6b", 128, 128, (1, 8, 32, 64)),
+    "cuda": ("gptj-6b", 128, 128, (1, 8, 32, 64, 128)),
 }
 
 
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--plan", choices=("cpu", "gpu"), help="which phases (default: gpu on cuda, else cpu)")
     parser.add_argument("--shape", choices=("small", "gptj-6b", "tiny"), help="model shape (default per device)")
     parser.add_argument("--prompt-tokens", type=int)
     parser.add_argument("--new-tokens", type=int)
     parser.add_argument("--concurrency", type=int, nargs="+", help="concurrent clients to measure")
+    parser.add_argument("--requests", type=int, help="requests per load, at least (default 16 on cpu, 8 on gpu)")
+    parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiplies every phase's time limit")
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="where the JSON and models go")
     parser.add_argument(
         "--results",
         type=Path,
         default=Path("bench/results"),
-        help="GPU runs: where the summary JSON goes (one file per device and day)",
+        help="GPU plan: where the summary JSON goes (one file per device and day)",
     )
     args = parser.parse_args(argv)
     shape, prompt_tokens, new_tokens, levels = DEFAULTS[args.device]
+    args.plan = args.plan or ("gpu" if args.device == "cuda" else "cpu")
     args.shape = args.shape or shape
     args.prompt_tokens = args.prompt_tokens or prompt_tokens
     args.new_tokens = args.new_tokens or new_tokens
@@ -50,57 +61,127 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
-def measure_raw(args, path: Path, workload) -> dict:
-    """In-process figures; the model is released before the server starts."""
-    top = max(args.concurrency)
-    if args.device == "cuda":
+class Bench:
+    """What the phases share: the model on disk, the prompts, the in-process model, the server."""
+
+    def __init__(self, args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+        self.args, self.stack, self.gpu = args, stack, args.plan == "gpu"
+        self.top = max(args.concurrency)
+        self.log = (phases.device_out() or args.out) / "server.log"
+        self.path = self.workload = self.running = None
+
+    def count(self, level: int) -> int:
+        """Requests at ``level`` concurrent clients: 16 at least on a CPU, two each (8 at least) on a GPU."""
+        least = self.args.requests or (8 if self.gpu else 16)
+        return max(2 * level, least) if self.gpu else max(level, least)
+
+    def model(self) -> dict:
+        self.path = model_dir(self.args.shape, self.args.out / "models")
+        self.workload = prompts(self.path, self.count(self.top), self.args.prompt_tokens)
+        return {}
+
+    def in_process(self):
         from . import gpu
 
-        return gpu.measure(path, workload, args.new_tokens, top, CUDA_MAX_LENGTH)
-    model = raw.load(path, args.device)
-    eos = model.config.eos_token_id
-    figures = {
-        "raw_tok_per_s_batch1": raw.tokens_per_second(model, workload[:4], 1, args.new_tokens, eos, args.device),
-        f"raw_tok_per_s_batch{top}": raw.tokens_per_second(
-            model, workload[:top], top, args.new_tokens, eos, args.device
-        ),
-    }
-    del model
-    gc.collect()
-    return figures
+        args = self.args
+        copy_gb = 4.0 if args.device == "cuda" else 0.01
+        check = min(gpu.CHECK_TOKENS, 4 * args.new_tokens)  # 64 on the GPU; fewer in a dry run's few tokens
+        measured = gpu.InProcess(
+            self.path, self.workload, args.new_tokens, self.top, CUDA_MAX_LENGTH, args.device, copy_gb, check
+        )
+        self.stack.callback(measured.close)
+        return measured
+
+    def raw_cpu(self) -> dict:
+        """Raw `generate` at batch 1 and at the top level; the model is released before the server starts."""
+        args, top = self.args, self.top
+        model = raw.load(self.path, args.device)
+        eos, workload = model.config.eos_token_id, self.workload
+        try:
+            return {
+                "raw_tok_per_s_batch1": raw.tokens_per_second(
+                    model, workload[:4], 1, args.new_tokens, eos, args.device
+                ),
+                f"raw_tok_per_s_batch{top}": raw.tokens_per_second(
+                    model, workload[:top], top, args.new_tokens, eos, args.device
+                ),
+            }
+        finally:
+            del model
+            gc.collect()
+
+    def start_server(self) -> dict:
+        # Room for every concurrent client at once (the defaults suit a 24 GB GPU; the benchmark measures
+        # the engine, not the memory budget): rows x (prompt + new tokens).
+        rows = max(self.top, 32)
+        extra = [
+            "--max_batch_size",
+            str(rows),
+            "--max_batch_tokens",
+            str(rows * (self.args.prompt_tokens + self.args.new_tokens)),
+        ]
+        if self.gpu:  # room for the 1024-token prompts of the TTFT row
+            extra += ["--max_length_limit", str(CUDA_MAX_LENGTH)]
+        self.running = server.Server(self.path, self.args.out / "models", extra, log=self.log)
+        self.stack.callback(self.running.stop, 30)
+        self.running.wait_ready()
+        return {"load_seconds": self.running.ready_seconds, "server_ran": server.decode_info(self.running.url)}
+
+    def load(self, key: str, count: int, level: int, **kwargs) -> dict:
+        """``count`` requests from ``level`` clients on keep-alive connections, as ``{key: summary}``."""
+        load = server.load(self.running.url, self.workload[:count], self.args.new_tokens, level, **kwargs)
+        return {key: summary(load)}
+
+    def level(self, level: int) -> dict:
+        return {"levels": self.load(level, self.count(level), level)}
+
+    def fresh(self) -> dict:
+        load = server.fresh_connections(self.running.url, self.workload[: self.top], self.args.new_tokens)
+        return {"fresh_connections": summary(load)}
+
+    def ttft(self, length: int) -> dict:
+        url = self.running.url
+        ask = self.workload[:5] if length == self.args.prompt_tokens else prompts(self.path, 5, length, seed=1)
+        return {f"ttft_ms_{length}": server.load(url, ask, 1, 1).percentile(50) * 1000}
+
+    def gpu_memory(self) -> dict:
+        peak = server.gauge(self.running.url, 'gptj_gpu_memory_bytes{kind="peak"}')
+        return {"peak_gpu_memory_gb": peak / 1e9}
 
 
-def measure_server(args, path: Path, workload) -> dict:
-    figures: dict = {"levels": {}}
-    top = max(args.concurrency)
-    # Room for every concurrent client at once (the defaults suit a 24 GB GPU; the benchmark measures
-    # the engine, not the memory budget): rows x (prompt + new tokens).
-    extra = [
-        "--max_batch_size",
-        str(max(top, 32)),
-        "--max_batch_tokens",
-        str(max(top, 32) * (args.prompt_tokens + args.new_tokens)),
-    ]
-    if args.device == "cuda":  # room for the 1024-token prompts of the TTFT row
-        extra += ["--max_length_limit", str(CUDA_MAX_LENGTH)]
-    with server.Server(path, args.out / "models", extra) as running:
-        figures["load_seconds"] = running.ready_seconds
-        # One at a time: 16 requests on a CPU (the issue's comparison), 8 on a GPU (a per-request figure).
-        sequential = server.load(running.url, workload[: top if args.device == "cpu" else 8], args.new_tokens, 1)
-        figures["sequential"] = summary(sequential)
-        for level in args.concurrency:
-            count = max(level, 16) if args.device == "cpu" else max(2 * level, 8)
-            figures["levels"][level] = summary(server.load(running.url, workload[:count], args.new_tokens, level))
-        figures["fresh_connections"] = summary(server.fresh_connections(running.url, workload[:top], args.new_tokens))
-        # The same load as the top level's, each request asking for logprobs 5 (the most): their cost
-        count = max(top, 16) if args.device == "cpu" else max(2 * top, 8)
-        figures["logprobs5"] = summary(server.load(running.url, workload[:count], args.new_tokens, top, logprobs=5))
-        if args.device == "cuda":
-            figures["ttft_ms_128"] = server.load(running.url, workload[:5], 1, 1).percentile(50) * 1000
-            long = prompts(path, 5, 1024, seed=1)
-            figures["ttft_ms_1024"] = server.load(running.url, long, 1, 1).percentile(50) * 1000
-            figures["peak_gpu_memory_gb"] = server.gauge(running.url, 'gptj_gpu_memory_bytes{kind="peak"}') / 1e9
-    return figures
+def plan(run: phases.Phases, bench: Bench) -> None:
+    """Every phase, in order, with its time limit in seconds (sized for GPT-J-6B on an H200; a new
+    measurement is one more line)."""
+    run.run("model", bench.model, 600)
+    if bench.gpu:
+        measured = bench.in_process()
+        run.run("roofline", measured.roofline, 180, needs=["model"])
+        run.run("naive baseline", measured.naive, 180, needs=["model"])
+        run.run("raw decode", measured.raw_decode, 240, needs=["model"])
+        run.run("fast path", measured.fast_path, 240, needs=["model"])
+        measured.close()  # the server needs the device's memory
+    else:
+        run.run("raw decode", bench.raw_cpu, 900, needs=["model"])
+    run.run("server start", bench.start_server, 300, needs=["model"])
+    on_server = functools.partial(run.run, needs=["server start"])
+    one_at_a_time = bench.args.requests or (8 if bench.gpu else bench.top)
+    on_server("server one at a time", functools.partial(bench.load, "sequential", one_at_a_time, 1), 300)
+    for level in bench.args.concurrency:
+        on_server(f"server {level} concurrent", functools.partial(bench.level, level), 300)
+    on_server("server new connections", bench.fresh, 300)
+    # the top level's load, each request asking for logprobs 5 (the most): their cost
+    on_server(
+        "server logprobs 5",
+        functools.partial(bench.load, "logprobs5", bench.count(bench.top), bench.top, logprobs=5),
+        300,
+    )
+    if bench.gpu:
+        on_server(
+            f"server ttft {bench.args.prompt_tokens}", functools.partial(bench.ttft, bench.args.prompt_tokens), 120
+        )
+        on_server("server ttft 1024", functools.partial(bench.ttft, 1024), 120)
+    if bench.args.device == "cuda":
+        on_server("server gpu memory", bench.gpu_memory, 30)
 
 
 def summary(load: server.Load) -> dict:
@@ -115,161 +196,60 @@ def summary(load: server.Load) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:  # `python -m bench compare ...`: side by side with peers (bench/compare.py)
+        from . import compare
+
+        return compare.main(argv[1:])
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = model_dir(args.shape, args.out / "models")
-    top = max(args.concurrency)
-    workload = prompts(path, max(top, 16) if args.device == "cpu" else max(2 * top, 8), args.prompt_tokens)
     results = {
         "device": device_name(args.device),
+        "plan": args.plan,
         "shape": args.shape,
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
+        "concurrency": list(args.concurrency),
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "versions": versions(),
     }
-    results.update(measure_raw(args, path, workload))
-    results.update(measure_server(args, path, workload))
-    results.update(ratios(results, top))
-    out = args.out / f"bench-{args.device}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results, top))
-    print(f"\nwritten to {out}")
-    if args.device == "cuda":
-        args.results.mkdir(parents=True, exist_ok=True)
-        name = f"{results['device'].lower().replace(' ', '-')}-{time.strftime('%Y-%m-%d')}.json"
-        (args.results / name).write_text(json.dumps(summary_for_results(results), indent=2) + "\n")
-        print(f"summary written to {args.results / name}")
-    return 0
+    out, top = phases.device_out(), max(args.concurrency)
+    files = [args.out / f"bench-{args.device}.json"] + ([out / f"bench-{args.device}.json"] if out else [])
+    folders = [args.results] + ([out] if out else [])
+    run = phases.Phases(results, files, functools.partial(_derived, args.plan, top, folders), args.timeout_scale)
+    with contextlib.ExitStack() as stack:  # stops the server and releases the model, whatever happens
+        plan(run, Bench(args, stack))
+    run.write()
+    print(report.table(results, top))
+    print("\n" + report.phases_table(results))
+    print(f"\nwritten to {', '.join(map(str, files))}")
+    return 1 if run.failed() else 0
 
 
-def summary_for_results(results: dict) -> dict:
-    """bench/results/: the figures docs/performance.md quotes, under stable keys."""
-    levels = results["levels"]
-    keys = (
-        "device",
-        "roofline_ms_per_token",
-        "batch1_ms_per_token",
-        "ttft_ms_128",
-        "ttft_ms_1024",
-        "load_seconds",
-        "peak_gpu_memory_gb",
-        "copy_bandwidth_gb_s",
-        "hf_generate_batch1_ms_per_token",
-        "greedy_matches_eager_reference",
-        "greedy_first_mismatch",
-        "fed_argmax_agreement",
-        "fed_max_logit_error",
-        "fed_disagreement_max_margin",
-        "decode_path",
-        "cuda_graphs",
-        "hf_attention",
-        "versions",
-        "when",
-    )
-    return {
-        **{key: results.get(key) for key in keys},
-        "tok_per_s": {str(level): load["tok_per_s"] for level, load in levels.items()},
-        # the old service took one request at a time: the same throughput at any number of clients
-        "naive_tok_per_s": {str(level): results["naive_tok_per_s"] for level in levels},
-        "speedup_vs_naive": {
-            str(level): load["tok_per_s"] / results["naive_tok_per_s"] for level, load in levels.items()
-        },
-    }
-
-
-def ratios(results: dict, top: int) -> dict:
-    concurrent, sequential = results["levels"][top], results["sequential"]
-    per_request = sequential["seconds"] / sequential["requests"]
-    return {
-        "speedup_concurrent_vs_sequential": per_request * concurrent["requests"] / concurrent["seconds"],
-        "speedup_fresh_connections_vs_sequential": per_request
-        * results["fresh_connections"]["requests"]
-        / results["fresh_connections"]["seconds"],
-        "server_vs_raw_batched": concurrent["tok_per_s"] / results[f"raw_tok_per_s_batch{top}"],
-        "raw_batched_vs_batch1": results[f"raw_tok_per_s_batch{top}"] / results["raw_tok_per_s_batch1"],
-        "logprobs5_vs_off": results["logprobs5"]["tok_per_s"] / concurrent["tok_per_s"],
-    }
-
-
-def table(results: dict, top: int) -> str:
-    rows = [
-        ("device", results["device"]),
-        (
-            "model",
-            f"{results['shape']}, {results['prompt_tokens']} prompt + {results['new_tokens']} new tokens per request",
-        ),
-    ]
-    rows += [(f"raw generate, batch {b}", f"{results[f'raw_tok_per_s_batch{b}']:.0f} tok/s") for b in (1, top)]
-    for name, load in (
-        [("server, one at a time", results["sequential"])]
-        + [(f"server, {level} concurrent", load) for level, load in results["levels"].items()]
-        + [
-            (f"server, {top} at once, new connections", results["fresh_connections"]),
-            (f"server, {top} concurrent, logprobs 5", results["logprobs5"]),
-        ]
-    ):
-        rows.append(
-            (
-                name,
-                f"{load['req_per_s']:.2f} req/s  {load['tok_per_s']:.0f} tok/s  "
-                f"p50 {load['p50_s'] * 1000:.0f} ms  p95 {load['p95_s'] * 1000:.0f} ms",
-            )
-        )
-    rows += [
-        (f"{top} concurrent vs one at a time", f"{results['speedup_concurrent_vs_sequential']:.2f}x faster"),
-        ("  ... with new connections", f"{results['speedup_fresh_connections_vs_sequential']:.2f}x faster"),
-        (f"server / raw generate at batch {top}", f"{results['server_vs_raw_batched']:.0%}"),
-        (f"logprobs 5 / off, {top} concurrent", f"{results['logprobs5_vs_off']:.0%} of the throughput"),
-        (f"raw batch {top} / raw batch 1", f"{results['raw_batched_vs_batch1']:.2f}x"),
-    ]
-    for key, label in (
-        ("roofline_ms_per_token", "memory roofline, batch 1"),
-        ("batch1_ms_per_token", "decode, batch 1 (server's path)"),
-        ("hf_generate_batch1_ms_per_token", "decode, batch 1 (generate)"),
-        ("ttft_ms_128", "TTFT, 128 tokens"),
-        ("ttft_ms_1024", "TTFT, 1024 tokens"),
-    ):
-        if key in results:
-            rows.append((label, f"{results[key]:.2f} ms" + ("/token" if "per_token" in key else "")))
-    if "naive_tok_per_s" in results:
-        rows.append(("naive (generate, eager, one at a time)", f"{results['naive_tok_per_s']:.0f} tok/s"))
-        rows += [
-            (f"server, {level} concurrent / naive", f"{load['tok_per_s'] / results['naive_tok_per_s']:.1f}x")
-            for level, load in results["levels"].items()
-        ]
-        rows.append(
-            (
-                "greedy tokens = eager reference",
-                "yes"
-                if results["greedy_matches_eager_reference"]
-                else f"no, from token {results['greedy_first_mismatch']}",
-            )
-        )
-        rows.append(
-            (
-                "  ... fed the reference's tokens",
-                f"{results['fed_argmax_agreement']:.1%} same argmax, max logit "
-                f"error {results['fed_max_logit_error']:.3f}, widest top-2 gap where they differ "
-                f"{results['fed_disagreement_max_margin']:.3f}",
-            )
-        )
-        rows.append(("peak GPU memory (server)", f"{results['peak_gpu_memory_gb']:.1f} GB"))
-    rows.append(("server start to ready", f"{results['load_seconds']:.1f} s"))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+def _derived(plan_name: str, top: int, folders: list[Path], results: dict) -> dict[Path, dict]:
+    """After each phase: the ratios into the results; on the GPU plan, the summary in bench/results/'s form."""
+    results.update(report.ratios(results, top))
+    if plan_name != "gpu":
+        return {}
+    results["targets"] = report.targets(results)
+    summary = report.summary_for_results(results)
+    return {folder / report.summary_name(results): summary for folder in folders}
 
 
 def versions() -> dict:
+    import importlib.metadata
+
     import torch
     import transformers
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "cuda": torch.version.cuda,
-    }
+    found = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
+    found["transformers"] = transformers.__version__
+    for name in ("kserve", "tokenizers", "protobuf", "psutil", "pandas", "grpcio"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def device_name(device: str) -> str:

@@ -27,7 +27,9 @@ def free_port() -> int:
 
 class ServerProcess:
     """The server as its own process, its output in ``log_path`` (or a function of the port that names
-    it); ``command`` replaces ``-m predictor``."""
+    it); ``command`` replaces ``-m predictor``. ``python`` and ``cwd`` run another checkout's server
+    with its own venv (the benchmark's baseline tree) or another server entirely (vLLM, whose port
+    flag is ``--port``); ``cwd`` goes first on PYTHONPATH, so that tree's packages are the ones imported."""
 
     def __init__(
         self,
@@ -35,15 +37,18 @@ class ServerProcess:
         log_path: Path | Callable[[int], Path],
         env: dict[str, str] | None = None,
         command: Sequence[str] = ("-m", "predictor"),
+        python: str = sys.executable,
+        cwd: Path = ROOT,
+        port_flag: str = "--http_port",
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path(self.port) if callable(log_path) else log_path
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - open for the process's lifetime; stop() closes it
-        path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+        path = os.pathsep.join(filter(None, (str(cwd), os.environ.get("PYTHONPATH"))))
         self.process = subprocess.Popen(
-            [sys.executable, *command, "--http_port", str(self.port), *args],
-            cwd=ROOT,
+            [python, *command, port_flag, str(self.port), *args],
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": path, **(env or {})},

@@ -80,3 +80,10 @@ def copy_bandwidth(device: str, gigabytes: float = 4.0) -> float:
 
 def weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def weight_bytes_read(model) -> int:
+    """The bytes a decode step reads: every weight but the input embedding table, of which a token
+    reads one row (GPT-J's lm_head is its own matrix, not tied to the table, so it is counted)."""
+    table = model.get_input_embeddings().weight
+    return weight_bytes(model) - table.numel() * table.element_size()

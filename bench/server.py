@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
 import statistics
 import threading
 import time
@@ -44,21 +45,25 @@ class Load:
 
 
 class Server(ServerProcess):
-    """Start the predictor on a free port with ``model``; stop it on exit."""
+    """Start the predictor on a free port with ``model``; stop it on exit. Its output goes to ``log``
+    (by default a file named after the port in ``cache``)."""
 
-    def __init__(self, model: Path, cache: Path, extra: Sequence[str] = ()) -> None:
+    def __init__(self, model: Path, cache: Path, extra: Sequence[str] = (), log: Path | None = None) -> None:
         # extra: more predictor flags, e.g. a batch large enough for the most concurrent clients
         super().__init__(
             ["--model", str(model), "--cache_dir", str(cache), "--enable_latency_logging", "false", *extra],
-            lambda port: cache / f"server-{port}.log",
+            log or (lambda port: cache / f"server-{port}.log"),
         )
         self.started = time.monotonic()
         self.ready_seconds = float("nan")
 
-    def __enter__(self) -> Server:
-        self.poll("/v2/models/gptj/ready", timeout=1800, interval=0.2)  # GPT-J-6B from local disk takes a while
+    def wait_ready(self, timeout: float = 1800) -> Server:
+        self.poll("/v2/models/gptj/ready", timeout=timeout, interval=0.2)  # GPT-J-6B from local disk takes a while
         self.ready_seconds = time.monotonic() - self.started
         return self
+
+    def __enter__(self) -> Server:
+        return self.wait_ready()
 
     def __exit__(self, *exc) -> None:
         self.stop(timeout=30)
@@ -139,6 +144,18 @@ def fresh_connections(url: str, prompts: Sequence[Prompt], new_tokens: int) -> L
     if errors:
         raise RuntimeError(f"requests failed: {errors[:3]}")
     return Load(len(prompts), time.perf_counter() - started, new_tokens, tuple(latencies))
+
+
+def decode_info(url: str) -> dict:
+    """What the server says its engine runs (gptj_decode_info's labels, the KV cache's bytes)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    info = next((m.group(1) for m in re.finditer(r"^gptj_decode_info\{(.*)\} 1\.0$", text, re.M)), None)
+    if info is None:
+        raise KeyError("gptj_decode_info is not on /metrics")
+    labels: dict = dict(re.findall(r'(\w+)="([^"]*)"', info))
+    for key in ("cuda_graphs", "kv_rows", "kv_tokens_per_row"):
+        labels[key] = int(labels[key])
+    return {**labels, "kv_reserved_bytes": int(gauge(url, "gptj_kv_cache_reserved_bytes"))}
 
 
 def gauge(url: str, sample: str) -> float:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 #: Where KServe's storage initializer puts a model given by ``storageUri``.
 KSERVE_MOUNT = Path("/mnt/models")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
+DEVICES = ("auto", "cuda", "cpu")  # predictor/loading/device.py says what each one promises
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class BatchPolicy:
     # running batch at the next step anyway, so the wait stays short (it adds to time to first token).
     batch_wait_s: float = 0.002
     max_batch_wait_s: float = 0.01
+    # A step prefills at most this many prompt tokens (a longer prompt joins in chunks, one per step,
+    # between the running rows' decode steps: generation/prefill.py). 256 costs about one decode step
+    # of a full batch on the CPU bench model (docs/performance.md, "Chunked prefill").
+    max_prefill_tokens: int = 256
     # The continuous batch's cache is allocated up front (the static path, generation/paths.py): rows alone
     # bound it, and max_batch_tokens is left to beam search, whose cache still grows.
     preallocated: bool = False
@@ -55,6 +60,7 @@ class Speed:
     cuda_graphs: bool = True  # replay the static path's decode step as CUDA graphs
     kv_cache_memory_fraction: float = 0.9  # share of the GPU memory free after loading for the cache
     attn_implementation: str = "auto"  # transformers' attention for prefill and beam search (auto: its pick)
+    cpu_kernels: str = "auto"  # on CPU: linears as oneDNN-packed matmuls (loading/kernels.py); plain: off
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class Settings:
     model_name: str
     model: str  # "tiny", a local directory, /mnt/models, or a Hugging Face hub id
     dtype: str
+    device: str  # auto: CUDA when usable, else the CPU; cuda: CUDA or exit; cpu: the CPU
     device_map: str
     cache_dir: Path
     limits: Limits
@@ -158,6 +165,9 @@ _OPTIONS: tuple[_Option, ...] = (
      "model source: 'tiny' (embedded random GPT-J), a local directory, or a Hugging Face hub id; "
      f"default: {KSERVE_MOUNT} when it exists, else 'tiny'"),
     ("dtype", "GPTJ_DTYPE", _choice(*DTYPES), "auto", "weights dtype: auto = float16 on CUDA, float32 on CPU"),
+    ("device", "GPTJ_DEVICE", _choice(*DEVICES), "auto",
+     "auto: CUDA when usable, else the CPU; cuda: exit at start-up unless the weights fit on the GPU(s), "
+     "never offloading to the CPU; cpu: the CPU even where a GPU is visible"),
     ("device_map", "GPTJ_DEVICE_MAP", str, "auto",
      "accelerate device_map on CUDA ('auto' spreads layers over every visible GPU)"),
     ("cache_dir", "GPTJ_CACHE_DIR", str, _default_cache_dir, "where the tiny model is built once"),
@@ -180,6 +190,8 @@ _OPTIONS: tuple[_Option, ...] = (
      "start a batch once no request has arrived for this long"),
     ("max_batch_wait_ms", "GPTJ_MAX_BATCH_WAIT_MS", _milliseconds, BatchPolicy.max_batch_wait_s * 1000,
      "start a batch at the latest this long after its oldest request arrived"),
+    ("max_prefill_tokens", "GPTJ_MAX_PREFILL_TOKENS", _positive, BatchPolicy.max_prefill_tokens,
+     "most prompt tokens prefilled in one step; a longer prompt is prefilled in chunks between decode steps"),
     ("max_queued_requests", "GPTJ_MAX_QUEUED_REQUESTS", _positive, Operations.max_queued_requests,
      "prompts that may wait for the batch; more get 429 with Retry-After"),
     ("request_timeout_seconds", "GPTJ_REQUEST_TIMEOUT_SECONDS", _seconds, Operations.request_timeout_s,
@@ -204,6 +216,8 @@ _OPTIONS: tuple[_Option, ...] = (
      "share of the GPU memory free after loading that the static KV cache may take"),
     ("attn_implementation", "GPTJ_ATTN_IMPLEMENTATION", _choice("auto", "sdpa", "eager"), Speed.attn_implementation,
      "transformers' attention for prefill and beam search (auto: sdpa where the installed transformers has it)"),
+    ("cpu_kernels", "GPTJ_CPU_KERNELS", _choice("auto", "packed", "plain"), Speed.cpu_kernels,
+     "on CPU, the linears as oneDNN matmuls over weights packed at load (auto, packed), or PyTorch's plain ones"),
 )
 # fmt: on
 
@@ -218,6 +232,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="python -m predictor",
         description="Serve GPT-J with KServe.",
         parents=[kserve_parser],
+        # No prefixes of flags: argparse's default read `--device cuda` as `--device_map cuda` before
+        # --device existed, and the server started on the CPU. A flag is its full name or an error.
+        allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     # One process, one GPU, one engine, model name gptj. KServe's gRPC listener (v2 over gRPC, beside
@@ -269,6 +286,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         max_batch_tokens=args.max_batch_tokens,
         batch_wait_s=args.batch_wait_ms / 1000,
         max_batch_wait_s=args.max_batch_wait_ms / 1000,
+        max_prefill_tokens=args.max_prefill_tokens,
     )
     operations = Operations(
         max_queued_requests=args.max_queued_requests,
@@ -284,12 +302,14 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         cuda_graphs=args.cuda_graphs,
         kv_cache_memory_fraction=args.kv_cache_memory_fraction,
         attn_implementation=args.attn_implementation,
+        cpu_kernels=args.cpu_kernels,
     )
     model = args.model or (str(KSERVE_MOUNT) if KSERVE_MOUNT.is_dir() else "tiny")
     return Settings(
         model_name=args.model_name,
         model=model,
         dtype=args.dtype,
+        device=args.device,
         device_map=args.device_map,
         cache_dir=Path(args.cache_dir),
         limits=limits,

@@ -6,16 +6,20 @@ edge, so the model does not have to.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
 from predictor.generation import paths
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.loading import loader
 from predictor.settings import Settings
 from predictor.telemetry.metrics import Metrics
+
+log = logging.getLogger("predictor")
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,14 @@ class Stack:
 def build(settings: Settings, metrics: Metrics | None) -> Stack:
     """Load the weights, choose the decode path and start the engine thread on them."""
     loaded = loader.load(settings)
-    decoder, policy = paths.decoder_for(loaded, settings)
+    choice = paths.choose(loaded, settings)
+    log.info("the engine runs: %s", ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(choice.info).items()))
+    if metrics is not None:
+        metrics.decode_path(**dataclasses.asdict(choice.info))
     operations = settings.operations
     engine = Engine(
-        Runner(loaded, decoder),
-        policy,
+        Runner(loaded, choice.decoder),
+        choice.policy,
         metrics,
         max_queued=operations.max_queued_requests,
         faults=Faults(operations.fault_injection),

@@ -4,10 +4,10 @@ Generation never runs on the event loop, so health probes and /metrics answer wh
 text does not run on the engine thread: the thread hands over token ids (core.Delta) and the event
 loop makes the text (outputs.py), streamed or not, and ends a sequence at its stop string.
 Every request without beams joins the continuous batch (continuous.py) and leaves it when done:
-a request that arrives while others generate joins at the next step. Beam searches run between
-steps as left-padded ``generate`` calls (generation/beams.py). Measured on our CPUs (docs/performance.md):
-16 requests that arrive over 100 ms (16 threads opening connections) would split a batch that waits
-for its members; joining at the next step keeps them together.
+a request that arrives while others generate joins at the next step. Beam searches advance one
+token per iteration beside it (generation/diverse.py; the policy: scheduling.py). Measured on our
+CPUs (docs/performance.md): 16 requests that arrive over 100 ms (16 threads opening connections)
+would split a batch that waits for its members; joining at the next step keeps them together.
 
 Bounds: at most ``max_queued`` prompts wait (more get 429 at once); a request's deadline cancels its
 futures, and a cancelled job leaves the batch at the next step, so its generation really stops.
@@ -118,7 +118,7 @@ class Engine:
 
     @property
     def idle(self) -> bool:
-        return self._queued == 0 and not self._worker.running
+        return self._queued == 0 and not (self._worker.running or self._worker.searches.running)
 
     async def run(
         self, requests: Sequence[GenerationRequest], record: RequestRecord | None = None, timeout: float | None = None

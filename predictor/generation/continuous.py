@@ -3,6 +3,8 @@
 Every ``num_beams == 1`` request (greedy or sampled, any number of sequences) runs here: each of its
 sequences is a row with its own settings (logits.py), length bounds and ``max_time`` deadline. A
 request that arrives while others generate joins at the next step instead of waiting for them.
+A prompt longer than ``max_prefill_tokens`` joins in chunks (prefill.py), one per step: the rows
+already generating keep getting a token at every step meanwhile.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Callable, Hashable, Mapping, Protocol, Sequence
 import torch
 
 from predictor.core import GenerationRequest, new_tokens
-from predictor.generation import dynamic
-from predictor.generation.logits import RowChoice, Scored, choose, prompt_scores, row_choice
-from predictor.generation.retry import each_alone
+from predictor.generation import dynamic, prefill
+from predictor.generation.logits import RowChoice, Scored, choose, row_choice
+from predictor.generation.retry import Fatal, each_alone, together_or_alone
 
 
 class Decoder(Protocol):
@@ -28,6 +30,8 @@ class Decoder(Protocol):
     def join(
         self, prompts: Sequence[Sequence[int]], score: Mapping[int, dynamic.Score] | None = None
     ) -> torch.Tensor: ...
+
+    def add(self, state: dynamic.DecodeState) -> None: ...
 
     def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor: ...
 
@@ -64,41 +68,85 @@ class Done:
 
 
 class ContinuousBatch:
-    """The rows generating now, and the model they run on. Used from the engine thread only."""
+    """The rows generating now, those still prefilling, and the model they run on. Engine thread only.
 
-    def __init__(self, model, eos: int, decoder: Decoder | None = None) -> None:
+    ``max_prefill_tokens`` bounds a step's prefill (None: every prompt in one piece). ``check_prefill``
+    (owners) runs before each prefill (fault injection) and ``fatal`` names the errors that must not
+    be narrowed down (engine/faults.py): the engine sets them.
+    """
+
+    def __init__(self, model, eos: int, decoder: Decoder | None = None, max_prefill_tokens: int | None = None) -> None:
         self.model, self.eos = model, eos
         self.decoder = decoder or dynamic.DynamicDecoder(model, eos)
         self.rows: list[Row] = []
+        self.pending: list[prefill.Pending] = []  # oldest first; only the first may be part-way through
+        self.max_prefill_tokens = max_prefill_tokens
+        self.check_prefill: Callable[[Sequence[Hashable]], None] | None = None
+        self.fatal: Fatal | None = None
         self.tokens_generated = 0  # every token a row has kept, ever (for the counter metric)
+        self._prefilled: list[Hashable] = []  # requests whose first token came since take_prefilled()
+        self._failed: dict[Hashable, Exception] = {}  # requests whose prefill failed in advance()
+        self._prefill_ran = False  # join() ran this step's prefill already
 
     @property
     def longest(self) -> int:
         """Longest a live row may grow (prompt + new tokens): the cache never exceeds it."""
-        return max((row.longest for row in self.rows), default=0)
+        return max((row.longest for row in self._all_rows()), default=0)
+
+    @property
+    def occupied(self) -> int:
+        """Rows generating or prefilling: both hold (or will hold) a row of the cache."""
+        return len(self.rows) + sum(len(entry.rows) for entry in self.pending)
 
     def join(self, entries: Sequence[tuple[Hashable, GenerationRequest]]) -> list[Done]:
-        """Prefill new requests and add their rows; returns rows already done after one token."""
-        now, rows = time.monotonic(), []
+        """Queue new requests' prefill; if none was waiting, run it (or a long prompt's first chunk) now.
+
+        Returns rows already done after one token. When it raises, none of ``entries`` joined.
+        """
+        now, joining = time.monotonic(), []
         for owner, request in entries:
             s, (max_new, min_new) = request.sampling, new_tokens(request)
             deadline = now + s.max_time if s.max_time is not None else None
-            rows += [
+            rows = [
                 Row(owner, i, row_choice(s, request.input_ids, min_new, i), max_new, deadline)
                 for i in range(s.num_return_sequences)
             ]
-        with torch.inference_mode():
-            logits = self.decoder.join([row.choice.tokens for row in rows], _prompt_scorers(rows))
-            try:
-                tokens = choose([row.choice for row in rows], logits, self.eos).tolist()
-            except BaseException:
-                self.decoder.keep(list(range(len(self.rows))))  # the cache must hold exactly the batch's rows
-                raise
-        self.rows += rows
-        return self._record(dict(zip(range(len(self.rows) - len(rows), len(self.rows)), tokens, strict=True)))
+            top = (s.logprobs or 0) if s.score_prompt else None
+            joining.append(prefill.Pending(owner, rows, request.input_ids, top))
+        if self.pending:  # behind a prompt still prefilling: advance() gets to these in turn
+            self.pending += joining
+            return []
+        self.pending = joining
+        try:
+            done = self._prefill(prefill.next_group(self.pending, self.max_prefill_tokens))
+        except BaseException:
+            self.pending = []
+            raise
+        self._prefill_ran = True
+        return done
 
     def advance(self) -> list[Done]:
-        """One decode step for every row."""
+        """One decode step for every row, then (unless join() just ran one) one prefill chunk.
+
+        A failed prefill fails only its request (see take_failed); a failed decode step raises.
+        """
+        ran, self._prefill_ran = self._prefill_ran, False
+        done = self._step() if self.rows else []
+        if self.pending and not ran:
+            done += self._prefill_narrowed()
+        return done
+
+    def take_prefilled(self) -> list[Hashable]:
+        """The requests whose prefill finished (their first token chosen) since the last call."""
+        owners, self._prefilled = self._prefilled, []
+        return owners
+
+    def take_failed(self) -> dict[Hashable, Exception]:
+        """The requests whose prefill failed in advance() since the last call, with their errors."""
+        failed, self._failed = self._failed, {}
+        return failed
+
+    def _step(self) -> list[Done]:
         with torch.inference_mode():
             logits = self.decoder.step([row.choice.tokens[-1] for row in self.rows])
             try:
@@ -107,6 +155,48 @@ class ContinuousBatch:
                 self.decoder.undo_step()  # no row kept a token: a retry (advance_each) feeds them again
                 raise
         return self._record(dict(enumerate(tokens)))
+
+    def _prefill_narrowed(self) -> list[Done]:
+        """The next prefill; if it fails, each request in it alone (retry.py), and the culprits leave."""
+        done = []
+        group = prefill.next_group(self.pending, self.max_prefill_tokens)
+        for entries, outcome in together_or_alone(
+            group, self._prefill, "%d requests failed to prefill together (%s); one by one", fatal=self.fatal
+        ):
+            if isinstance(outcome, Exception):
+                self.pending = [entry for entry in self.pending if entry is not entries[0]]
+                self._failed[entries[0].owner] = outcome
+            else:
+                done += outcome
+        return done
+
+    def _prefill(self, group: Sequence[prefill.Pending]) -> list[Done]:
+        """Prefill ``group`` (in one piece) or the next chunk of its one request; the rows done at once."""
+        if self.check_prefill is not None:
+            self.check_prefill([entry.owner for entry in group])
+        with torch.inference_mode():
+            if prefill.fits(group, self.max_prefill_tokens):
+                rows = [row for entry in group for row in entry.rows]
+                logits = self.decoder.join([row.choice.tokens for row in rows], prefill.scorers(rows))
+            else:
+                (entry,) = group
+                last = prefill.chunk(self.model, entry, self.max_prefill_tokens)
+                if last is None:
+                    return []
+                rows = entry.rows
+                for row in rows:
+                    row.choice.prompt_scored = entry.scored if entry.top is not None else None
+                self.decoder.add(dynamic.repeat(entry.state, len(rows)))
+                logits = last[None].repeat(len(rows), 1)  # choose() writes into its rows' scores
+            try:
+                tokens = choose([row.choice for row in rows], logits, self.eos).tolist()
+            except BaseException:
+                self.decoder.keep(list(range(len(self.rows))))  # the cache must hold exactly the batch's rows
+                raise
+        self.pending = [entry for entry in self.pending if entry not in group]
+        self._prefilled += [entry.owner for entry in group]
+        self.rows += rows
+        return self._record(dict(zip(range(len(self.rows) - len(rows), len(self.rows)), tokens, strict=True)))
 
     def advance_each(self, check: Callable[[Hashable], None]) -> tuple[list[Done], dict[Hashable, Exception]]:
         """One step with each request's rows on their own, after a step for all of them failed.
@@ -143,6 +233,7 @@ class ContinuousBatch:
             if row.owner in owners:
                 generated[row.owner] += row.choice.generated
         self._drop({i for i, row in enumerate(self.rows) if row.owner in owners})
+        self.pending = [entry for entry in self.pending if entry.owner not in owners]  # partial caches freed
         return generated
 
     def finish(self, rows: set[tuple[Hashable, int]]) -> list[tuple[Hashable, int]]:
@@ -156,7 +247,8 @@ class ContinuousBatch:
         return dropped
 
     def clear(self) -> list[Hashable]:
-        """Drop everything (after a failed step); returns the requests that were running."""
+        """Drop every generating row (after a failed step); returns their requests. Requests still
+        prefilling took no part in the step, and stay."""
         owners = list(dict.fromkeys(row.owner for row in self.rows))
         self.decoder.clear()
         self.rows = []
@@ -199,6 +291,9 @@ class ContinuousBatch:
             return "time"
         return None
 
+    def _all_rows(self) -> list[Row]:
+        return self.rows + [row for entry in self.pending for row in entry.rows]
+
     @staticmethod
     def _new(row: Row) -> list[int]:
         return row.choice.tokens[row.choice.prompt_length :]
@@ -207,20 +302,3 @@ class ContinuousBatch:
         if indices:
             survivors = [i for i in range(len(self.rows)) if i not in indices]
             self.rows = [self.rows[i] for i in self.decoder.keep(survivors)]
-
-
-def _prompt_scorers(rows: Sequence[Row]) -> dict[int, dynamic.Score]:
-    """Prefill callbacks for the rows that score their prompt (echo): a request's first row scores it,
-    and its other sequences share the result."""
-    scorers = {}
-    for position, row in enumerate(rows):
-        if row.choice.sampling.score_prompt and row.index == 0:
-            siblings = [r for r in rows if r.owner is row.owner]
-
-            def score(logits: torch.Tensor, siblings=siblings, choice=row.choice) -> None:
-                scored = prompt_scores(choice.tokens, logits, choice.sampling.logprobs or 0)
-                for sibling in siblings:
-                    sibling.choice.prompt_scored = scored
-
-            scorers[position] = score
-    return scorers

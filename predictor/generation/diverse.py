@@ -1,4 +1,4 @@
-"""Diverse (group) beam search, offline, computing exactly what transformers 4.x computed.
+"""Beam search (diverse, plain and sampled) one token at a time, computing exactly what transformers 4.x computed.
 
 transformers 5 moved group beam search out of its core into a hub repository that must be
 downloaded and run with ``trust_remote_code`` (https://hf.co/transformers-community/group-beam-search);
@@ -29,13 +29,22 @@ but not ``BeamHypotheses``. Its vectorized beam search decides when a prompt is 
 *running* beam, where 4.x took the best candidate of the step, EOS included, so 5.x can stop before
 4.x would have found its best hypothesis (one of the 18 plain beam searches of tests/fixtures/golden.json
 differs). Scores are float32 tensors turned into Python floats exactly where 4.x called ``.item()``, so
-ties and rounding come out the same.
+ties and rounding come out the same (scorer.py holds 4.x's scorer).
+
+Beam sampling (``do_sample`` with one group) is 4.x's ``_beam_search`` with sampling too: the same
+processors followed by the warpers (temperature, top-k, top-p keeping at least 2 tokens), then
+``2 * num_beams`` candidates drawn without replacement from the softmax of the running sums and sorted,
+instead of the top ones; transformers 5 draws the same way, so a seed gives the same draws, and only
+its different stopping rule can change a text.
+
+A search is an object (``BeamSearch``): creating it runs the prefill, and each ``step()`` chooses one
+token for every row and runs the forward for the next, so the engine interleaves it with the
+continuous batch's decode steps (engine/scheduling.py). ``generate`` runs one to its end.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -48,71 +57,88 @@ from transformers import (
     MinLengthLogitsProcessor,
     PreTrainedModel,
     RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 
+from predictor.generation.logits import Scored, scores_of
+from predictor.generation.scorer import Scorer, finalize, process
 
-@dataclass
-class _Hypotheses:
-    """One group's finished hypotheses for one prompt: the best ``size`` by length-normalized score."""
-
-    size: int
-    length_penalty: float
-    early_stopping: bool | str
-    max_new: int  # new tokens allowed: the best length early_stopping="never" can hope for
-    beams: list[tuple[float, list[int]]] = field(default_factory=list)
-    worst: float = 1e9
-
-    def add(self, tokens: list[int], sum_logprobs: float, length: int) -> None:
-        score = sum_logprobs / length**self.length_penalty
-        if len(self.beams) < self.size or score > self.worst:
-            self.beams.append((score, tokens))
-            if len(self.beams) > self.size:  # drop the worst (the earliest of equals)
-                ranked = sorted((s, i) for i, (s, _) in enumerate(self.beams))
-                del self.beams[ranked[0][1]]
-                self.worst = ranked[1][0]
-            else:
-                self.worst = min(score, self.worst)
-
-    def done(self, best_sum_logprobs: float, length: int) -> bool:
-        """Whether no running beam can still get in (``length``: new tokens after this step)."""
-        if len(self.beams) < self.size:
-            return False
-        if self.early_stopping is True:
-            return True
-        if self.early_stopping == "never" and self.length_penalty > 0.0:
-            length = self.max_new
-        return self.worst >= best_sum_logprobs / length**self.length_penalty
+#: A sampled beam's logprobs so far: (the earlier tokens' node, this token's Scored), shared between the
+#: beams that continue one row, so a step costs one node per row, not a copy of each history.
+_Node = tuple | None
 
 
-@dataclass
-class _Search:
-    """The state of one group beam search over ``batch`` prompts."""
+class BeamSearch:
+    """One beam search over left-padded prompts that share their settings, advanced one token per step().
 
-    config: GenerationConfig
-    groups: int
-    penalty: float
-    batch: int
-    prompt_len: int
-    processors: LogitsProcessorList
-    hyps: list[list[_Hypotheses]]  # [prompt][group]
-    scores: torch.Tensor  # (batch * num_beams,) running sums of log-probabilities, float32
-    done: list[list[bool]] = field(init=False)  # [prompt][group]: no running beam can get in any more
+    ``config`` holds lengths counted on the padded rows, as ``generate`` would. ``generator`` draws a
+    sampled search's candidates (None: the global generator). ``top``: with sampling, keep each chosen
+    token's logprob and its ``top`` alternatives (from the step's processed log-probabilities, what
+    transformers' ``compute_transition_scores`` reports). Creating it runs the prefill.
+    """
 
-    def __post_init__(self) -> None:
-        self.done = [[False] * self.groups for _ in range(self.batch)]
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        config: GenerationConfig,
+        num_beam_groups: int = 1,
+        diversity_penalty: float = 0.0,
+        generator: torch.Generator | None = None,
+        top: int | None = None,
+    ) -> None:
+        self.started = time.monotonic()  # max_time counts from here, as generate's MaxTimeCriteria did
+        self.model, self.generator, self.steps, self.done = model, generator, 0, False
+        processors = _processors(config, input_ids)
+        self.scorer = Scorer.create(input_ids, config, num_beam_groups, diversity_penalty, processors)
+        self.top = top if config.do_sample else None
+        self.ids = input_ids.repeat_interleave(config.num_beams, dim=0)
+        self.mask = attention_mask.long().repeat_interleave(config.num_beams, dim=0)
+        self.history: list[_Node] | None = None if self.top is None else [None] * self.ids.shape[0]
+        self.cache: DynamicCache | None = DynamicCache(config=model.config)
+        with torch.inference_mode():
+            self.logits: torch.Tensor | None = _forward(model, self.ids, self.mask, self.cache)
 
     @property
-    def size(self) -> int:
-        return self.config.num_beams // self.groups
+    def rows(self) -> int:
+        """Sequences this search advances at each step (prompts x beams)."""
+        return self.ids.shape[0]
 
-    def rows(self, group: int, device: torch.device) -> torch.Tensor:
-        """The rows of ``group`` for every prompt, prompt by prompt."""
-        beams = self.config.num_beams
-        starts = torch.arange(self.batch, device=device)[:, None] * beams + group * self.size
-        return (starts + torch.arange(self.size, device=device)[None, :]).reshape(-1)
+    @property
+    def length(self) -> int:
+        """Tokens each row reaches at most (the padded prompt and the new tokens)."""
+        return self.scorer.config.max_length
 
-    def all_done(self) -> bool:
-        return all(all(per_prompt) for per_prompt in self.done)
+    def step(self, stop: Callable[[], bool] | None = None) -> bool:
+        """Choose every row's next token, then run the forward for the one after. True once the search
+        ended (every group done, max_length, max_time, or ``stop()`` after this step's choice)."""
+        with torch.inference_mode():
+            self.ids, order = _step(self, self.ids, self.logits)
+            self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+            self.steps += 1
+            if self._finished() or (stop is not None and stop()):
+                self.done, self.cache, self.logits = True, None, None  # its memory goes at once
+                return True
+            self.cache.reorder_cache(order)
+            self.logits = _forward(self.model, self.ids, self.mask, self.cache)
+        return False
+
+    def results(self) -> list[list[tuple[list[int], list[Scored] | None]]]:
+        """Per prompt, ``num_return_sequences`` answers best first: new token ids (a hypothesis that ended
+        with EOS keeps it as its last token), and with ``top`` their tokens' Scored (EOS not included)."""
+        answers = finalize(self.scorer, self.ids, self.history)
+        return [[(tokens, _scored(node)) for tokens, node in prompt] for prompt in answers]
+
+    def _finished(self) -> bool:
+        max_time = self.scorer.config.max_time
+        return (
+            self.scorer.all_done()
+            or self.ids.shape[1] >= self.scorer.config.max_length
+            or (max_time is not None and time.monotonic() - self.started > max_time)
+        )
 
 
 def generate(
@@ -124,45 +150,28 @@ def generate(
     diversity_penalty: float,
     stop: Callable[[], bool] | None = None,
 ) -> list[list[list[int]]]:
-    """Diverse beam search (plain beam search with one group) for a batch of left-padded prompts.
-
-    ``config`` holds lengths counted on the padded rows, as ``generate`` would. Returns, per prompt,
-    ``config.num_return_sequences`` lists of new token ids, best first; a hypothesis that ended with
-    EOS keeps it as its last token. ``stop`` ends the search early when it returns True.
-    """
-    started = time.monotonic()
-    search = _start(input_ids, config, num_beam_groups, diversity_penalty)
-    ids = input_ids.repeat_interleave(config.num_beams, dim=0)
-    mask = attention_mask.long().repeat_interleave(config.num_beams, dim=0)
-    cache = DynamicCache(config=model.config)
-    logits = _forward(model, ids, mask, cache)
-    while True:
-        ids, order = _step(search, ids, logits)
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        if _finished(search, ids, started, stop):
-            break
-        cache.reorder_cache(order)
-        logits = _forward(model, ids, mask, cache)
-    return _best(search, ids)
+    """A whole deterministic beam search (diverse, or plain with one group) for a batch of left-padded
+    prompts: per prompt, ``config.num_return_sequences`` lists of new token ids, best first."""
+    search = BeamSearch(model, input_ids, attention_mask, config, num_beam_groups, diversity_penalty)
+    while not search.step(stop):
+        pass
+    return [[tokens for tokens, _ in answers] for answers in search.results()]
 
 
-def _start(input_ids: torch.Tensor, config: GenerationConfig, groups: int, penalty: float) -> _Search:
-    batch, prompt_len = input_ids.shape
-    size = config.num_beams // groups
-    length_penalty = 1.0 if config.length_penalty is None else config.length_penalty
-    early_stopping = False if config.early_stopping is None else config.early_stopping
-    hyps = [
-        [_Hypotheses(size, length_penalty, early_stopping, config.max_length - prompt_len) for _ in range(groups)]
-        for _ in range(batch)
-    ]
-    scores = torch.full((batch, config.num_beams), -1e9, dtype=torch.float, device=input_ids.device)
-    scores[:, ::size] = 0.0  # only the first beam of each group is live at the first step
-    return _Search(config, groups, penalty, batch, prompt_len, _processors(config, input_ids), hyps, scores.view(-1))
+def _scored(node: _Node) -> list[Scored] | None:
+    if node is None:
+        return None
+    entries = []
+    while node is not None:
+        node, entry = node
+        entries.append(entry)
+    return entries[::-1]
 
 
 def _processors(config: GenerationConfig, input_ids: torch.Tensor) -> LogitsProcessorList:
     """transformers' own processors, in the order transformers 4.x applied them after the diversity
-    penalty (GenerationMixin._get_logits_processor, 4.46.3): the rest of this request's settings."""
+    penalty (GenerationMixin._get_logits_processor, 4.46.3): the rest of this request's settings, and
+    when sampling the warpers after them (at least 2 tokens kept: one may be EOS)."""
     eos = config.eos_token_id
     processors = LogitsProcessorList()
     if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
@@ -173,6 +182,14 @@ def _processors(config: GenerationConfig, input_ids: torch.Tensor) -> LogitsProc
         processors.append(MinLengthLogitsProcessor(config.min_length, eos, device=input_ids.device))
     if config.remove_invalid_values:
         processors.append(InfNanRemoveLogitsProcessor())
+    if config.do_sample:
+        top_k = 50 if config.top_k is None else config.top_k  # generate's default when unset
+        if config.temperature is not None and config.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(config.temperature))
+        if top_k != 0:
+            processors.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=2))
+        if config.top_p is not None and config.top_p < 1.0:
+            processors.append(TopPLogitsWarper(top_p=config.top_p, min_tokens_to_keep=2))
     return processors
 
 
@@ -185,7 +202,7 @@ def _forward(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, cach
     return out.logits[:, -1, :]
 
 
-def _hamming(search: _Search, scores: torch.Tensor, chosen: torch.Tensor, group: int) -> torch.Tensor:
+def _hamming(search: Scorer, scores: torch.Tensor, chosen: torch.Tensor, group: int) -> torch.Tensor:
     """Subtract the penalty times how often earlier groups of the same prompt chose each token now."""
     if group == 0 or not search.penalty:
         return scores
@@ -196,85 +213,42 @@ def _hamming(search: _Search, scores: torch.Tensor, chosen: torch.Tensor, group:
     return (scores.view(search.batch, search.size, -1) - penalty[:, None, :]).view(scores.shape)
 
 
-def _step(search: _Search, ids: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _candidates(search: BeamSearch, total: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prompt's ``count`` candidates, best first: the top ones, or (sampling) drawn from the softmax
+    of the running sums without replacement, then sorted (4.46.3's _beam_search, do_sample)."""
+    if not search.scorer.config.do_sample:
+        return torch.topk(total, count, dim=1, largest=True, sorted=True)
+    index = torch.multinomial(torch.softmax(total, dim=-1), num_samples=count, generator=search.generator)
+    top, order = torch.sort(torch.gather(total, -1, index), descending=True, dim=1)
+    return top, torch.gather(index, -1, order)
+
+
+def _step(search: BeamSearch, ids: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Advance every group by one token, in group order. Returns the new rows and, for each new row,
     the old row it continues (to reorder the cache)."""
-    device, vocab = ids.device, logits.shape[-1]
+    scorer, device, vocab = search.scorer, ids.device, logits.shape[-1]
     chosen = torch.zeros(ids.shape[0], dtype=torch.long, device=device)
     order = torch.zeros(ids.shape[0], dtype=torch.long, device=device)
-    ids = ids.clone()
-    for group in range(search.groups):
-        rows = search.rows(group, device)
+    ids, history = ids.clone(), search.history
+    if history is not None:
+        search.history = list(history)
+    for group in range(scorer.groups):
+        rows = scorer.rows(group, device)
         group_ids = ids[rows]
         scores = torch.log_softmax(logits[rows].float(), dim=-1)
-        scores = search.processors(group_ids, _hamming(search, scores, chosen, group))
-        total = (scores + search.scores[rows, None]).view(search.batch, search.size * vocab)
-        top, index = torch.topk(total, 2 * search.size, dim=1, largest=True, sorted=True)
-        new_scores, tokens, sources = _choose(search, group, group_ids, top.tolist(), index.tolist(), vocab)
+        scores = scorer.processors(group_ids, _hamming(scorer, scores, chosen, group))
+        total = (scores + scorer.scores[rows, None]).view(scorer.batch, scorer.size * vocab)
+        top, index = _candidates(search, total, 2 * scorer.size)
+        listed = rows.tolist()
+        extra = None if history is None else (lambda row, listed=listed: history[listed[row]])
+        new_scores, tokens, sources = process(scorer, group, group_ids, top.tolist(), index.tolist(), vocab, extra)
         sources = torch.tensor(sources, dtype=torch.long, device=device)
-        search.scores[rows] = torch.tensor(new_scores, dtype=search.scores.dtype, device=device)
+        scorer.scores[rows] = torch.tensor(new_scores, dtype=scorer.scores.dtype, device=device)
         chosen[rows] = torch.tensor(tokens, dtype=torch.long, device=device)
         ids[rows] = group_ids[sources]
         order[rows] = rows[sources]
+        if history is not None:  # each new row: its source row's history and this token's scores
+            entries = scores_of(scores[sources], chosen[rows], search.top)
+            for row, source, entry in zip(listed, order[rows].tolist(), entries, strict=True):
+                search.history[row] = (history[source], entry)
     return torch.cat([ids, chosen[:, None]], dim=1), order
-
-
-def _choose(
-    search: _Search, group: int, group_ids: torch.Tensor, top: list[list[float]], index: list[list[int]], vocab: int
-) -> tuple[list[float], list[int], list[int]]:
-    """BeamSearchScorer.process for one group: finished hypotheses, then the beams that go on.
-
-    ``top`` and ``index``: each prompt's best candidates (beam * vocab + token), best first. Returns the
-    group's next scores, tokens and source rows (indices into the group's rows)."""
-    eos, pad, size = search.config.eos_token_id, search.config.pad_token_id, search.size
-    length = group_ids.shape[1] + 1 - search.prompt_len  # new tokens once this step's token is in
-    scores, tokens, sources = [], [], []
-    for b, (row_top, row_index) in enumerate(zip(top, index, strict=False)):
-        if search.done[b][group]:  # finished groups mark time with padding
-            scores += [0.0] * size
-            tokens += [pad] * size
-            sources += [b * size] * size
-            continue
-        going = 0
-        for rank, (score, (source, tok)) in enumerate(
-            zip(row_top, (divmod(i, vocab) for i in row_index), strict=False)
-        ):
-            if tok == eos:
-                if rank < size:
-                    hypothesis = group_ids[b * size + source, search.prompt_len :].tolist() + [eos]
-                    search.hyps[b][group].add(hypothesis, score, length)
-                continue
-            scores.append(score)
-            tokens.append(tok)
-            sources.append(b * size + source)
-            going += 1
-            if going == size:
-                break
-        search.done[b][group] = search.hyps[b][group].done(max(row_top), length)
-    return scores, tokens, sources
-
-
-def _finished(search: _Search, ids: torch.Tensor, started: float, stop: Callable[[], bool] | None) -> bool:
-    max_time = search.config.max_time
-    return (
-        search.all_done()
-        or ids.shape[1] >= search.config.max_length
-        or (max_time is not None and time.monotonic() - started > max_time)
-        or (stop is not None and stop())
-    )
-
-
-def _best(search: _Search, ids: torch.Tensor) -> list[list[list[int]]]:
-    """BeamSearchScorer.finalize: open groups add their running beams; the best of all groups win."""
-    length = ids.shape[1] - search.prompt_len
-    new_tokens, scores = ids[:, search.prompt_len :].tolist(), search.scores.tolist()
-    answers = []
-    for b in range(search.batch):
-        for group in range(search.groups):
-            if not search.done[b][group]:
-                for row in search.rows(group, ids.device).view(search.batch, -1)[b].tolist():
-                    search.hyps[b][group].add(new_tokens[row], scores[row], length)
-        candidates = [beam for group in search.hyps[b] for beam in group.beams]
-        ranked = sorted(candidates, key=lambda beam: beam[0])[::-1]  # ties: the later candidate first
-        answers.append([tokens for _, tokens in ranked[: search.config.num_return_sequences or 1]])
-    return answers

@@ -78,6 +78,36 @@ def prefill(
     return DecodeState(_kv(cache), mask, mask.sum(1)), out.logits[:, -1]
 
 
+def extend(
+    model, state: DecodeState | None, tokens: Sequence[int], every: bool = False
+) -> tuple[DecodeState, torch.Tensor]:
+    """One chunk of a single row's prompt on top of its partial cache (None: the first chunk).
+
+    Returns the longer state and the chunk's logits, [1 or (``every``) len(tokens), vocabulary]. The
+    row has no padding, so its mask is all ones and its positions continue where the cache ends.
+    """
+    device, past = model.device, 0 if state is None else state.length
+    mask = torch.ones(1, past + len(tokens), dtype=torch.long, device=device)
+    cache = DynamicCache(config=model.config) if state is None else DynamicCache(ddp_cache_data=state.kv)
+    out = model(
+        input_ids=torch.tensor([list(tokens)], device=device),
+        attention_mask=mask,
+        position_ids=torch.arange(past, past + len(tokens), device=device)[None],
+        use_cache=True,
+        logits_to_keep=0 if every else 1,
+        **{_cache_argument(type(model)): cache},
+    )
+    return DecodeState(_kv(cache), mask, mask.sum(1)), out.logits[0]
+
+
+def repeat(state: DecodeState, rows: int) -> DecodeState:
+    """A one-row state as ``rows`` identical rows (a request's sequences share their prompt)."""
+    if rows == 1:
+        return state
+    kv = [(k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous()) for k, v in state.kv]
+    return DecodeState(kv, state.mask.expand(rows, -1).contiguous(), state.positions.expand(rows).contiguous())
+
+
 def step(model, state: DecodeState, tokens: Sequence[int]) -> tuple[DecodeState, torch.Tensor]:
     """One decode step: feed each row its latest token, get next-token logits."""
     mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1])], dim=1)
@@ -167,6 +197,10 @@ class DynamicDecoder:
         state, logits = prefill(self.model, prompts, self.pad, score)
         self.state = state if self.state is None else merge(self.state, state)
         return logits
+
+    def add(self, state: DecodeState) -> None:
+        """Add rows whose prefill ran elsewhere (chunked: continuous.py), after the others."""
+        self.state = state if self.state is None else merge(self.state, state)
 
     def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
         """Feed each row (or only ``rows``) its latest token; their next-token logits."""

@@ -1,49 +1,29 @@
 """Next-token choice for the rows of a continuous batch.
 
 Each row has its own settings, history and length, so it cannot go through ``generate``'s single
-logits-processor list. This applies transformers' own processor classes, in the order ``generate``
+logits-processor list. This computes what transformers' processors compute, in the order ``generate``
 applies them (repetition penalty, prompt n-gram ban, minimum length, NaN/inf removal, then for
-sampling temperature, top-k, top-p), row by row only where a processor needs the row's history,
-batched across rows elsewhere. A greedy or sampled row therefore gets exactly what ``generate`` would
-give it alone (tests compare both, seeds included).
+sampling temperature, top-k, top-p), batched across all rows from settings kept on the device
+(rowstate.py); only the prompt n-gram ban runs row by row, for the rows that ask for it. A greedy row
+therefore gets exactly what ``generate`` would give it alone, and a sampled row draws from exactly the
+distribution ``generate`` draws from, but not its draws (docs/api.md): an unseeded row with one uniform
+from the global generator, a seeded row with one hashed from (seed, position), the same whatever else is
+in the batch.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from transformers import (
-    EncoderNoRepeatNGramLogitsProcessor,
-    InfNanRemoveLogitsProcessor,
-    LogitsProcessor,
-    LogitsProcessorList,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import EncoderNoRepeatNGramLogitsProcessor, LogitsProcessorList
 
 from predictor.core import Sampling
+from predictor.generation.rowstate import BatchState
 
 # transformers' defaults for unset sampling values (GenerationConfig's documented defaults).
 DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P = 1.0, 50, 1.0
-
-
-class PresenceFrequencyPenalty(LogitsProcessor):
-    """OpenAI's penalties: each token's logit drops by frequency_penalty times the number of times it
-    was generated so far, and by presence_penalty once it was generated at all (prompt not counted).
-    https://platform.openai.com/docs/advanced-usage#frequency-and-presence-penalties"""
-
-    def __init__(self, presence: float, frequency: float, prompt_length: int) -> None:
-        self.presence, self.frequency, self.prompt_length = presence, frequency, prompt_length
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        generated = input_ids[:, self.prompt_length :]
-        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
-        return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
 
 
 FLOOR = -9999.0  # the logprob reported for a token that cannot be drawn
@@ -62,12 +42,13 @@ class RowChoice:
     min_new: int
     history: LogitsProcessorList = field(default_factory=LogitsProcessorList)
     warp_key: tuple | None = None  # rows with equal keys are warped together; None: greedy
-    seed: int | None = None  # its own generator: the same draws whatever else is in the batch
-    generator: torch.Generator | None = None
+    seed: int | None = None  # hashed with the position: the same draws whatever else is in the batch
     # Sampling.logprobs set: per generated token (id, logprob, ((id, logprob), ...) alternatives);
     # None computes nothing, so a step without logprobs costs what it did before.
     scored: list[Scored] | None = None
     prompt_scored: list[Scored] | None = None  # score_prompt: per prompt token after the first
+    # The device tensors of the batch it was last chosen in (rowstate.py), reused while the rows stay.
+    state: BatchState | None = field(default=None, repr=False, compare=False)
 
     @property
     def generated(self) -> int:
@@ -76,16 +57,10 @@ class RowChoice:
 
 def row_choice(sampling: Sampling, prompt: Sequence[int], min_new: int, index: int = 0) -> RowChoice:
     """Build the per-row processors once, when the row joins the batch (``index``: which sequence)."""
-    history = LogitsProcessorList()
-    if sampling.repetition_penalty not in (None, 1.0):
-        history.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+    history = LogitsProcessorList()  # what needs the row's own tokens on the host: the prompt n-gram ban
     if sampling.encoder_no_repeat_ngram_size:
         history.append(
             EncoderNoRepeatNGramLogitsProcessor(sampling.encoder_no_repeat_ngram_size, torch.tensor([list(prompt)]))
-        )
-    if sampling.presence_penalty or sampling.frequency_penalty:
-        history.append(
-            PresenceFrequencyPenalty(sampling.presence_penalty or 0.0, sampling.frequency_penalty or 0.0, len(prompt))
         )
     key = None
     if sampling.do_sample:
@@ -104,49 +79,53 @@ def _or(value, default):
 
 
 def choose(rows: Sequence[RowChoice], logits: torch.Tensor, eos: int) -> torch.Tensor:
-    """The next token of every row (``logits``: [rows, vocabulary], any float dtype)."""
+    """The next token of every row (``logits``: [rows, vocabulary], any float dtype), on the device.
+
+    The rows' settings live on the device (rowstate.BatchState), built when the rows change and reused
+    while they stay: a step is a fixed number of batched ops and syncs nothing (one copy to the host
+    for the rows that report logprobs). The device counts the returned tokens as the rows' next ones:
+    a caller appends exactly those to ``row.tokens`` (or drops the row); one that gives a row other
+    tokens (a beam reordered) sets ``row.state = None`` so that its counts are rebuilt."""
     scores = logits.float()
+    state = rows[0].state if rows else None
+    if state is None or not state.matches(rows):
+        state = BatchState(rows, scores.shape[-1], scores.device)
+        for row in rows:
+            row.state = state
+    scores = state.penalize(scores)
     for index, row in enumerate(rows):
-        if row.history:
+        if row.history:  # the prompt n-gram ban: host-side, and only for the rows that ask for it
             ids = torch.tensor([row.tokens], device=scores.device)
             scores[index : index + 1] = row.history(ids, scores[index : index + 1])
-    banned = torch.tensor([row.generated < row.min_new for row in rows], device=scores.device)
-    if banned.any():
-        scores[banned, eos] = -float("inf")
-    invalid = [i for i, row in enumerate(rows) if row.sampling.remove_invalid_values]
-    if invalid:
-        scores[invalid] = InfNanRemoveLogitsProcessor()(None, scores[invalid])
+    scores = state.ban(scores, eos)
     chosen = scores.argmax(dim=-1)
-    # The distribution each row drew from, for rows that report logprobs (greedy: ``scores``).
-    drawn = scores.clone() if any(row.scored is not None for row in rows) else None
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for index, row in enumerate(rows):
-        if row.warp_key is not None and row.seed is None:
-            groups[row.warp_key].append(index)
-        elif row.warp_key is not None:  # seeded: drawn alone, from its own generator
-            if row.generator is None:
-                row.generator = torch.Generator(device=scores.device).manual_seed(row.seed)
-            token, warped = _sample(scores[index : index + 1], *row.warp_key, generator=row.generator)
-            chosen[index] = token[0]
-            if drawn is not None and row.scored is not None:
-                drawn[index : index + 1] = warped
-    for (temperature, top_k, top_p), indices in groups.items():
-        chosen[indices], warped = _sample(scores[indices], temperature, top_k, top_p)
-        if drawn is not None:
-            drawn[indices] = warped
-    if drawn is not None:
-        _score(rows, drawn, chosen)
+    flags = state.flags
+    drawn = scores  # the distribution each row drew from, for the rows that report logprobs
+    if flags.sampled:
+        subset = scores if flags.all_sampled else scores[state.sampled]
+        warped = state.warp(subset)
+        if flags.all_sampled:
+            chosen, drawn = state.draw(warped), warped
+        else:
+            chosen[state.sampled] = state.draw(warped)
+            if flags.logprobs >= 0:
+                drawn = scores.index_copy(0, state.sampled, warped)
+    if flags.logprobs >= 0:
+        _score(rows, state, drawn, chosen)
+    state.advance(chosen)
     return chosen
 
 
-def _score(rows: Sequence[RowChoice], drawn: torch.Tensor, chosen: torch.Tensor) -> None:
+def _score(rows: Sequence[RowChoice], state: BatchState, drawn: torch.Tensor, chosen: torch.Tensor) -> None:
     """Append each reporting row's token, logprob and alternatives: one log-softmax and one top-k for
     all of them, and one copy to the host. After the warpers, as vLLM's default "processed_logprobs"
     (https://docs.vllm.ai/en/latest/usage/v1_guide.html#semantic-changes-to-logprobs)."""
-    wanted = [i for i, row in enumerate(rows) if row.scored is not None]
-    top = max(rows[i].sampling.logprobs for i in wanted)
-    for index, scored in zip(wanted, scores_of(drawn[wanted], chosen[wanted], top), strict=True):
-        rows[index].scored.append(_top(scored, rows[index].sampling.logprobs))
+    wanted = [row for row in rows if row.scored is not None]
+    every = len(wanted) == len(rows)
+    picked = drawn if every else drawn[state.wanted]
+    tokens = chosen if every else chosen[state.wanted]
+    for row, scored in zip(wanted, scores_of(picked, tokens, state.flags.logprobs), strict=True):
+        row.scored.append(_top(scored, row.sampling.logprobs))
 
 
 def scores_of(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> list[Scored]:
@@ -155,17 +134,14 @@ def scores_of(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> list[Scor
     # Tokens a warper removed have -inf, which JSON cannot carry: vLLM reports -9999.0 for them too
     # (vllm/entrypoints/openai/serving_completion.py, _create_completion_logprobs).
     logprobs = torch.log_softmax(logits.float(), dim=-1).clamp(min=FLOOR)
-    chosen = logprobs.gather(1, tokens[:, None].to(logprobs.device))[:, 0].tolist()
-    alternatives = logprobs.topk(top, dim=-1) if top else None
-    result = []
-    for row, (token, logprob) in enumerate(zip(tokens.tolist(), chosen, strict=True)):
-        pairs = (
-            ()
-            if alternatives is None
-            else tuple(zip(alternatives.indices[row].tolist(), alternatives.values[row].tolist(), strict=True))
-        )
-        result.append((token, logprob, pairs))
-    return result
+    tokens = tokens[:, None].to(logprobs.device)
+    columns = [tokens.double(), logprobs.gather(1, tokens).double()]
+    if top:
+        alternatives = logprobs.topk(top, dim=-1)
+        columns += [alternatives.indices.double(), alternatives.values.double()]
+    # One copy to the host for everything (float64 holds the ids and the float32 logprobs exactly).
+    table = torch.cat(columns, dim=1).tolist()
+    return [(int(r[0]), r[1], tuple(zip(map(int, r[2 : 2 + top]), r[2 + top :], strict=True))) for r in table]
 
 
 def _top(scored: Scored, n: int) -> Scored:
@@ -176,19 +152,3 @@ def prompt_scores(prompt: Sequence[int], logits: torch.Tensor, top: int) -> list
     """The prompt's tokens after the first, scored by the prefill's ``logits`` [len(prompt), vocabulary]
     (position i predicts token i + 1). The model's own distribution: no processor applies to a prompt."""
     return scores_of(logits[:-1], torch.tensor(prompt[1:], device=logits.device), top)
-
-
-def _sample(
-    scores: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw a token per row; returns the tokens and the warped scores they were drawn from."""
-    warpers = LogitsProcessorList()
-    if temperature != 1.0:
-        warpers.append(TemperatureLogitsWarper(temperature))
-    if top_k != 0:
-        warpers.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
-    if top_p < 1.0:
-        warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
-    warped = warpers(None, scores)
-    probs = torch.softmax(warped, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1), warped

@@ -2,7 +2,7 @@
 
 A request that makes a batch fail (a bad value deep in generation, an injected fault) must fail on
 its own; the requests that happened to share its batch are run again and succeed. Beam searches
-(beams.Runner), requests joining the continuous batch (engine/worker.py) and a failed decode step
+(runner.Runner), requests joining the continuous batch (engine/worker.py) and a failed decode step
 (continuous.ContinuousBatch.advance_each) all narrow down through here.
 """
 

@@ -10,8 +10,8 @@ CUDA each shape is captured once as a CUDA graph and replayed: one launch per st
 
 The step is GPT-J's block written out over the model's own modules (layer norms, projections, MLP),
 with the attention core, rotary embedding and cache writes here; tests check it against the dynamic
-path token for token. Prefill still runs transformers' forward (once per request; its cache is copied
-into the rows' slots).
+path token for token. Prefill still runs transformers' forward (in one piece, or a long prompt in chunks:
+continuous.py); its cache is copied into the rows' slots.
 """
 
 from __future__ import annotations
@@ -93,26 +93,40 @@ class StaticDecoder:
 
         ``score``: see dynamic.prefill (echo scoring reads the same prefill's logits)."""
         first, lengths = self.rows, [len(p) for p in prompts]
-        if first + len(prompts) > self.capacity or max(lengths) >= self.max_len:
-            raise ValueError(
-                f"{len(prompts)} rows of up to {max(lengths)} tokens do not fit the cache "
-                f"({self.capacity - first} free slots of {self.max_len} tokens)"
-            )
+        self._check_fits(lengths)
         logits = []
         for group in _groups(lengths, self.prefill_tokens):
             scored = {offset: score[row] for offset, row in enumerate(group) if score and row in score}
             state, group_logits = dynamic.prefill(self.model, [prompts[i] for i in group], self.pad, scored)
             logits.append(group_logits)
-            keys, values = torch.stack([k for k, _ in state.kv]), torch.stack([v for _, v in state.kv])
-            for offset, row in enumerate(group):
-                slot, length = first + row, lengths[row]
-                start = state.length - length  # prefill pads on the left
-                self.k[:, slot, :, :length] = keys[:, offset, :, start:]
-                self.v[:, slot, :, :length] = values[:, offset, :, start:]
-            del state, keys, values  # before the next group's prefill allocates its own
+            self._fill(state, [first + row for row in group], [lengths[row] for row in group])
+            del state  # before the next group's prefill allocates its own
         self.lengths[first : first + len(lengths)] = torch.tensor(lengths, device=self.lengths.device)
         self.sizes += lengths
         return torch.cat(logits)
+
+    def add(self, state: dynamic.DecodeState) -> None:
+        """Add rows whose prefill ran elsewhere (chunked: continuous.py; no padding): copied into slots."""
+        first, lengths = self.rows, state.mask.sum(1).tolist()
+        self._check_fits(lengths)
+        self._fill(state, list(range(first, first + len(lengths))), lengths)
+        self.lengths[first : first + len(lengths)] = torch.tensor(lengths, device=self.lengths.device)
+        self.sizes += lengths
+
+    def _check_fits(self, lengths: Sequence[int]) -> None:
+        if self.rows + len(lengths) > self.capacity or max(lengths) >= self.max_len:
+            raise ValueError(
+                f"{len(lengths)} rows of up to {max(lengths)} tokens do not fit the cache "
+                f"({self.capacity - self.rows} free slots of {self.max_len} tokens)"
+            )
+
+    def _fill(self, state: dynamic.DecodeState, slots: Sequence[int], lengths: Sequence[int]) -> None:
+        """Copy each of ``state``'s rows (left-padded, as prefill makes them) into its slot."""
+        keys, values = torch.stack([k for k, _ in state.kv]), torch.stack([v for _, v in state.kv])
+        for offset, (slot, length) in enumerate(zip(slots, lengths, strict=True)):
+            start = state.length - length  # prefill pads on the left
+            self.k[:, slot, :, :length] = keys[:, offset, :, start:]
+            self.v[:, slot, :, :length] = values[:, offset, :, start:]
 
     def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
         """Feed each row (or only ``rows``, eagerly: the failure path) its latest token."""

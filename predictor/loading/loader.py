@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from predictor.loading import sources
+from predictor.loading import device, sources
 from predictor.settings import Settings
 
 log = logging.getLogger("predictor")
@@ -58,9 +58,14 @@ def load(settings: Settings) -> Loaded:
     if not sys.stderr.isatty():
         hf_logging.disable_progress_bar()  # a progress bar only where someone watches it
     started = time.monotonic()
+    # Before anything slow: --device cuda without a usable CUDA fails here (BadDevice), in milliseconds.
+    cuda = device.use_cuda(settings.device, torch)
     source = resolve_source(settings)
-    cuda = torch.cuda.is_available()
+    if not cuda and settings.device == "auto" and torch.version.cuda is not None:
+        log.warning("CUDA is not usable (%s): loading on the CPU", device.cuda_status(torch)[1])
     dtype = pick_dtype(settings.dtype, cuda)
+    if settings.device == "cuda":
+        device.check_fits(source, dtype, settings.device_map, torch)
     log.info("loading tokenizer from %s", source)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     log.info(
@@ -76,6 +81,12 @@ def load(settings: Settings) -> Loaded:
         trust_remote_code=False,
         **_attention(settings.speed.attn_implementation),
     ).eval()
+    if settings.device == "cuda":
+        device.check_placement(model)  # accelerate offloads what does not fit unless we refuse it
+    if model.device.type == "cpu":
+        from predictor.loading import kernels
+
+        log.info("CPU kernels: %s", kernels.choose(model, settings.speed.cpu_kernels))
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
     # GPT-J has no pad token: EOS pads, on the left (generation continues from the right end).
     tokenizer.pad_token_id = eos

@@ -141,8 +141,11 @@ def check_hub(repo_id: str) -> None:
 
 def one_line(model: str, exc: BaseException) -> str | None:
     """What a failed load says to an operator in one line, when it is the source's fault: a ``BadSource``,
-    or a hub download that failed half-way (after config.json). None for anything else (a bug)."""
-    if isinstance(exc, BadSource):
+    or a hub download that failed half-way (after config.json), or a ``--device cuda`` that cannot be
+    honoured (device.BadDevice). None for anything else (a bug)."""
+    from predictor.loading.device import BadDevice
+
+    if isinstance(exc, (BadSource, BadDevice)):
         return str(exc)
     if model == "tiny" or os.path.lexists(Path(model).expanduser()) or not _is_repo_id(model):
         return None

@@ -83,12 +83,17 @@ def ensure(cache_dir: Path, spec: TinySpec = TinySpec()) -> Path:
     return target
 
 
-def build(dest: Path, spec: TinySpec = TinySpec()) -> None:
-    """Write a tokenizer and a random-weight GPTJForCausalLM for ``spec`` into ``dest``."""
+def build(dest: Path, spec: TinySpec = TinySpec(), tokenizer=None) -> None:
+    """Write a tokenizer and a random-weight GPTJForCausalLM for ``spec`` into ``dest``.
+
+    ``tokenizer``: one to use instead of training the embedded one (the benchmark passes GPT-2's
+    own BPE, GPT-J's real tokenizer, so it can compare servers on the real vocabulary); it must
+    have ``<|endoftext|>``.
+    """
     import torch
     from transformers import GPTJConfig, GPTJForCausalLM
 
-    tokenizer = _tokenizer(spec.vocab_size)
+    tokenizer = tokenizer or _tokenizer(spec.vocab_size)
     tokenizer.save_pretrained(dest)
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     config = GPTJConfig(

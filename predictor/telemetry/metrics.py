@@ -66,6 +66,29 @@ class Metrics:
         self.model_load = Gauge(
             "gptj_model_load_seconds", "Seconds the model took to load and warm up.", registry=registry
         )
+        self._decode_gauges(registry)
+
+    def _decode_gauges(self, registry: CollectorRegistry) -> None:
+        # What the engine runs, set once it is chosen: a fallback (graphs that failed to capture, the
+        # dynamic path where static was expected, eager attention) shows here, not only in speed.
+        self.decode_info = Gauge(
+            "gptj_decode_info",
+            "1 for the decode path the engine runs (graphs, static or dynamic), with its CUDA graphs "
+            "captured, attention implementation, dtype, KV cache rows and tokens per row as labels.",
+            ["path", "cuda_graphs", "attention", "dtype", "kv_rows", "kv_tokens_per_row"],
+            registry=registry,
+        )
+        self.kv_cache_reserved = Gauge(
+            "gptj_kv_cache_reserved_bytes",
+            "KV cache memory allocated up front (the static path); 0 where it grows per step (dynamic).",
+            registry=registry,
+        )
+
+    def decode_path(self, kv_reserved_bytes: int, **labels: object) -> None:
+        """Record what the engine runs (paths.DecodeInfo's fields)."""
+        self.decode_info.clear()
+        self.decode_info.labels(**{name: str(value) for name, value in labels.items()}).set(1)
+        self.kv_cache_reserved.set(kv_reserved_bytes)
 
     def watch_gpu_memory(self) -> None:
         """Export gptj_gpu_memory_bytes{kind} (allocated, reserved, peak), read at each scrape (CUDA only)."""

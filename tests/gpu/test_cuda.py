@@ -23,7 +23,7 @@ def test_auto_dtype_is_fp16_on_the_gpu(tiny_dir):
 
 def test_generation_on_the_gpu_matches_the_contract(tiny_dir):
     from predictor.core import GenerationRequest
-    from predictor.generation.beams import Runner
+    from predictor.generation.runner import Runner
     from predictor.loading.loader import load
     from predictor.protocols.plan import plan
     from predictor.protocols.seed import PromptRequest

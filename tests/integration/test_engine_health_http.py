@@ -19,7 +19,7 @@ FLAGS = [
     "--engine_stall_seconds",
     "1",
     "--max_batch_size",
-    "1",
+    "3",
     "--max_length_limit",
     "2048",
 ]
@@ -40,15 +40,15 @@ def test_in_flight_and_queued_requests_get_503_at_once_and_liveness_turns_503(fa
     s, reason = faulty_engine, REASONS[marker]
     message = f"the model engine failed: {reason}; this replica is restarting, retry (another replica will answer)"
     with ThreadPoolExecutor(3) as pool:
-        # One request generates (a whole context: seconds), one waits behind it (batch of one) ...
+        # One request generates (a whole context: seconds) when a beam search that starts beside it (its
+        # two rows fill the batch of three) breaks the engine; one more arrives meanwhile ...
         in_flight = pool.submit(s.predict, {"prompt": "in flight", "max_length": 2048})
         wait_for(lambda: metrics(s)["gptj_requests_running"] == 1)
-        queued = pool.submit(s.predict, {"prompt": "queued", "max_length": 40})
-        wait_for(lambda: metrics(s)["gptj_queue_size"] == 1)
-        assert not in_flight.done()
-        # ... when a beam search (which runs between steps, batch full or not) breaks the engine.
         started = time.monotonic()
         culprit = pool.submit(s.predict, {"prompt": f"x {marker}", "max_length": 20, "num_beams": 2})
+        queued = pool.submit(
+            s.predict, {"prompt": "queued", "max_length": 40, "num_return_sequences": 2, "do_sample": True}
+        )
         responses = [future.result() for future in (in_flight, queued, culprit)]
         took = time.monotonic() - started
     for response in responses:

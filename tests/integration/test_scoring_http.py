@@ -9,6 +9,8 @@ import openai
 import pytest
 import torch
 
+from .server import ready_server
+
 CONTEXT = "The capital of the country is"
 
 
@@ -55,6 +57,28 @@ def test_echo_scoring_with_no_new_tokens_equals_a_forward_pass(client, reference
     for position in range(1, len(ids)):
         assert lp.token_logprobs[position] == pytest.approx(expected[position - 1, ids[position]].item(), abs=1e-4)
         assert len(lp.top_logprobs[position]) == 1
+
+
+@pytest.fixture(scope="module")
+def chunked(tiny_dir, cache_dir, tmp_path_factory):
+    """A client of a server that prefills prompts 3 tokens at a time (a chunk per engine step)."""
+    log = tmp_path_factory.mktemp("chunked") / "server.log"
+    with (
+        ready_server(tiny_dir, cache_dir, log, "--max_prefill_tokens", "3") as s,
+        openai.OpenAI(base_url=f"{s.url}/openai/v1", api_key="not-needed", max_retries=0) as c,
+    ):
+        yield c
+
+
+def test_prompts_prefilled_in_chunks_score_and_generate_as_in_one_piece(chunked, client, reference):
+    ids = reference.tokenizer(CONTEXT).input_ids
+    assert len(ids) > 2 * 3  # three chunks at least
+    answer = chunked.completions.create(model="gptj", prompt=CONTEXT, echo=True, max_tokens=0, logprobs=1)
+    lp, expected = answer.choices[0].logprobs, forward(reference, ids)
+    for position in range(1, len(ids)):
+        assert lp.token_logprobs[position] == pytest.approx(expected[position - 1, ids[position]].item(), abs=1e-4)
+    asked = {"model": "gptj", "prompt": CONTEXT, "max_tokens": 12, "temperature": 0}
+    assert chunked.completions.create(**asked).choices[0].text == client.completions.create(**asked).choices[0].text
 
 
 def test_token_id_prompts_one_or_several(client, reference):

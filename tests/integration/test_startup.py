@@ -144,6 +144,23 @@ def test_a_bad_model_source_ends_the_process_with_one_line_naming_it_and_the_fix
     assert "Traceback" not in log  # at debug level only
 
 
+def test_device_cuda_without_cuda_ends_the_process_with_one_line(start_server, tiny_dir, cache_dir):
+    """What a GPU pod without the nvidia runtime (or with too old a driver) does with --device cuda (the
+    chart's GPTJ_DEVICE=cuda): exit 1 at once with the reason, rather than go Ready on the CPU. This machine has
+    no usable CUDA, so it is the real path."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is usable here: this checks the start-up of a pod that cannot use its GPU")
+    s = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--device", "cuda"], ready=False)
+    assert s.process.wait(120) == 1
+    log = s.log()
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, log[-3000:]
+    assert "cannot load the model: --device cuda: CUDA is not usable (" in errors[0]
+    assert "loading weights" not in log and "Traceback" not in log
+
+
 def test_the_traceback_of_a_bad_source_is_logged_at_debug_level(start_server, cache_dir, tmp_path):
     s = start_server(
         ["--model", str(tmp_path / "no-such-model"), "--cache_dir", str(cache_dir)],

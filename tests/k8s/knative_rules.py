@@ -188,7 +188,19 @@ def revision_errors(annotations: dict[str, str], timeout: int | None) -> list[st
     deadline = annotations.get(PROGRESS_DEADLINE)
     if deadline is not None and progress_deadline_seconds(annotations) is None:
         errors.append(f"invalid value: {deadline}: metadata.annotations.{PROGRESS_DEADLINE}")
+    # pkg/apis/autoscaling/annotation_validation.go L135-148: a Go duration in [0, WindowMax = 1h]
+    # (register.go L144), at second precision.
+    delay = annotations.get(SCALE_DOWN_DELAY)
+    if delay is not None:
+        seconds = progress_deadline_seconds({PROGRESS_DEADLINE: delay})
+        if seconds is None:
+            errors.append(f"invalid value: {delay}: metadata.annotations.{SCALE_DOWN_DELAY}")
+        elif seconds > 3600:
+            errors.append(f"expected 0s <= {delay} <= 1h0m0s: metadata.annotations.{SCALE_DOWN_DELAY}")
     return errors
+
+
+SCALE_DOWN_DELAY = "autoscaling.knative.dev/scale-down-delay"
 
 
 def progress_deadline_seconds(annotations: dict[str, str]) -> int | None:

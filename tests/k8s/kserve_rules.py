@@ -156,9 +156,16 @@ def pod_spec(isvc: dict[str, Any], runtime: dict[str, Any] | None = None) -> dic
     if predictor.get("model"):
         assert runtime is not None, "the model form needs its ServingRuntime"
         container = copy.deepcopy(runtime["spec"]["containers"][0])
+        # MergeRuntimeContainers (controller/v1beta1/inferenceservice/utils/utils.go L250-262): a strategic
+        # merge patch, so env entries merge by name with the InferenceService's winning, and args are
+        # the runtime's followed by the InferenceService's.
         for key, value in predictor["model"].items():
             if key == "env":
-                container["env"] = value + container.get("env", [])
+                ours = {e["name"]: e for e in value}
+                merged = [ours.pop(e["name"], e) for e in container.get("env", [])]
+                container["env"] = merged + list(ours.values())
+            elif key == "args":
+                container["args"] = container.get("args", []) + list(value)
             elif key not in MODEL_ONLY:
                 container[key] = copy.deepcopy(value)
         pod["containers"] = [container]

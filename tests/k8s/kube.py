@@ -34,13 +34,9 @@ CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "PodMonitor"): "monitoring.coreos.com_podmonitors.yaml",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
+    # kserve/kserve v0.20.0 config/crd/full/clusterstoragecontainer/serving.kserve.io_clusterstoragecontainers.yaml
+    ("serving.kserve.io/v1alpha1", "ClusterStorageContainer"): "serving.kserve.io_clusterstoragecontainers.yaml",
 }
-# ../shared/crds has no ClusterStorageContainer CRD (kserve/kserve v0.20.0
-# config/crd/full/clusterstoragecontainer/serving.kserve.io_clusterstoragecontainers.yaml). When it is
-# there it is used; otherwise `validate` checks spec.container as a core Container (what the CRD embeds)
-# and the rest against the Go type (pkg/apis/serving/v1alpha1/storage_container_types.go L27-69).
-STORAGE_CONTAINER = ("serving.kserve.io/v1alpha1", "ClusterStorageContainer")
-STORAGE_CONTAINER_CRD = "serving.kserve.io_clusterstoragecontainers.yaml"
 
 
 def values_for(env: str) -> dict[str, Any]:
@@ -110,58 +106,10 @@ def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
     return strict(entry["schema"]["openAPIV3Schema"])
 
 
-def _validate_storage_container(obj: dict[str, Any]) -> None:
-    """A ClusterStorageContainer without its CRD: the embedded Container strictly, the rest by its Go type."""
-    if (CRDS / STORAGE_CONTAINER_CRD).exists():
-        CUSTOM_KINDS.setdefault(STORAGE_CONTAINER, STORAGE_CONTAINER_CRD)
-        return validate(obj)
-    spec_fields = {"container", "supportedUriFormats", "workloadType", "supportsMultiModelDownload"}
-    schema = {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "additionalProperties": False,
-        "properties": {
-            "apiVersion": {},
-            "kind": {},
-            "metadata": {},
-            "disabled": {"type": "boolean"},
-            "spec": {
-                "type": "object",
-                "required": ["container", "supportedUriFormats"],
-                "additionalProperties": False,
-                "properties": {
-                    **{name: {} for name in spec_fields},
-                    "supportedUriFormats": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {"prefix": {"type": "string"}, "regex": {"type": "string"}},
-                        },
-                    },
-                    "workloadType": {"enum": ["initContainer", "localModelDownloadJob"]},
-                    "supportsMultiModelDownload": {"type": "boolean"},
-                },
-            },
-        },
-    }
-    jsonschema.validate(obj, schema, cls=jsonschema.Draft7Validator)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": obj["metadata"],
-        "spec": {"containers": [obj["spec"]["container"]]},
-    }
-    kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
-
-
 def validate(obj: dict[str, Any]) -> None:
     """Raise if the object would be refused by an API server with the official schemas."""
     key = (obj.get("apiVersion"), obj.get("kind"))
-    if key == STORAGE_CONTAINER and key not in CUSTOM_KINDS:
-        _validate_storage_container(obj)
-    elif key in CUSTOM_KINDS:
+    if key in CUSTOM_KINDS:
         jsonschema.validate(obj, crd_schema(*key), cls=jsonschema.Draft7Validator)
         # A CRD's metadata is just "type: object": check it as the API server does, as ObjectMeta.
         kubernetes_validate.validate(

@@ -283,12 +283,17 @@ def test_a_runtime_with_a_lifecycle_is_refused_for_knative():
 
 
 def test_the_effective_scrape_target_is_our_metrics_in_both_modes():
-    for values in ({}, values_for("prod")):
+    knative_annotated = {**values_for("prod"), "metrics": {"podMonitor": {"enabled": False}}}
+    for values in ({}, knative_annotated):
         isvc, _ = rendered(values)
         _, annotations = kserve.pod_metadata(isvc)
         for config in ({}, {"enablePrometheusScraping": "true", "enableMetricAggregation": "true"}):
             mutated = kserve.mutated_annotations(annotations, config)
             assert (mutated["prometheus.io/port"], mutated["prometheus.io/path"]) == ("8080", "/metrics")
+    # With the PodMonitor (prod) no annotation job, and KServe's mutator adds none either.
+    _, annotations = kserve.pod_metadata(rendered(values_for("prod"))[0])
+    for config in ({}, {"enablePrometheusScraping": "true", "enableMetricAggregation": "true"}):
+        assert "prometheus.io/port" not in kserve.mutated_annotations(annotations, config)
 
 
 @pytest.mark.parametrize("aggregate, port", [("false", "9091"), ("true", "9088")])

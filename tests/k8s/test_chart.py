@@ -189,6 +189,9 @@ def test_scrape_annotations(rendered):
     annotations = isvc_of(rendered)["metadata"]["annotations"]
     # "true" would make KServe's pod mutator rewrite the port to the queue-proxy's (test_admission.py).
     assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "false"
+    if by_kind(rendered, "PodMonitor"):  # staging, prod: one scrape job per pod (test_platform.py)
+        assert not {k for k in annotations if k.startswith("prometheus.io/")}
+        return
     assert annotations["prometheus.io/scrape"] == "true"
     assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == ("8080", "/metrics")
 
@@ -211,7 +214,9 @@ def test_labels_and_selectors(env, rendered):
     for monitor in by_kind(rendered, "PodMonitor"):
         assert monitor["spec"]["selector"]["matchLabels"] == pod_label
         assert monitor["spec"]["podMetricsEndpoints"][0]["portNumber"] == 8080
-    observability = {"PodMonitor", "NetworkPolicy", "ConfigMap", "PrometheusRule"}
+    for budget in by_kind(rendered, "PodDisruptionBudget"):
+        assert budget["spec"]["selector"]["matchLabels"] == pod_label
+    observability = {"PodMonitor", "NetworkPolicy", "ConfigMap", "PrometheusRule", "PodDisruptionBudget"}
     expected = {"default": set(), "dev": set(), "staging": observability, "prod": observability}[env]
     assert {o["kind"] for o in rendered} - {"InferenceService", "Pod"} == expected
 

@@ -107,7 +107,9 @@ def test_runtime_form_uses_the_cluster_serving_runtime():
 
 def test_storage_container_for_hf_downloads():
     spec = OBJECTS["clusterstoragecontainer-hf.yaml"]["spec"]
-    assert spec["supportedUriFormats"] == [{"prefix": "hf://"}] and spec["workloadType"] == "initContainer"
+    # pvc://: what KServe rewrites a LocalModelCache's model to (test_platform.py)
+    assert spec["supportedUriFormats"] == [{"prefix": "hf://"}, {"prefix": "pvc://"}]
+    assert spec["workloadType"] == "initContainer"
     container = spec["container"]
     assert container["name"] == "storage-initializer"
     memory = container["resources"]["limits"]["memory"]
@@ -131,6 +133,7 @@ def test_the_predictor_accepts_the_manifests_args_and_env(isvc, runtime_containe
     assert (settings.model_name, settings.model, settings.server.http_port) == ("gptj", "/mnt/models", 8080)
     # KServe renders the runtime's container with the InferenceService's metadata ({{.Name}}).
     args = [arg.replace("{{.Name}}", "gptj") for arg in runtime_container["args"]]
-    settings = parse_settings(args, {})
-    assert (settings.model_name, settings.model) == ("gptj", "/mnt/models")
+    settings = parse_settings(args, env_of(runtime_container))
+    assert (settings.model_name, settings.model, settings.device) == ("gptj", "/mnt/models", "cuda")
     assert (settings.operations.request_timeout_s, settings.operations.drain_timeout_s) == (290, 30)
+    assert settings.server.enable_grpc is False

@@ -127,7 +127,13 @@ def test_alerts(prod):
     (rule,) = by_kind(prod, "PrometheusRule")
     validate(rule)
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert set(alerts) == {"GPTJHighErrorRate", "GPTJQueueSaturated", "GPTJHighLatency", "GPTJEngineUnhealthy"}
+    assert set(alerts) == {
+        "GPTJHighErrorRate",
+        "GPTJQueueSaturated",
+        "GPTJHighLatency",
+        "GPTJEngineUnhealthy",
+        "GPTJMetricsAbsent",
+    }
     queried = {selector.name for r in alerts.values() for selector in parsed_selectors(r["expr"])}
     assert queried <= exported_metric_names(), queried - exported_metric_names()
     assert "> 204.8" in alerts["GPTJQueueSaturated"]["expr"]  # 0.8 x 256 queued prompts

@@ -44,7 +44,7 @@ def request(loaded, prompt, **fields) -> GenerationRequest:
 
 def generate(loaded, req: GenerationRequest, **extra) -> list[list[int]]:
     """Plain transformers generate for one request, new tokens without EOS and padding."""
-    from predictor.generation.beams import generation_config
+    from predictor.generation.runner import generation_config
 
     ids = torch.tensor([req.input_ids])
     with torch.inference_mode():
@@ -84,12 +84,17 @@ def test_greedy_rows_joining_at_different_steps_match_generate(loaded):
         {"do_sample": True, "num_return_sequences": 3},
     ],
 )
-def test_sampled_rows_draw_what_generate_draws_with_the_same_seed(loaded, fields):
+def test_sampled_rows_repeat_under_the_same_global_seed_and_differ_under_another(loaded, fields):
+    # Unseeded rows draw from the global generator (one uniform per row, rowstate.py): not generate's
+    # draws, but the same distribution (tests/unit/test_rowstate.py checks both against transformers).
     req = request(loaded, "If I was a billionaire, I would", max_length=40, **fields)
     torch.manual_seed(1234)
     ours = run(loaded, {0: [req]})[0]
     torch.manual_seed(1234)
-    assert ours == generate(loaded, req)
+    assert run(loaded, {0: [req]})[0] == ours
+    torch.manual_seed(4321)
+    assert run(loaded, {0: [req]})[0] != ours
+    assert all(len(tokens) == 40 - len(req.input_ids) for tokens in ours)
 
 
 def test_min_length_and_eos_per_row(eos_loaded):
@@ -144,17 +149,24 @@ def test_longest_tracks_the_rows(loaded):
     assert batch.longest == 70
 
 
-def test_a_seeded_row_draws_what_generate_draws_alone_whatever_else_runs(loaded):
+def test_a_seeded_row_draws_the_same_text_alone_or_batched(loaded):
+    # The contract (docs/api.md): the same seed, prompt and settings give the same text whatever else
+    # is in the batch; not generate's draws (a seeded row hashes (seed, position) instead).
     seeded = request(loaded, "If I was a billionaire, I would", max_length=40, do_sample=True, seed=77)
-    noise = [request(loaded, p, max_length=45, do_sample=True) for p in PROMPTS[:3]]
+    noise = [
+        request(loaded, p, max_length=45, **{"do_sample": True, **f}) for p, f in zip(PROMPTS[:3], MIXED, strict=True)
+    ]
     torch.manual_seed(1)
     crowded = run(loaded, {0: noise[:2], 2: [seeded], 4: [noise[2]]})[2]
     torch.manual_seed(2)  # the global generator does not matter to a seeded row
     alone = run(loaded, {0: [seeded]})[0]
-    torch.manual_seed(77)
-    assert crowded == alone == generate(loaded, seeded)
+    assert crowded == alone and len(alone[0]) == 40 - len(seeded.input_ids)
     other_seed = request(loaded, seeded.prompt, max_length=40, do_sample=True, seed=78)
     assert run(loaded, {0: [other_seed]})[0] != alone
+
+
+# Company for a seeded row: other seeds, penalties, logprobs, greedy.
+MIXED = [{"seed": 3, "top_p": 0.8}, {"repetition_penalty": 1.3, "logprobs": 2}, {"do_sample": False, "min_length": 9}]
 
 
 def test_seeded_sequences_differ_from_each_other(loaded):

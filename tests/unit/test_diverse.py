@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from predictor.generation import diverse
-from predictor.generation.diverse import _Hypotheses
+from predictor.generation.scorer import Hypotheses as _Hypotheses
 
 EOS = 0
 

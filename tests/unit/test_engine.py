@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from predictor.core import GenerationRequest, Piece
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
+from predictor.engine.scheduling import beam_key
 from predictor.errors import (
     DeadlineExceeded,
     GenerationFailed,
@@ -19,7 +21,7 @@ from predictor.errors import (
     Overloaded,
     ResourceExhausted,
 )
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
@@ -231,6 +233,53 @@ def test_beam_searches_run_between_steps(runner):
     texts = run(Engine(runner), go)
     assert texts == [alone(runner, greedy), [c.text for c in searched(runner, [beam])[0]]]
     assert len(texts[1]) == 2
+
+
+def test_a_greedy_request_finishes_while_a_longer_beam_search_runs(runner):
+    """The search advances one token per iteration beside the batch: it no longer runs to its end first."""
+    beam = request(runner, "Beams first", max_length=200, num_beams=3)
+    greedy = request(runner, "Greedy after", max_length=40)
+
+    async def go(engine):
+        searching = asyncio.ensure_future(one(engine, beam))
+        await asyncio.sleep(0.05)  # the search has started
+        quick = asyncio.ensure_future(one(engine, greedy))
+        done, _ = await asyncio.wait([searching, quick], return_when=asyncio.FIRST_COMPLETED)
+        order = [quick in done, searching in done]
+        return order, await quick, await searching
+
+    order, quick, searching = run(Engine(runner), go)
+    assert order == [True, False]
+    assert quick == alone(runner, greedy) and searching == [c.text for c in runner.run_batch([beam])[0]]
+
+
+def test_a_deadline_stops_a_running_beam_search(runner):
+    registry = CollectorRegistry()
+
+    async def go(engine):
+        with pytest.raises(DeadlineExceeded):
+            await engine.run([request(runner, "too slow", max_length=512, num_beams=4)], timeout=0.3)
+        await asyncio.sleep(0.3)
+        return engine._worker.searches.running, await one(engine, request(runner, "after", max_length=20))
+
+    running, after = run(Engine(runner, metrics=Metrics(registry)), go)
+    assert running == []  # dropped at the next iteration: nobody waits for it
+    assert after[0].startswith("after") and registry.get_sample_value("gptj_requests_running") == 0
+
+
+def test_a_failing_beam_request_fails_alone_beside_its_search_mate(runner):
+    good = request(runner, "good beams", max_length=20, num_beams=2)
+    prompt = "bad beams [[fault:error]]"
+    ids = tuple(runner.loaded.tokenizer(prompt).input_ids)
+    new = good.sampling.max_length - len(good.input_ids)
+    bad = GenerationRequest(prompt, ids, replace(good.sampling, max_length=len(ids) + new))
+    assert beam_key(bad) == beam_key(good)  # they share one search, which fails
+
+    async def go(engine):
+        return await asyncio.gather(one(engine, good), one(engine, bad), return_exceptions=True)
+
+    results = run(Engine(runner, faults=Faults(True)), go)
+    assert results[0] == [c.text for c in runner.run_batch([good])[0]] and isinstance(results[1], GenerationFailed)
 
 
 def test_the_batch_size_bound_makes_requests_queue(runner):

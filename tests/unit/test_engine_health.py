@@ -15,7 +15,7 @@ from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
 from predictor.engine.health import Health
 from predictor.errors import EngineUnhealthy, ResourceExhausted
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
@@ -130,7 +130,7 @@ def test_a_sticky_cuda_error_fails_the_engine_instead_of_each_request(runner, mo
     elif where == "join":
         monkeypatch.setattr(batch, "join", broken)
     else:
-        monkeypatch.setattr(runner, "_generate", broken)  # run_batch narrows down itself, then the worker sees it
+        monkeypatch.setattr(runner, "start_beams", broken)  # the worker narrows starts down, and must not here
 
     async def go(engine):
         culprit = (

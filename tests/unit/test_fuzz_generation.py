@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from predictor.core import Delta, GenerationRequest
 from predictor.engine.scheduling import continuous
 from predictor.errors import BadRequest
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.loading.loader import load
 from predictor.protocols import seed
 from predictor.protocols.plan import plan

@@ -38,7 +38,7 @@ def test_a_checkpoints_generation_config_does_not_change_requests(tiny_dir, tmp_
     import shutil
 
     from predictor.core import GenerationRequest
-    from predictor.generation.beams import Runner
+    from predictor.generation.runner import Runner
     from predictor.protocols.plan import plan
     from predictor.protocols.seed import PromptRequest
     from predictor.settings import Limits

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from predictor.core import GenerationRequest, Sampling
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.generation.static import StaticDecoder
 from predictor.loading.loader import load
 from predictor.settings import parse_settings
@@ -93,13 +93,14 @@ def test_echo_with_no_new_tokens_scores_the_prompt_and_generates_nothing(loaded)
 
 def test_off_computes_nothing(loaded, monkeypatch):
     """Without logprobs a step does no extra work: no log-softmax, and prefill keeps only the last logits."""
-    from predictor.generation import continuous, logits
+    from predictor.generation import logits, prefill
 
     def unexpected(*args, **kwargs):
         raise AssertionError("logprobs were computed for a request that did not ask")
 
     monkeypatch.setattr(logits, "scores_of", unexpected)
-    monkeypatch.setattr(continuous, "prompt_scores", unexpected)
+    monkeypatch.setattr(prefill, "prompt_scores", unexpected)  # echo scoring in one piece
+    monkeypatch.setattr(prefill, "scores_of", unexpected)  # in chunks
     kept = []
     model_call = type(loaded.model).__call__
 

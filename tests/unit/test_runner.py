@@ -1,4 +1,4 @@
-"""Runner: beam searches as padded generate calls equal plain transformers; texts keep the prompt."""
+"""Runner: beam searches (left-padded, stepped to their end) equal plain transformers; texts keep the prompt."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from predictor.core import Delta, GenerationRequest
 from predictor.generation import diverse
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
@@ -66,16 +66,15 @@ def test_beams_in_a_batch_match_alone(runner):
 
 
 def test_a_failing_batch_fails_only_the_culprit(runner, monkeypatch):
-    generate = diverse.generate  # every beam search without sampling
+    class Fragile(diverse.BeamSearch):  # every beam search
+        def __init__(self, model, input_ids, *args):
+            if input_ids.shape[0] > 1 and (input_ids == 99).any():
+                raise RuntimeError("poisoned")
+            if (input_ids == 99).any():
+                raise RuntimeError("still poisoned")
+            super().__init__(model, input_ids, *args)
 
-    def fragile(model, input_ids, *args):
-        if input_ids.shape[0] > 1 and (input_ids == 99).any():
-            raise RuntimeError("poisoned")
-        if (input_ids == 99).any():
-            raise RuntimeError("still poisoned")
-        return generate(model, input_ids, *args)
-
-    monkeypatch.setattr(diverse, "generate", fragile)
+    monkeypatch.setattr(diverse, "BeamSearch", Fragile)
     good = prepared(runner, "The weather", max_length=20, num_beams=2)
     bad = prepared(runner, "The rain", max_length=20, num_beams=2)
     bad = GenerationRequest(bad.prompt, (*bad.input_ids[:-1], 99), bad.sampling)

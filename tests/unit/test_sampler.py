@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import torch
 
-from predictor.core import GenerationRequest
+from predictor.core import GenerationRequest, Sampling
 from predictor.generation.continuous import ContinuousBatch
-from predictor.generation.logits import PresenceFrequencyPenalty
+from predictor.generation.logits import RowChoice, choose
+from predictor.generation.rowstate import BatchState
 from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
@@ -17,10 +18,22 @@ from predictor.settings import Limits, parse_settings
 
 def test_penalties_count_generated_tokens_only():
     # mu[j] -= c[j] * frequency_penalty + (c[j] > 0) * presence_penalty, c counting generated tokens
-    penalty = PresenceFrequencyPenalty(presence=0.5, frequency=1.0, prompt_length=2)
-    scores = penalty(torch.tensor([[5, 7, 7, 7, 8], [1, 2, 3, 3, 5]]), torch.zeros(2, 10))
+    sampling = Sampling(max_length=20, presence_penalty=0.5, frequency_penalty=1.0)
+    rows = [RowChoice(sampling, [5, 7, 7, 7, 8], 2, 0), RowChoice(sampling, [1, 2, 3, 3, 5], 2, 0)]
+    scores = BatchState(rows, 10, torch.device("cpu")).penalize(torch.zeros(2, 10))
     assert scores[0].tolist() == [0, 0, 0, 0, 0, 0, 0, -2.5, -1.5, 0]  # token 7 in the prompt is not counted
     assert scores[1].tolist() == [0, 0, 0, -2.5, 0, -1.5, 0, 0, 0, 0]
+
+
+def test_counts_follow_the_chosen_tokens_on_the_device():
+    sampling = Sampling(max_length=20, presence_penalty=0.5, frequency_penalty=1.0)
+    row = RowChoice(sampling, [5, 7], 2, 0)
+    logits = torch.zeros(1, 10)
+    logits[0, 4] = 1.2
+    assert choose([row], logits, eos=9).tolist() == [4]
+    row.tokens.append(4)
+    assert row.state.penalize(torch.zeros(1, 10))[0, 4].item() == -1.5  # counted without a rebuild
+    assert choose([row], logits, eos=9).tolist() == [0]  # 4 now scores 1.2 - 1.5
 
 
 def test_negative_penalties_encourage_repeats(tiny_dir):

@@ -6,7 +6,7 @@ import pytest
 
 from predictor.core import Sampling
 from predictor.errors import BadRequest
-from predictor.generation.beams import generation_config
+from predictor.generation.runner import generation_config
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
 from predictor.settings import Limits

@@ -23,6 +23,14 @@ def test_grpc_is_on_where_the_environment_says_so_and_a_flag_wins():
     assert parse_settings(["--enable_grpc", "false"], {"GPTJ_ENABLE_GRPC": "true"}).server.enable_grpc is False
 
 
+def test_device_is_its_own_flag_not_a_prefix_of_device_map():
+    s = parse_settings(["--device", "cuda"], {})
+    assert (s.device, s.device_map) == ("cuda", "auto")
+    assert parse_settings([], {}).device == "auto"
+    s = parse_settings([], {"GPTJ_DEVICE": "cpu", "GPTJ_DEVICE_MAP": "sequential"})
+    assert (s.device, s.device_map) == ("cpu", "sequential")
+
+
 def test_kserve_mount_is_the_default_model_when_it_exists(monkeypatch, tmp_path):
     monkeypatch.setattr(settings_module, "KSERVE_MOUNT", tmp_path)
     assert parse_settings([], {}).model == str(tmp_path)
@@ -80,6 +88,14 @@ def test_api_keys_and_the_stall_bound():
     assert s.operations.api_keys_file is None and s.operations.engine_stall_s == 2.5
 
 
+def test_the_prefill_chunk_from_the_environment_and_a_flag():
+    assert parse_settings([], {}).batch.max_prefill_tokens == 256
+    assert parse_settings([], {"GPTJ_MAX_PREFILL_TOKENS": "64"}).batch.max_prefill_tokens == 64
+    assert (
+        parse_settings(["--max_prefill_tokens", "32"], {"GPTJ_MAX_PREFILL_TOKENS": "64"}).batch.max_prefill_tokens == 32
+    )
+
+
 def test_kserve_flags_pass_through():
     s = parse_settings(["--http_port", "9000", "--model_name", "other", "--enable_docs_url", "true"], {})
     assert (s.server.http_port, s.model_name, s.server.enable_docs_url) == (9000, "other", True)
@@ -94,6 +110,15 @@ def test_kserve_flags_pass_through():
         ([], {"GPTJ_MAX_PROMPTS": "-3"}, "environment variable GPTJ_MAX_PROMPTS: must be >= 1 (got -3)"),
         (["--workers", "2"], {}, "--workers must be 1"),
         (["--engine_stall_seconds", "0"], {}, "argument --engine_stall_seconds: must be between 1 and 86400 seconds"),
+        (["--device", "gpu"], {}, "argument --device: must be one of auto, cuda, cpu (got 'gpu')"),
+        ([], {"GPTJ_DEVICE": "GPU"}, "environment variable GPTJ_DEVICE: must be one of auto, cuda, cpu"),
+        # Never a prefix of another flag: `--max_batch 4` used to set --max_batch_size (or _tokens).
+        (["--max_batch", "4"], {}, "unrecognized arguments: --max_batch 4"),
+        (["--dev", "cuda"], {}, "unrecognized arguments: --dev cuda"),
+        (["--http_p", "9000"], {}, "unrecognized arguments: --http_p 9000"),  # KServe's flags too
+        (["--max_prefill_tokens", "0"], {}, "argument --max_prefill_tokens: must be >= 1 (got 0)"),
+        (["--max_prefill_tokens", "half"], {}, "argument --max_prefill_tokens: invalid"),
+        ([], {"GPTJ_MAX_PREFILL_TOKENS": "-1"}, "environment variable GPTJ_MAX_PREFILL_TOKENS: must be >= 1 (got -1)"),
     ],
 )
 def test_invalid_settings_exit_with_a_message(argv, env, message, capsys):

@@ -113,6 +113,32 @@ serving.kserve.io/inferenceservice: {{ include "gptj.fullname" . }}
 {{- if and .Values.servingRuntime.create (ne .Values.predictorForm "runtime") }}
 {{- fail "servingRuntime.create needs predictorForm: runtime" }}
 {{- end }}
+{{- include "gptj.validatePlatform" . }}
+{{- end }}
+
+{{/* Checks of issue 21: what the platform (storage, monitoring, autoscaling) does with our objects. */}}
+{{- define "gptj.validatePlatform" -}}
+{{- $metrics := .Values.metrics }}
+{{- if and $metrics.podMonitor.enabled $metrics.serviceMonitor.enabled }}
+{{- fail "metrics.podMonitor and metrics.serviceMonitor both scrape the same pods: every series would be stored twice (and KEDA's load counted twice); enable one" }}
+{{- end }}
+{{- if and $metrics.serviceMonitor.enabled (eq .Values.deploymentMode "Knative") }}
+{{- /* Knative's Services target queue-proxy's ports, never the user container's 8080 (knative/serving
+  v0.48.1 pkg/reconciler/serverlessservice/resources/services.go MakePrivateService): no targets. */}}
+{{- fail "metrics.serviceMonitor finds no targets in Knative mode (Knative's Services point at queue-proxy, not at 8080); use metrics.podMonitor" }}
+{{- end }}
+{{- $uri := .Values.model.storageUri }}
+{{- if and (eq .Values.podSecurityStandard "restricted") $uri (not (hasPrefix "pvc://" $uri)) (not .Values.storageContainer.name) }}
+{{- fail "podSecurityStandard restricted: a download needs storageContainer.name (e.g. gptj-hf from manifests/clusterstoragecontainer-hf.yaml). KServe's default storage initializer has no securityContext, so a restricted namespace refuses the pod, and 1 GiB of memory for a 12 GB download" }}
+{{- end }}
+{{- if and (eq .Values.deploymentMode "Knative") (eq (int .Values.replicas.min) 0) (gt (int .Values.autoscaling.coldStartSeconds) (int .Values.timeoutSeconds)) }}
+{{- /* The activator holds a request for a scaled-to-zero revision at most the revision's timeoutSeconds
+  (knative/serving v0.48.1 cmd/activator/main.go L232-246). */}}
+{{- fail (printf "replicas.min 0 in Knative mode: a request at zero pods waits in the activator for at most timeoutSeconds (%d), less than autoscaling.coldStartSeconds (%d); keep replicas.min >= 1" (int .Values.timeoutSeconds) (int .Values.autoscaling.coldStartSeconds)) }}
+{{- end }}
+{{- if and (or .Values.gpu.minMemoryMiB .Values.gpu.minDriverMajor) .Values.affinity.nodeAffinity }}
+{{- fail "gpu.minMemoryMiB / gpu.minDriverMajor make the pods' nodeAffinity: put node rules of your own in gpu.nodeSelector, not affinity.nodeAffinity" }}
+{{- end }}
 {{- end }}
 
 {{/* The predictor container: shared by the custom-container form and the ServingRuntime ---------- */}}
@@ -120,6 +146,10 @@ serving.kserve.io/inferenceservice: {{ include "gptj.fullname" . }}
 {{- define "gptj.env" -}}
 - name: GPTJ_MODEL
   value: {{ if .Values.model.storageUri }}/mnt/models{{ else }}tiny{{ end }}
+# A pod that asks for a GPU must use it: cuda exits at start-up with one line when CUDA is not usable
+# or the weights do not fit, instead of going Ready on the CPU (predictor/loading/device.py).
+- name: GPTJ_DEVICE
+  value: {{ if gt (int .Values.gpu.count) 0 }}cuda{{ else }}cpu{{ end }}
 - name: GPTJ_DTYPE
   value: {{ .Values.model.dtype | quote }}
 - name: GPTJ_MAX_LENGTH_LIMIT
@@ -202,7 +232,8 @@ ports:
     protocol: TCP
   {{- if .grpc }}
   # v2 over gRPC. KServe's Standard mode makes every container port a Service port, and one whose name
-  # contains "grpc" gets appProtocol grpc (kserve pkg/.../reconcilers/service/service_reconciler.go).
+  # contains "grpc" gets appProtocol kubernetes.io/h2c (kserve v0.20.0
+  # pkg/controller/v1beta1/inferenceservice/reconcilers/service/service_reconciler.go L65-78).
   - name: grpc
     containerPort: 8081
     protocol: TCP
@@ -292,7 +323,12 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- with .Values.gpu.runtimeClassName }}
+{{- if $gpu }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- end }}
+{{- with include "gptj.affinity" . | fromYaml }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -301,13 +337,37 @@ priorityClassName: {{ . }}
 {{- end }}
 {{- end }}
 
-{{/* KEDA's Prometheus query: the prompts waiting and generating in this release's predictor pods. */}}
+{{/* The pods' affinity: the values' own, plus node rules on GPU Feature Discovery's labels (NVIDIA
+k8s-device-plugin v0.20.0 internal/lm/resource.go NewGPUResourceLabeler: nvidia.com/gpu.memory in MiB;
+internal/lm/nvml.go L125-141: nvidia.com/cuda.driver-version.major). Gt takes one integer. */}}
+{{- define "gptj.affinity" -}}
+{{- $affinity := deepCopy .Values.affinity }}
+{{- $rules := list }}
+{{- if gt (int .Values.gpu.count) 0 }}
+{{- with .Values.gpu.minMemoryMiB }}
+{{- $rules = append $rules (dict "key" "nvidia.com/gpu.memory" "operator" "Gt" "values" (list (toString (sub (int .) 1)))) }}
+{{- end }}
+{{- with .Values.gpu.minDriverMajor }}
+{{- $rules = append $rules (dict "key" "nvidia.com/cuda.driver-version.major" "operator" "Gt" "values" (list (toString (sub (int .) 1)))) }}
+{{- end }}
+{{- end }}
+{{- if $rules }}
+{{- $_ := set $affinity "nodeAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (dict "nodeSelectorTerms" (list (dict "matchExpressions" $rules)))) }}
+{{- end }}
+{{- if $affinity }}
+{{- toYaml $affinity }}
+{{- end }}
+{{- end }}
+
+{{/* KEDA's Prometheus query: the prompts waiting and generating in this release's predictor pods, each
+pod's series taken once (max by pod) before the sum: Prometheus keeps one copy per scrape job that finds
+the pod (annotations, the annotated Service KServe makes in Standard mode, a PodMonitor). */}}
 {{- define "gptj.kedaQuery" -}}
 {{- if .Values.autoscaling.keda.query }}
 {{- .Values.autoscaling.keda.query }}
 {{- else }}
 {{- $selector := printf "namespace=\"%s\", pod=~\"%s-predictor-.*\"" .Release.Namespace (include "gptj.fullname" .) }}
-{{- printf "sum(gptj_queue_size{%s}) + sum(gptj_requests_running{%s})" $selector $selector }}
+{{- printf "sum(max by (pod) (gptj_queue_size{%s}))\n+ sum(max by (pod) (gptj_requests_running{%s}))" $selector $selector }}
 {{- end }}
 {{- end }}
 

@@ -1,22 +1,18 @@
-"""Beam search on the loaded model, left-padded; and the tokenizer's two text functions.
+"""The engine's backend on one loaded model: the continuous batch, beam searches, the tokenizer's text.
 
-Deterministic beam search (diverse or not) is diverse.py's, which computes what transformers 4.x did;
-beam sampling is transformers' ``generate``.
-
-Beam batches share every setting and length bound (scheduling.beam_key), so one GenerationConfig fits
-all rows. Engine thread only, but for ``decode`` and ``token_texts``, which only the event loop's side
-calls (engine/outputs.py): the engine thread hands over token ids (core.Delta), never text.
+Every beam search (diverse, plain or sampled) is diverse.py's, which computes what transformers 4.x
+did, one token per step. Engine thread only, but for ``decode`` and ``token_texts``, which only the
+event loop's side calls (engine/outputs.py): the engine thread hands over token ids (core.Delta).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import replace
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig
 
 from predictor.core import Delta, GenerationRequest, Sampling, new_tokens
 from predictor.generation import diverse
@@ -28,28 +24,6 @@ from predictor.loading.loader import Loaded
 log = logging.getLogger("predictor")
 
 Result = list[Delta] | Exception  # a request's finished Deltas, one per returned sequence
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Draw from ``seed`` inside, then restore the global generator: a seeded request runs alone
-    (scheduling.beam_key), and unseeded requests after it stay random."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
-class _Abandoned(StoppingCriteria):
-    """End a search that nobody waits for any more (its clients left or their deadlines passed)."""
-
-    def __init__(self, stop: Callable[[], bool]) -> None:
-        self.stop = stop
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.stop(), dtype=torch.bool, device=input_ids.device)
 
 
 class Runner:
@@ -68,17 +42,21 @@ class Runner:
         stop: Callable[[], bool] | None = None,
         check: Callable[[Sequence[GenerationRequest]], None] | None = None,
     ) -> list[Result]:
-        """Finished Deltas for every request, in order; a request that fails gets its exception instead.
+        """Whole beam searches: finished Deltas for every request, in order; a request that fails gets its
+        exception.
 
         If a batch fails, its requests run again one by one (retry.py), so only the culprit fails.
-        ``stop`` ends the search early when it returns True; ``check`` runs before each model call
-        (the engine's fault injection).
+        ``stop`` ends the search early when it returns True; ``check`` runs before it starts (the
+        engine's fault injection). The engine steps its searches itself (start_beams, then step()).
         """
 
         def run(batch: Sequence[GenerationRequest]) -> list[list[Delta]]:
             if check is not None:
                 check(batch)
-            return self._generate(batch, stop)
+            search = self.start_beams(batch)
+            while not search.step(stop):
+                pass
+            return self.beam_outputs(batch, search)
 
         results: list[Result] = []
         for _, outcome in together_or_alone(
@@ -87,7 +65,12 @@ class Runner:
             results += [outcome] if isinstance(outcome, Exception) else outcome
         return results
 
-    def _generate(self, requests: Sequence[GenerationRequest], stop: Callable[[], bool] | None) -> list[list[Delta]]:
+    def start_beams(self, requests: Sequence[GenerationRequest]) -> diverse.BeamSearch:
+        """A beam search over ``requests``, left-padded, after its prefill; each ``step()`` then adds a token.
+
+        The requests share every setting and length bound (scheduling.beam_key), so one GenerationConfig
+        fits all rows. A seeded search draws from its own generator: the same draws whatever runs beside it.
+        """
         model, first = self.loaded.model, requests[0].sampling
         eos, width = self.loaded.eos_token_id, max(len(r.input_ids) for r in requests)
         input_ids = torch.tensor(
@@ -101,42 +84,25 @@ class Runner:
         )
         ((most, least),) = {new_tokens(r) for r in requests}  # equal by scheduling.beam_key
         config = generation_config(replace(first, max_length=width + most, min_length=width + least), eos)
-        if first.num_beams > 1 and not first.do_sample:  # deterministic beams, diverse or not: see diverse.py
-            with torch.inference_mode():
-                found = diverse.generate(
-                    model,
-                    input_ids,
-                    attention_mask.long(),
-                    config,
-                    first.num_beam_groups,
-                    first.diversity_penalty or 0.0,
-                    stop,
-                )
-            return [
-                self._beams(r, sequences, self._rescored(r, sequences) if r.sampling.logprobs is not None else None)
-                for r, sequences in zip(requests, found, strict=True)
-            ]
-        criteria = StoppingCriteriaList([_Abandoned(stop)] if stop is not None else [])
         top = max((r.sampling.logprobs for r in requests if r.sampling.logprobs is not None), default=None)
-        if top is not None:  # the scores of every step, kept only when asked: they cost memory
-            config.output_scores = config.return_dict_in_generate = True
-        with torch.inference_mode(), _seeded(first.seed, model.device):
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask.long(),
-                generation_config=config,
-                stopping_criteria=criteria,
-            )
-            scored = _beam_scores(out, width, top) if top is not None else None
-        sequences, n = (out if top is None else out.sequences), first.num_return_sequences
-        return [
-            self._beams(
-                r,
-                [row[width:].tolist() for row in sequences[i * n : (i + 1) * n]],
-                scored[i * n : (i + 1) * n] if scored and r.sampling.logprobs is not None else None,
-            )
-            for i, r in enumerate(requests)
-        ]
+        generator = None
+        if first.seed is not None:  # a seeded search runs alone (scheduling.beam_key)
+            generator = torch.Generator(device=model.device).manual_seed(first.seed)
+        groups, penalty = first.num_beam_groups or 1, first.diversity_penalty or 0.0
+        return diverse.BeamSearch(model, input_ids, attention_mask.long(), config, groups, penalty, generator, top)
+
+    def beam_outputs(self, requests: Sequence[GenerationRequest], search: diverse.BeamSearch) -> list[list[Delta]]:
+        """A finished search's answers as each request's finished Deltas, one per returned sequence
+        (deterministic beams with logprobs: rescored, see _rescored)."""
+        completions = []
+        for request, answers in zip(requests, search.results(), strict=True):
+            sequences = [tokens for tokens, _ in answers]
+            scored = None
+            if request.sampling.logprobs is not None:
+                sampled = request.sampling.do_sample
+                scored = [s or [] for _, s in answers] if sampled else self._rescored(request, sequences)
+            completions.append(self._beams(request, sequences, scored))
+        return completions
 
     def _rescored(self, request: GenerationRequest, sequences: list[list[int]]) -> list[list[Scored]]:
         """Logprobs for deterministic beams (diverse.py keeps no per-step scores): one forward pass over
@@ -178,20 +144,6 @@ class Runner:
         return self.loaded.tokenizer.batch_decode(
             [[i] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False
         )
-
-
-def _beam_scores(out, width: int, top: int) -> list[list[Scored]]:
-    """Per returned sequence, each new token scored from the step's processed log-probs of the beam it
-    extended (``beam_indices`` names that beam at every step; -1 after the sequence ended)."""
-    beams, result = out.beam_indices, []
-    for row in range(out.sequences.shape[0]):
-        steps = [t for t in range(min(beams.shape[1], len(out.scores))) if beams[row, t] >= 0]
-        if not steps:
-            result.append([])
-            continue
-        logits = torch.stack([out.scores[t][beams[row, t]] for t in steps])
-        result.append(scores_of(logits, out.sequences[row, [width + t for t in steps]], top))
-    return result
 
 
 def generation_config(s: Sampling, eos_token_id: int) -> GenerationConfig:
