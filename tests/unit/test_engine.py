@@ -250,7 +250,7 @@ def test_a_greedy_request_finishes_while_a_longer_beam_search_runs(runner):
 
     order, quick, searching = run(Engine(runner), go)
     assert order == [True, False]
-    assert quick == alone(runner, greedy) and searching == [c.text for c in runner.run_batch([beam])[0]]
+    assert quick == alone(runner, greedy) and searching == [c.text for c in searched(runner, [beam])[0]]
 
 
 def test_a_deadline_stops_a_running_beam_search(runner):
@@ -279,7 +279,7 @@ def test_a_failing_beam_request_fails_alone_beside_its_search_mate(runner):
         return await asyncio.gather(one(engine, good), one(engine, bad), return_exceptions=True)
 
     results = run(Engine(runner, faults=Faults(True)), go)
-    assert results[0] == [c.text for c in runner.run_batch([good])[0]] and isinstance(results[1], GenerationFailed)
+    assert results[0] == [c.text for c in searched(runner, [good])[0]] and isinstance(results[1], GenerationFailed)
 
 
 def test_the_batch_size_bound_makes_requests_queue(runner):

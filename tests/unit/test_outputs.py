@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from predictor.core import Delta, Finished, GenerationRequest, Piece, Sampling
 from predictor.engine.engine import Engine
 from predictor.engine.outputs import Outputs, Tokenizer
-from predictor.generation.beams import Runner
+from predictor.generation.runner import Runner
 from predictor.loading.loader import load
 from predictor.settings import parse_settings
 from predictor.telemetry.metrics import Metrics
@@ -82,6 +82,19 @@ class GuardedTokenizer:
         return self._tokenizer.batch_decode(*args, **kwargs)
 
 
+def rounded(value):
+    """``value`` with every float rounded to 4 decimals (Completions, TokenLogprobs, lists, tuples)."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, (list, tuple)):
+        return type(value)(rounded(v) for v in value)
+    if dataclasses.is_dataclass(value):
+        return dataclasses.replace(
+            value, **{f.name: rounded(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        )
+    return value
+
+
 def test_the_engine_thread_never_decodes(loaded, runner):
     guard = GuardedTokenizer(loaded.tokenizer)
     guarded = Runner(dataclasses.replace(loaded, tokenizer=guard))
@@ -94,7 +107,9 @@ def test_the_engine_thread_never_decodes(loaded, runner):
         answers = await asyncio.gather(engine.run([plain, beams, echo]), streamed(engine, sampled))
         return answers[0], answers[1][1]
 
-    assert serve(guarded, go) == serve(runner, go)
+    # Texts exactly; logprobs to 1e-4: a row's float sums may differ in the last bits with the rows
+    # beside it (which step the streamed request joins at depends on timing), not with the tokenizer.
+    assert rounded(serve(guarded, go)) == rounded(serve(runner, go))
     assert guard.on_engine_thread == [] and guard.elsewhere > 0
 
 
