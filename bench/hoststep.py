@@ -97,7 +97,7 @@ def batch_of(rows: int, mix: str, steps: int):
     from predictor.core import GenerationRequest, Sampling
     from predictor.generation.continuous import ContinuousBatch
 
-    batch = ContinuousBatch(None, EOS, None, decoder=StubDecoder())
+    batch = ContinuousBatch(None, EOS, decoder=StubDecoder())  # by name: older trees (--before) take decode_text third
     ids = tuple(range(1, PROMPT + 1))
     entries = []
     for i in range(rows):
