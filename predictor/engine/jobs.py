@@ -135,3 +135,26 @@ def deliver(outputs: Mapping[Job, list[Delta]]) -> None:
 def _receive(batch: list[tuple[Job, list[Delta]]]) -> None:
     for job, deltas in batch:
         job.receive(deltas)
+
+
+def new_delta(
+    job: Job,
+    index: int,
+    tokens: Sequence[int],
+    start: int,
+    scored: Sequence | None,
+    prompt_scored: Sequence | None,
+    reason: str | None = None,
+) -> Delta | None:
+    """Sequence ``index``'s tokens after ``start`` that ``job`` has not been handed yet (None: nothing new
+    on a live row); ``reason`` ends the sequence. Engine thread (it keeps ``job.sent``)."""
+    sent = job.sent.get(index, 0)
+    new = tuple(tokens[start + sent :])
+    job.sent[index] = sent + len(new)
+    prompt = None
+    if prompt_scored is not None and index == 0 and not job.prompt_sent:
+        job.prompt_sent, prompt = True, tuple(prompt_scored)
+    if not new and prompt is None and reason is None:
+        return None
+    logprobs = None if scored is None else tuple(scored[sent : sent + len(new)])
+    return Delta(index, new, logprobs, prompt, reason is not None, reason)

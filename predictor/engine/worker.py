@@ -24,7 +24,7 @@ from typing import Callable, Protocol, Sequence
 from predictor.core import Delta, GenerationRequest
 from predictor.engine import faults as fault
 from predictor.engine.health import Health
-from predictor.engine.jobs import Job, deliver
+from predictor.engine.jobs import Job, deliver, new_delta
 from predictor.engine.scheduling import BEAMS, JOIN, Load, next_start, rows
 from predictor.engine.searches import Searches
 from predictor.errors import GenerationFailed, ResourceExhausted
@@ -243,14 +243,14 @@ class Worker:
         outputs: dict[Job, list[Delta]] = {}
         for row in self.batch.rows:
             choice = row.choice
-            delta = _delta(
+            delta = new_delta(
                 row.owner, row.index, choice.tokens, choice.prompt_length, choice.scored, choice.prompt_scored
             )
             if delta is not None:
                 outputs.setdefault(row.owner, []).append(delta)
         for row in done:
             outputs.setdefault(row.owner, []).append(
-                _delta(row.owner, row.index, row.tokens, 0, row.scored, row.prompt_scored, row.reason)
+                new_delta(row.owner, row.index, row.tokens, 0, row.scored, row.prompt_scored, row.reason)
             )
             self._sequence_done(row.owner)
         deliver(outputs)
@@ -300,26 +300,3 @@ class Worker:
 
     def _gauge(self, name: str, value: int) -> None:
         set_gauge(self._metrics, name, value)
-
-
-def _delta(
-    job: Job,
-    index: int,
-    tokens: Sequence[int],
-    start: int,
-    scored: Sequence | None,
-    prompt_scored: Sequence | None,
-    reason: str | None = None,
-) -> Delta | None:
-    """Sequence ``index``'s tokens after ``start`` that ``job`` has not been handed yet (None: nothing new
-    on a live row); ``reason`` ends the sequence."""
-    sent = job.sent.get(index, 0)
-    new = tuple(tokens[start + sent :])
-    job.sent[index] = sent + len(new)
-    prompt = None
-    if prompt_scored is not None and index == 0 and not job.prompt_sent:
-        job.prompt_sent, prompt = True, tuple(prompt_scored)
-    if not new and prompt is None and reason is None:
-        return None
-    logprobs = None if scored is None else tuple(scored[sent : sent + len(new)])
-    return Delta(index, new, logprobs, prompt, reason is not None, reason)
