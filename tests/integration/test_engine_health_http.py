@@ -44,8 +44,12 @@ def test_in_flight_and_queued_requests_get_503_at_once_and_liveness_turns_503(fa
         # two rows fill the batch of three) breaks the engine; one more arrives meanwhile ...
         in_flight = pool.submit(s.predict, {"prompt": "in flight", "max_length": 2048})
         wait_for(lambda: metrics(s)["gptj_requests_running"] == 1)
+        admitted = metrics(s)["gptj_prompt_tokens_total"]
         started = time.monotonic()
         culprit = pool.submit(s.predict, {"prompt": f"x {marker}", "max_length": 20, "num_beams": 2})
+        # The engine took the culprit (it counts a request's prompt tokens as it starts it): the next
+        # request is behind it, never in the batch first (where it would finish before the failure).
+        wait_for(lambda: metrics(s)["gptj_prompt_tokens_total"] > admitted)
         queued = pool.submit(
             s.predict, {"prompt": "queued", "max_length": 40, "num_return_sequences": 2, "do_sample": True}
         )
