@@ -9,11 +9,11 @@ interference rows' longest gap (lower is better there, so a ratio under 1 is an 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 from pathlib import Path
 
 from .gaps import TARGET
+from .report import cpu_model
 
 THIS, BASELINE, VLLM = "this tree", "baseline", "vllm"
 PAIRS = ((THIS, BASELINE), (THIS, VLLM), (BASELINE, VLLM))
@@ -138,12 +138,7 @@ def tables(results: dict) -> str:
 
 
 def machine() -> str:
-    model = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            model = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model()
     try:
         with open("/proc/loadavg") as load:
             average = load.read().split()[0]

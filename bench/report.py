@@ -7,6 +7,7 @@ error is in the phases table), it does not cost the others theirs.
 from __future__ import annotations
 
 import operator
+import platform
 import re
 
 
@@ -198,3 +199,12 @@ def summary_name(results: dict) -> str:
     """<device>-<date>.json, in the letters, digits, '.', '-' that the device tool brings back."""
     device = re.sub(r"[^a-z0-9.]+", "-", str(results.get("device", "unknown")).lower()).strip("-")
     return f"{device}-{str(results.get('when', ''))[:10]}.json"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the machine type where there is none."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
