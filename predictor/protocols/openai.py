@@ -4,8 +4,9 @@ Pure functions; the route is in edge/openai_routes.py. A request is validated on
 message names OpenAI's own fields (``max_tokens``, ``n``, ``prompt[1]``). What OpenAI's API has and
 GPT-J cannot give (``best_of`` > 1, ``suffix``, ``logit_bias``) is refused with a 400 naming the
 field rather than silently ignored. ``logprobs`` N (0-5) reports each generated token's logprob and N
-alternatives, the token itself always among them (logprobs.py has the shape); with ``echo`` the prompt's tokens too, and ``max_tokens`` 0
-then scores the prompt without generating (what lm-evaluation-harness sends to score a text).
+alternatives, the token itself always among them (logprobs.py has the shape); with ``echo`` the
+prompt's tokens too, and ``max_tokens`` 0 then scores the prompt without generating (what
+lm-evaluation-harness sends to score a text).
 ``prompt`` may be text or token ids, one prompt or a list. Semantics follow https://platform.openai.com/docs/api-reference/completions:
 ``max_tokens`` 16 by default, ``temperature`` 1 by default and 0 for greedy, no top-k, and
 ``prompt`` tokens plus ``max_tokens`` must fit the context.
