@@ -4,7 +4,8 @@ Before, every row attended over the longest live row's length rounded up to LENG
 SDPA over ``[rows, heads, span, head_dim]``): with one 2,000-token row among short ones, every row read
 2,048 columns of keys and values. Three kernels now, one chosen per decoder (``choose``):
 
-- ``varlen`` (CUDA, float16/bfloat16): ``torch.nn.attention.varlen.varlen_attn`` (FlashAttention) with
+- ``varlen`` (CUDA, float16/bfloat16): PyTorch's FlashAttention in its variable-length form
+  (``aten._flash_attention_forward``, what ``torch.nn.attention.varlen.varlen_attn`` calls) with
   ``seqused_k``: row r's head h is its own sequence of the cache laid flat, and the kernel reads only its
   first ``positions[r] + 1`` keys. The lengths are read on the device, so a step's shapes depend on the
   rows bucket alone: one CUDA graph per rows bucket serves every length. Chosen only after a probe at
@@ -119,9 +120,8 @@ class Varlen(FullSpan):
 
     def __init__(self, heads: int, head_dim: int, capacity: int, max_len: int, device: torch.device) -> None:
         super().__init__(heads, head_dim)
-        from torch.nn.attention.varlen import varlen_attn
-
-        self.kernel, self.heads, self.max_len = varlen_attn, heads, max_len
+        # the op itself, not varlen_attn's wrapper: it takes seqused_k on older PyTorch too (the device's 2.11)
+        self.kernel, self.heads, self.max_len = torch.ops.aten._flash_attention_forward, heads, max_len
         # (row, head) pairs are the sequences; pair i's keys start at i x max_len in the flat cache
         starts = torch.arange(capacity * heads + 1, dtype=torch.int32, device=device)
         self.query_starts, self.key_starts = starts, starts * max_len
@@ -138,11 +138,14 @@ class Varlen(FullSpan):
             values.reshape(-1, 1, dim),
             self.query_starts[: pairs + 1],
             self.key_starts[: pairs + 1],
-            1,
+            1,  # one query per sequence
             self.max_len,
+            0.0,  # no dropout
+            False,  # not causal: the one query sees every used key
+            False,
             scale=self.scale,
             seqused_k=used,
-        )
+        )[0]
         return out.view(count, self.heads, 1, dim)
 
 
