@@ -160,6 +160,7 @@ def choose(
         if graphs:
             raise ValueError("row_spans attention plans each step on the host: it cannot run in CUDA graphs")
         return RowSpans(heads, head_dim, bucket, torch.finfo(dtype).bits // 8)
+    fallback = FullSpan(heads, head_dim) if graphs else RowSpans(heads, head_dim, bucket, torch.finfo(dtype).bits // 8)
     if kernel == "varlen" or (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)):
         try:
             varlen = Varlen(heads, head_dim, capacity, max_len, device)
@@ -170,8 +171,8 @@ def choose(
             return varlen
         if kernel == "varlen":
             raise RuntimeError(f"varlen attention does not run here: {problem}")
-        log.warning("varlen attention unavailable (%s); rows read the longest row's span", problem)
-    return FullSpan(heads, head_dim) if graphs else RowSpans(heads, head_dim, bucket, torch.finfo(dtype).bits // 8)
+        log.warning("varlen attention unavailable (%s); the step runs %s", problem, fallback.name)
+    return fallback
 
 
 def probe(candidate: Varlen, dtype, device, max_len: int = 256) -> str | None:

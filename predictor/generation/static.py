@@ -4,9 +4,10 @@ Why (docs/performance.md has the figures): the dynamic path (dynamic.py) copies 
 into a new tensor at each step and launches some 20 kernels per layer from Python; at batch 1 on an
 H100 that costs more than reading GPT-J-6B's 12 GB of weights, the step's real floor. Here row i of
 the batch owns slot i of one cache tensor per layer ([slots, heads, max_len, head_dim]): a step writes
-each row's new key and value at the row's own length and attends over the first ``L`` columns, ``L``
-rounded up to a bucket. The step's shapes then depend only on (rows bucket, length bucket), so on
-CUDA each shape is captured once as a CUDA graph and replayed: one launch per step.
+each row's new key and value at the row's own length and attends over its own length (attention.py:
+FlashAttention reading the lengths on the device, or spans rounded up to a bucket). The step's shapes
+then depend only on the rows bucket (and the length bucket where the kernel needs one), so on CUDA each
+shape is captured once as a CUDA graph and replayed: one launch per step.
 
 The step is GPT-J's block written out over the model's own modules (layer norms, projections, MLP),
 with the attention core, rotary embedding and cache writes here; tests check it against the dynamic
