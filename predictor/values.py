@@ -36,8 +36,10 @@ def or_auto(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse_auto(value: str) -> Any:
         try:
             return None if value == "auto" else parse(value)
-        except ValueError as exc:
-            raise ValueError(f"must be auto or {str(exc).removeprefix('must be ')}") from None
+        except ValueError as exc:  # "must be >= 1 (got 0)" -> "must be auto or >= 1 (got 0)"
+            text = str(exc)
+            bound = text.removeprefix("must be ") if text.startswith("must be ") else f"a number (got {value!r})"
+            raise ValueError(f"must be auto or {bound}") from None
 
     return parse_auto
 

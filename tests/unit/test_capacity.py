@@ -39,6 +39,13 @@ def _sized(monkeypatch, argv: list[str], free: int = H200_FREE) -> capacity.Capa
     return paths._capacity(_GptJ6BOnAGpu(), parse_settings(argv, {}), per_token)
 
 
+def test_the_batch_bound_is_auto_unless_set():
+    assert (parse_settings([], {}).batch.auto_batch_size, parse_settings([], {}).batch.max_batch_size) == (True, 32)
+    assert parse_settings([], {"GPTJ_MAX_BATCH_SIZE": "auto"}).batch.auto_batch_size
+    given = parse_settings(["--max_batch_size", "7"], {"GPTJ_MAX_BATCH_SIZE": "auto"}).batch  # the flag wins
+    assert (given.auto_batch_size, given.max_batch_size) == (False, 7)
+
+
 def test_gptj_6b_on_an_h200_gets_about_120_rows_of_2048_tokens_using_most_of_the_memory(monkeypatch):
     room = _sized(monkeypatch, ["--max_length_limit", "2048"])
     assert room.bytes_per_token == 448 * 2**10
