@@ -66,10 +66,13 @@ def from_gpu(
     prefill_tokens: int,
     wanted: int | None,
     needed: int,
+    beam_tokens: int = 0,
 ) -> Capacity:
     """The rows that fit ``fraction`` of ``free`` bytes (``wanted``: the user's bound; None: auto).
 
     ``needed``: the fewest rows that serve a lone request (--max_return_sequences); fewer is an error.
+    ``beam_tokens``: beam search's own growing cache (--max_batch_tokens) lives in what is left beside
+    the cache and its working memory; a warning says when it may not fit there.
     """
     budget = int(free * fraction) - 3 * prefill_tokens * per_token
     # every row costs its tokens' keys and values plus one vocabulary-wide float32 row of logits
@@ -86,4 +89,15 @@ def from_gpu(
         if fits < wanted:
             log.warning("the KV cache fits %d rows of %d tokens, not --max_batch_size %d", fits, tokens_per_row, wanted)
         rows = min(max(wanted, needed), fits)
-    return Capacity(rows, tokens_per_row, per_token, free)
+    room = Capacity(rows, tokens_per_row, per_token, free)
+    left = free - room.reserved_bytes - working_bytes(rows, per_token, vocabulary, prefill_tokens)
+    if beam_tokens * per_token > left:
+        log.warning(
+            "beam search's --max_batch_tokens %d (%.1f GiB of cache) may not fit the %.1f GiB left beside the "
+            "KV cache: lower --kv_cache_memory_fraction or --max_batch_tokens, or a large beam search runs "
+            "out of memory",
+            beam_tokens,
+            beam_tokens * per_token / 2**30,
+            max(left, 0) / 2**30,
+        )
+    return room

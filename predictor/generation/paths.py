@@ -138,4 +138,5 @@ def _capacity(model, settings: Settings, per_token: int) -> capacity.Capacity:
         PREFILL_TOKENS,
         wanted=None if policy.auto_batch_size else policy.max_batch_size,
         needed=limits.max_return_sequences,
+        beam_tokens=policy.max_batch_tokens,
     )

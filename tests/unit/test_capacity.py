@@ -46,13 +46,14 @@ def test_the_batch_bound_is_auto_unless_set():
     assert (given.auto_batch_size, given.max_batch_size) == (False, 7)
 
 
-def test_gptj_6b_on_an_h200_gets_about_120_rows_of_2048_tokens_using_most_of_the_memory(monkeypatch):
+def test_gptj_6b_on_an_h200_gets_about_120_rows_of_2048_tokens_using_most_of_the_memory(monkeypatch, caplog):
     room = _sized(monkeypatch, ["--max_length_limit", "2048"])
     assert room.bytes_per_token == 448 * 2**10
     assert (room.tokens_per_row, 120 <= room.rows <= 135) == (2048, True), room.rows
     assert room.reserved_bytes >= 0.85 * H200_FREE  # what the weights leave, less prefill and headroom
     assert room.reserved_bytes + capacity.working_bytes(room.rows, 448 * 2**10, 50400, 4096) <= 0.92 * H200_FREE
     assert "128 rows x 2048 tokens (112.0 GiB, 87% of the 128.2 GiB free after the weights)" in room.describe()
+    assert "beam search" not in caplog.text  # its 16,384 tokens (7 GiB) fit the 10.9 GiB left
 
 
 def test_the_default_512_token_rows_get_the_same_token_budget_up_to_the_auto_row_bound(monkeypatch):
@@ -70,6 +71,8 @@ def test_a_batch_bound_set_by_the_user_bounds_the_cache_and_one_too_large_is_war
     room = _sized(monkeypatch, ["--max_batch_size", "64"], free=free_gib * GIB)
     assert room.rows == rows
     assert ("fits 26 rows of 512 tokens, not --max_batch_size 64" in caplog.text) == (rows < 64)
+    # on 12 GiB the cache and prefill take nearly all: beam search's 7 GiB would not fit beside them
+    assert ("beam search's --max_batch_tokens 16384 (7.0 GiB of cache) may not fit" in caplog.text) == (rows < 64)
 
 
 def test_too_little_memory_for_a_lone_request_stops_the_start_with_what_to_change(monkeypatch):
