@@ -127,7 +127,8 @@ class Varlen(FullSpan):
         self.query_starts, self.key_starts = starts, starts * max_len
 
     def prepare(self, positions: torch.Tensor, sizes: Sequence[int] | None, span: int) -> Any:
-        return (positions + 1).to(torch.int32).repeat_interleave(self.heads)
+        # each row's length for each of its heads; expand, not repeat_interleave: nothing waits on the host
+        return (positions + 1).to(torch.int32)[:, None].expand(-1, self.heads).reshape(-1)
 
     def __call__(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, used: Any) -> torch.Tensor:
         count, _, _, dim = query.shape

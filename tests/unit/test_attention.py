@@ -97,3 +97,32 @@ def test_the_eager_default_on_a_cpu_is_row_spans_and_varlen_needs_flash_attentio
         _decoder(loaded, "varlen")  # FlashAttention is CUDA's; the probe says so at start-up
     with pytest.raises(ValueError, match="cannot run in CUDA graphs"):
         attention.choose("row_spans", 4, 16, 8, 512, 128, torch.float16, torch.device("cpu"), graphs=True)
+
+
+def _flash_varlen(query, key, value, cu_q, cu_k, max_q, max_k, dropout, causal, debug, *, scale, seqused_k):
+    """FlashAttention's variable-length semantics written out: sequence i's queries cu_q[i]:cu_q[i+1]
+    attend over its first seqused_k[i] keys from cu_k[i] (what aten._flash_attention_forward does on CUDA)."""
+    out = torch.empty_like(query)
+    for i in range(len(cu_q) - 1):
+        q = query[cu_q[i] : cu_q[i + 1]].transpose(0, 1)  # [heads, queries, dim]
+        k, v = (t[cu_k[i] : cu_k[i] + seqused_k[i]].transpose(0, 1) for t in (key, value))
+        out[cu_q[i] : cu_q[i + 1]] = torch.softmax(q @ k.transpose(1, 2) * scale, -1).matmul(v).transpose(0, 1)
+    return (out,)
+
+
+def test_varlen_lays_each_rows_heads_out_as_sequences_of_their_own_length(monkeypatch):
+    """The CUDA kernel's inputs, checked here with its semantics written out: every (row, head) is one
+    sequence of the flat cache, reading positions + 1 keys; the output is the full-span one."""
+    generator = torch.Generator().manual_seed(1)
+    heads, dim, max_len, capacity = 4, 16, 256, 6
+    monkeypatch.setattr(torch.ops.aten, "_flash_attention_forward", _flash_varlen)
+    varlen = attention.Varlen(heads, dim, capacity, max_len, torch.device("cpu"))
+    keys, values = (torch.randn(capacity, heads, max_len, dim, generator=generator) for _ in range(2))
+    query = torch.randn(4, heads, 1, dim, generator=generator)
+    positions = torch.tensor([255, 0, 17, 128])
+    used = varlen.prepare(positions, None, max_len)
+    assert used.tolist() == [256] * 4 + [1] * 4 + [18] * 4 + [129] * 4
+    full = FullSpan(heads, dim)
+    want = full(query, keys, values, full.prepare(positions, None, max_len))
+    torch.testing.assert_close(varlen(query, keys, values, used), want, rtol=1e-5, atol=1e-5)
+    assert attention.probe(varlen, torch.float32, torch.device("cpu")) is None  # the start-up check passes
