@@ -128,6 +128,7 @@ def _capacity(model, settings: Settings, per_token: int) -> capacity.Capacity:
         return capacity.Capacity(max(policy.max_batch_size, limits.max_return_sequences), limits.max_length, per_token)
     import torch
 
+    torch.cuda.empty_cache()  # what the loader's warm-up left cached counts as free: the cache may take it
     free, _ = torch.cuda.mem_get_info(model.device)
     return capacity.from_gpu(
         free,
