@@ -108,12 +108,19 @@ def repeat(state: DecodeState, rows: int) -> DecodeState:
     return DecodeState(kv, state.mask.expand(rows, -1).contiguous(), state.positions.expand(rows).contiguous())
 
 
-def step(model, state: DecodeState, tokens: Sequence[int]) -> tuple[DecodeState, torch.Tensor]:
-    """One decode step: feed each row its latest token, get next-token logits."""
+def device_ids(tokens: torch.Tensor | Sequence[int], device: torch.device) -> torch.Tensor:
+    """A step's input ids on ``device``: the previous step's tokens stay there (continuous.py); a list
+    (a retry's, the benches') is uploaded."""
+    return tokens.to(device) if isinstance(tokens, torch.Tensor) else torch.tensor(list(tokens), device=device)
+
+
+def step(model, state: DecodeState, tokens: torch.Tensor | Sequence[int]) -> tuple[DecodeState, torch.Tensor]:
+    """One decode step: feed each row its latest token (on the device: nothing is uploaded), get
+    next-token logits. Positions and mask stay on the device too."""
     mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1])], dim=1)
     cache = DynamicCache(ddp_cache_data=state.kv)
     out = model(
-        input_ids=torch.tensor(tokens, device=mask.device)[:, None],
+        input_ids=device_ids(tokens, mask.device)[:, None],
         attention_mask=mask,
         position_ids=state.positions[:, None],
         use_cache=True,
@@ -158,7 +165,7 @@ def keep(state: DecodeState, rows: Sequence[int]) -> DecodeState | None:
 
 
 def step_rows(
-    model, state: DecodeState, rows: Sequence[int], tokens: Sequence[int]
+    model, state: DecodeState, rows: Sequence[int], tokens: torch.Tensor | Sequence[int]
 ) -> tuple[DecodeState, torch.Tensor]:
     """A decode step for ``rows`` only; the others get a padding column, so no row moves."""
     sub = keep(state, rows)
@@ -202,7 +209,7 @@ class DynamicDecoder:
         """Add rows whose prefill ran elsewhere (chunked: continuous.py), after the others."""
         self.state = state if self.state is None else merge(self.state, state)
 
-    def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor | Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
         """Feed each row (or only ``rows``) its latest token; their next-token logits."""
         if rows is None:
             self.state, logits = step(self.model, self.state, tokens)
