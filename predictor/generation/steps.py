@@ -10,9 +10,7 @@ once:
 - Out: ``fetch`` puts the step's tokens and, when a row reports logprobs, its score table
   (logits.score_table) into one float64 vector and brings it to the host in one copy: on CUDA without
   blocking into a reused pinned buffer, then one event wait; on CPU a plain ``tolist``. That is the
-  step's one sync. The dynamic path has one more, inside transformers' forward: its check whether the
-  attention mask pads any row (masking_utils' ``fast_all``), which picks the attention kernel; the
-  static path has none.
+  step's one sync, on both decoders (dynamic.attention() spares transformers its look at the mask).
 
 Not done, on purpose: launching step N+1's forward before step N's host bookkeeping. On CPU every op
 runs on the calling thread, so there is nothing to overlap. On CUDA, choose() for step N+1 would run

@@ -57,10 +57,7 @@ def test_a_steady_step_syncs_at_most_twice(loaded, path, mix):
     for _ in range(3):
         syncs, done = counted(batch.advance)
         assert done == [] and len(batch.rows) == ROWS  # steady: nobody joined or left
-        # one copy of the step's tokens (and logprobs) to the host; the dynamic path has one more,
-        # transformers' check whether the attention mask pads any row (steps.py)
-        assert syncs == ({"tolist": 1} if path == "static" else {"tolist": 1, "__bool__": 1}), syncs
-        assert sum(syncs.values()) <= 2
+        assert syncs == {"tolist": 1}, syncs  # one copy of the step's tokens (and logprobs) to the host
 
 
 def test_the_inputs_stay_on_the_device_and_logprobs_share_the_tokens_copy(loaded):
@@ -94,8 +91,34 @@ def test_rows_that_leave_or_join_keep_their_latest_tokens_in_line(loaded):
     batch.join([(99, GenerationRequest("x", (7, 8, 9), Sampling(max_length=50)))])
     batch.advance()
     assert batch.io.latest.tolist() == [row.choice.tokens[-1] for row in batch.rows]
-    syncs, _ = counted(batch.advance)
-    assert syncs == {"tolist": 1, "__bool__": 1}
+    assert counted(batch.advance)[0] == {"tolist": 1}
+
+
+@pytest.mark.parametrize("lengths", [(3, 5, 4), (4, 4)])
+def test_the_dynamic_steps_mask_is_the_one_transformers_makes(loaded, lengths):
+    """dynamic.attention() answers from the host whether a row is padded: the mask (or its absence)
+    must be exactly what transformers' create_causal_mask makes after its own look at the device."""
+    from transformers import DynamicCache
+    from transformers.masking_utils import create_causal_mask
+
+    from predictor.generation import dynamic
+
+    model = loaded.model
+    with torch.inference_mode():
+        state, _ = dynamic.prefill(model, [list(range(10, 10 + n)) for n in lengths], loaded.eos_token_id)
+        for rows in (list(range(len(lengths))), [len(lengths) - 1]):  # all, then one left alone (trimmed)
+            kept = dynamic.keep(state, rows)
+            mask = torch.cat([kept.mask, torch.ones_like(kept.mask[:, :1])], dim=1)
+            expected = create_causal_mask(
+                config=model.config,
+                inputs_embeds=model.transformer.wte(torch.ones(len(rows), 1, dtype=torch.long)),
+                attention_mask=mask,
+                cache=DynamicCache(ddp_cache_data=kept.kv),
+                position_ids=kept.positions[:, None],
+            )
+            ours = dynamic.attention(model, mask, kept.pads)
+            assert (ours is None and expected is None) or torch.equal(ours, expected)
+            assert kept.pads == [int(n) for n in (kept.mask == 0).sum(1)]
 
 
 def test_one_copy_brings_back_tokens_and_the_score_table():
