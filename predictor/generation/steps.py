@@ -83,10 +83,12 @@ class HostCopy:
         if not tables:
             return self._host(chosen).tolist(), []
         (table,) = tables
+        if table.shape[0] == chosen.shape[0]:  # every row reports: the table's first column is the tokens
+            rows = self._host(table).tolist()
+            return [int(row[0]) for row in rows], rows
         values = self._host(torch.cat([chosen.double(), table.flatten()])).tolist()
         count, width = chosen.shape[0], table.shape[1]
-        rows = [values[count + i * width : count + (i + 1) * width] for i in range(table.shape[0])]
-        return [int(token) for token in values[:count]], rows
+        return list(map(int, values[:count])), [values[i : i + width] for i in range(count, len(values), width)]
 
     def _host(self, flat: torch.Tensor) -> torch.Tensor:
         if flat.device.type != "cuda":

@@ -127,3 +127,6 @@ def test_one_copy_brings_back_tokens_and_the_score_table():
     syncs, (tokens, rows) = counted(lambda: HostCopy().fetch(chosen, [table]))
     assert tokens == [5, 50399, 7] and rows == table.tolist() and syncs == {"tolist": 1}
     assert HostCopy().fetch(chosen, []) == ([5, 50399, 7], [])
+    every = torch.cat([table[:1], torch.tensor([[50399.0, -2.0, 1.0, -3.0]], dtype=torch.float64), table[1:]])
+    syncs, (tokens, rows) = counted(lambda: HostCopy().fetch(chosen, [every]))  # every row reports
+    assert tokens == [5, 50399, 7] and rows == every.tolist() and syncs == {"tolist": 1}
