@@ -3,9 +3,9 @@
 ``python -m bench.hoststep`` runs ``ContinuousBatch.advance`` with a decoder that returns constant
 logits over a 1,000-token vocabulary (so the tensor arithmetic is negligible), at 1, 16 and 64 rows,
 for each option mix, and reports per step: host time, ATen ops dispatched, and host syncs (``.item``,
-``.tolist``, ``.cpu``, ``nonzero``, ``__bool__``/``__int__``/``__float__``, and tensors made from host
-data, which are host-to-device copies on a GPU). ``--before DIR`` runs the same measurement on another
-checkout (its own .venv) in the same invocation, for a before/after table. Table on stdout, JSON in
+``.tolist``, ``.cpu``, ``nonzero``, ``__bool__``/``__int__``/``__float__``, and host-to-device copies:
+tensors made from host data, CPU tensors moved to a device). ``--before DIR`` runs the same measurement
+on another checkout (its own .venv) in the same invocation, for a before/after table. Table on stdout, JSON in
 bench/out/hoststep.json. Timing on a loaded machine is noise: compare ratios from one run.
 """
 
@@ -29,21 +29,38 @@ MIXES = {
 }
 SYNCS = {"item", "tolist", "cpu", "nonzero", "__bool__", "__int__", "__float__", "__index__", "numpy"}
 UPLOADS = {"tensor", "as_tensor", "from_numpy"}  # host data into a tensor: a host-to-device copy on a GPU
+MOVES = {"to", "copy_", "cuda"}  # counted when they carry a CPU tensor's data onto another device
 
 
 def counting_modes():
-    """(syncs, ops) counters and the two modes that fill them; enter both around the code to count."""
+    """(syncs, ops) counters and the two modes that fill them; enter both around the code to count.
+
+    A sync is a call that waits for the device's results (SYNCS) or that copies host data to the device:
+    a tensor made from host data (UPLOADS; empty ones copy nothing) or a CPU tensor moved to a device
+    (MOVES). On CPU nothing waits, but each of these would on a GPU: the count is what a GPU step pays.
+    """
+    import torch
     from torch.overrides import TorchFunctionMode
     from torch.utils._python_dispatch import TorchDispatchMode
 
     syncs, ops = Counter(), Counter()
 
+    def uploads(name, args, result) -> bool:
+        if name in UPLOADS:
+            return not isinstance(result, torch.Tensor) or result.numel() > 0
+        if name in MOVES and isinstance(result, torch.Tensor) and result.device.type != "cpu":
+            sources = [a for a in args if isinstance(a, torch.Tensor)]
+            source = sources[-1] if name == "copy_" else sources[0]
+            return source.device.type == "cpu" and source.numel() > 0
+        return False
+
     class Syncs(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             name = getattr(func, "__name__", "")
-            if name in SYNCS or name in UPLOADS:
+            result = func(*args, **(kwargs or {}))
+            if name in SYNCS or uploads(name, args, result):
                 syncs[name] += 1
-            return func(*args, **(kwargs or {}))
+            return result
 
     class Ops(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):

@@ -141,20 +141,21 @@ class StaticDecoder:
             self.k[:, slot, :, :length] = keys[:, offset, :, start:]
             self.v[:, slot, :, :length] = values[:, offset, :, start:]
 
-    def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
-        """Feed each row (or only ``rows``, eagerly: the failure path) its latest token."""
+    def step(self, tokens: torch.Tensor | Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Feed each row (or only ``rows``, eagerly: the failure path) its latest token (a device tensor,
+        or a list: uploaded); lengths are checked on the host's ``sizes``, so a step syncs nothing."""
         selected = list(range(self.rows)) if rows is None else list(rows)
         if max(self.sizes[i] for i in selected) >= self.max_len:
             raise ValueError(f"a row would exceed the cache's {self.max_len} tokens")
         span = self._span(max(self.sizes[i] for i in selected) + 1)
         if rows is None:
             count = len(selected)
-            self.tokens[:count] = torch.tensor(tokens, device=self.tokens.device)
+            self.tokens[:count].copy_(dynamic.device_ids(tokens, self.tokens.device))
             logits = self._run(_bucket(count, rows_buckets(self.capacity)), span)[:count]
             self.lengths[:count] += 1
         else:
             slots = torch.tensor(selected, device=self.tokens.device)
-            logits = self._forward(torch.tensor(tokens, device=slots.device), self.lengths[slots], slots, span)
+            logits = self._forward(dynamic.device_ids(tokens, slots.device), self.lengths[slots], slots, span)
             self.lengths[slots] += 1
         for i in selected:
             self.sizes[i] += 1

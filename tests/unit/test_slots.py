@@ -140,6 +140,7 @@ def test_a_failed_graph_capture_leaves_the_static_path_serving(tiny_dir, loaded,
 def test_a_failed_token_choice_leaves_the_cache_matching_the_rows(loaded, monkeypatch, path):
     """choose() failing after the model ran (a join, then a shared step) must not shift any row's cache."""
     import predictor.generation.continuous as continuous
+    import predictor.generation.steps as steps
 
     real, failures = continuous.choose, []
 
@@ -148,7 +149,8 @@ def test_a_failed_token_choice_leaves_the_cache_matching_the_rows(loaded, monkey
             raise failures.pop()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(continuous, "choose", flaky)
+    monkeypatch.setattr(continuous, "choose", flaky)  # advance_each's
+    monkeypatch.setattr(steps, "choose", flaky)  # a join's and a step's
     batch = ContinuousBatch(loaded.model, loaded.eos_token_id, decoder=static(loaded) if path == "static" else None)
     one, two = request(loaded, PROMPTS[1], max_length=30), request(loaded, PROMPTS[3], max_length=40)
     failures.append(RuntimeError("choice failed"))
