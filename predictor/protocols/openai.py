@@ -8,9 +8,8 @@ alternatives (logprobs.py has the shape); with ``echo`` the prompt's tokens too,
 then scores the prompt without generating (what lm-evaluation-harness sends to score a text).
 ``prompt`` may be text or token ids, one prompt or a list. Semantics follow https://platform.openai.com/docs/api-reference/completions:
 ``max_tokens`` 16 by default, ``temperature`` 1 by default and 0 for greedy, no top-k, and
-``prompt`` tokens plus ``max_tokens`` must fit the context. vLLM's common sampling extensions
-(``top_k``, ``min_p``, ``min_tokens``, ``stop_token_ids``, ...) are accepted with vLLM's meaning
-(vllm_sampling.py); any other field is a 400.
+``prompt`` tokens plus ``max_tokens`` must fit the context. vLLM's sampling extensions (``top_k``,
+``min_p``, ...) have vLLM's meaning (vllm_sampling.py); any other field is a 400.
 """
 
 from __future__ import annotations
@@ -195,8 +194,8 @@ def requests(
 
 def sampling(req: CompletionRequest, max_length: int) -> Sampling:
     """OpenAI's semantics as generation settings: temperature 0 is greedy (one answer, copied ``n``
-    times); otherwise it samples from the full distribution (no top-k unless vLLM's ``top_k``:
-    transformers' default is 50), at temperature 1 unless given; vLLM's extensions as vllm_sampling.py. The penalties apply to the tokens generated so far. ``echo`` with
+    times); otherwise it samples from the full distribution (no top-k but vLLM's ``top_k``: transformers'
+    default is 50), at temperature 1 unless given. The penalties apply to the tokens generated so far. ``echo`` with
     ``logprobs`` also scores the prompt (``max_tokens`` 0: the prompt only, nothing generated)."""
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     common = {
