@@ -108,7 +108,9 @@ def completion(
     continuation, stopped = cut_at_stop(decode(tokens), s.stop, s.include_stop_str_in_output)
     logprobs = prompt_logprobs = None
     if scored is not None:
-        logprobs = token_logprobs(texts, scored, len(continuation))
+        # Cut where the text was cut: a token's own text can be longer than what it adds to the
+        # continuation (EOS kept with ignore_eos adds nothing), so without a cut every token stays.
+        logprobs = token_logprobs(texts, scored, len(continuation) if stopped else None)
     if prompt_scored is not None:
         prompt_logprobs = prompt_token_logprobs(texts, request.input_ids, prompt_scored)
     return Completion(

@@ -57,7 +57,7 @@ class Row:
 
 @dataclass(frozen=True)
 class Done:
-    """A finished row: its request, which sequence, the new tokens (without EOS), and why it ended."""
+    """A finished row: its request, which sequence, the new tokens (not the EOS or stop id that ended it), and why."""
 
     owner: Hashable
     index: int

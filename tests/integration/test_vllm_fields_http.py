@@ -102,6 +102,8 @@ def test_ignore_eos_generates_max_tokens_and_skip_special_tokens_shows_eos(eos_c
     assert complete(eos_client, **fields, extra_body={"ignore_eos": True}) == ("", "length", 6)  # EOS's text is special
     shown = complete(eos_client, **fields, extra_body={"ignore_eos": True, "skip_special_tokens": False})
     assert shown == (EOS_TEXT * 6, "length", 6)
+    scored = eos_client.completions.create(model="gptj", **fields, logprobs=1, extra_body={"ignore_eos": True})
+    assert scored.choices[0].logprobs.tokens == [EOS_TEXT] * 6  # every generated token is reported
     sampled = complete(
         eos_client, **{**fields, "temperature": 1.0}, seed=5, extra_body={"ignore_eos": True, "min_p": 0.5}
     )
