@@ -31,7 +31,14 @@ class Sampling:
     num_beam_groups: int = 1
     diversity_penalty: float | None = None
     remove_invalid_values: bool | None = None
+    min_p: float | None = None  # transformers' MinPLogitsWarper, after top_p (sampling only)
     stop: tuple[str, ...] = ()  # the text ends before the first of these
+    # A row ends (reason "stop") when it generates one of these ids; before min_length they are banned
+    # with EOS. vLLM's meaning: the id's text is left out unless include_stop_str_in_output.
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False  # the stop string (or stop id's text) stays in the text
+    ignore_eos: bool = False  # EOS does not end the row: it is kept as a token (its text is special)
+    skip_special_tokens: bool = True  # the continuation's text leaves special tokens (EOS) out
     seed: int | None = None  # sampling draws from this request's own generator
     presence_penalty: float | None = None  # OpenAI's, on tokens generated so far (openai.py)
     frequency_penalty: float | None = None
@@ -75,7 +82,7 @@ class Delta:
     """
 
     index: int  # which of the request's sequences
-    token_ids: tuple[int, ...] = ()  # new this step; EOS is never among them
+    token_ids: tuple[int, ...] = ()  # new this step; EOS only with ignore_eos, a stop id only when kept
     logprobs: tuple[Scored, ...] | None = None  # with Sampling.logprobs: one per token in token_ids
     prompt_logprobs: tuple[Scored, ...] | None = None  # with score_prompt: the prompt's tokens after the first, once
     finished: bool = False
@@ -94,7 +101,7 @@ class Piece:
     generated: int = 0  # the sequence's tokens so far (usage on every chunk: vLLM's continuous_usage_stats)
 
 
-#: Why a sequence ended: its max_length (or max_new_tokens), EOS, a stop string, or max_time.
+#: Why a sequence ended: its max_length (or max_new_tokens), EOS, a stop string or stop token id, or max_time.
 FINISH_REASONS = ("length", "eos", "stop", "time")
 
 

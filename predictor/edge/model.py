@@ -92,6 +92,7 @@ class GPTJModel(Model):
             parsed, infer = v2.parse(payload, max_prompts), payload
         else:
             parsed, infer = seed.parse(seed.body_of(payload, (headers or {}).get("content-type")), max_prompts), None
+        plan.check_vocabulary(parsed, self.vocabulary())
         token_ids = await self.tokenize([req.prompt for req in parsed])
         return Prepared(plan.requests(parsed, token_ids, self.settings.limits), infer)
 

@@ -9,7 +9,8 @@ whatever the row generated meanwhile is dropped, not counted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Callable, Sequence
 
 from predictor.core import Completion, Delta, GenerationRequest, Piece, Scored, TokenLogprob
@@ -20,7 +21,7 @@ from predictor.engine import text
 class Tokenizer:
     """What text needs from the tokenizer (generation's Runner has both): safe to call off the engine thread."""
 
-    decode: Callable[[Sequence[int]], str]  # new tokens -> text, without special tokens
+    decode: Callable[..., str]  # new tokens -> text, without special tokens (skip_special_tokens=False: with)
     texts: Callable[[Sequence[int]], list[str]]  # each id's own text, special tokens included
 
 
@@ -50,11 +51,14 @@ class Outputs:
     def __init__(self, request: GenerationRequest, tokenizer: Tokenizer, streaming: bool) -> None:
         self.request, self.tokenizer, self.streaming = request, tokenizer, streaming
         s = request.sampling
+        if not s.skip_special_tokens:  # vLLM's skip_special_tokens: false keeps EOS's text
+            tokenizer = replace(tokenizer, decode=partial(tokenizer.decode, skip_special_tokens=False))
+            self.tokenizer = tokenizer
         follow = streaming or bool(s.stop)  # the text is needed as it grows
         self.sequences = [
             _Sequence(
                 scored=[] if s.logprobs is not None else None,
-                stream=text.TextStream(tokenizer.decode, s.stop) if follow else None,
+                stream=text.TextStream(tokenizer.decode, s.stop, s.include_stop_str_in_output) if follow else None,
             )
             for _ in range(s.num_return_sequences)
         ]

@@ -37,6 +37,7 @@ _SEARCH = (
     "temperature",
     "top_k",
     "top_p",
+    "min_p",
     "repetition_penalty",
     "num_beams",
     "num_return_sequences",

@@ -12,10 +12,14 @@ from typing import Callable, Sequence
 from predictor.core import Completion, GenerationRequest, Scored, TokenLogprob
 
 
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """The text before the earliest stop string, and whether one was found."""
-    found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
-    return (text[: min(found)], True) if found else (text, False)
+def cut_at_stop(text: str, stops: Sequence[str], include: bool = False) -> tuple[str, bool]:
+    """The text before the earliest stop string (``include``: up to its end, vLLM's
+    include_stop_str_in_output), and whether one was found."""
+    found = [(index, len(stop)) for index, stop in ((text.find(stop), stop) for stop in stops) if index >= 0]
+    if not found:
+        return text, False
+    index, length = min(found)
+    return text[: index + length if include else index], True
 
 
 def token_logprobs(
@@ -49,13 +53,13 @@ class TextStream:
     UTF-8 character (decoded as U+FFFD) or could still be the start of a stop string.
     """
 
-    def __init__(self, decode: Callable[[Sequence[int]], str], stops: Sequence[str]) -> None:
-        self.decode, self.stops, self.sent = decode, tuple(stops), 0
+    def __init__(self, decode: Callable[[Sequence[int]], str], stops: Sequence[str], include: bool = False) -> None:
+        self.decode, self.stops, self.sent, self.include = decode, tuple(stops), 0, include
         self.settled, self.settled_text = 0, ""  # tokens[:settled] decode to settled_text, whole characters
         self.stopped = False  # the text holds a stop string: the sequence is over
 
     def piece(self, tokens: Sequence[int], final: bool = False) -> str:
-        text, stopped = cut_at_stop(self._text(tokens), self.stops)
+        text, stopped = cut_at_stop(self._text(tokens), self.stops, self.include)
         self.stopped = self.stopped or stopped
         if not final and not stopped:
             text = text.rstrip("\ufffd")
@@ -100,10 +104,13 @@ def completion(
     special token, such as a literal ``<|endoftext|>``). ``scored``/``prompt_scored``: the tokens'
     logprobs (core.Scored), reported only for tokens whose text is kept.
     """
-    continuation, stopped = cut_at_stop(decode(tokens), request.sampling.stop)
+    s = request.sampling
+    continuation, stopped = cut_at_stop(decode(tokens), s.stop, s.include_stop_str_in_output)
     logprobs = prompt_logprobs = None
     if scored is not None:
-        logprobs = token_logprobs(texts, scored, len(continuation))
+        # Cut where the text was cut: a token's own text can be longer than what it adds to the
+        # continuation (EOS kept with ignore_eos adds nothing), so without a cut every token stays.
+        logprobs = token_logprobs(texts, scored, len(continuation) if stopped else None)
     if prompt_scored is not None:
         prompt_logprobs = prompt_token_logprobs(texts, request.input_ids, prompt_scored)
     return Completion(

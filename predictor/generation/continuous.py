@@ -57,7 +57,7 @@ class Row:
 
 @dataclass(frozen=True)
 class Done:
-    """A finished row: its request, which sequence, the new tokens (without EOS), and why it ended."""
+    """A finished row: its request, which sequence, the new tokens (not the EOS or stop id that ended it), and why."""
 
     owner: Hashable
     index: int
@@ -261,14 +261,17 @@ class ContinuousBatch:
         now, finished = time.monotonic(), {}
         for index, token in tokens.items():
             row = self.rows[index]
-            if token == self.eos or row.max_new == 0:  # EOS is not kept; max_new 0: echo scoring only
-                finished[index] = "eos" if row.max_new else "length"
+            s = row.choice.sampling
+            ends = (token == self.eos and not s.ignore_eos) or row.max_new == 0  # max_new 0: echo scoring
+            stop = not ends and token in s.stop_token_ids  # on the host, from the step's token list
+            if ends or (stop and not s.include_stop_str_in_output):  # EOS (or a stop id) is not kept
+                finished[index] = "stop" if stop else "eos" if row.max_new else "length"
                 if row.choice.scored:
                     row.choice.scored.pop()
                 continue
             row.choice.tokens.append(token)
             self.tokens_generated += 1
-            reason = self._ended(row, now)
+            reason = "stop" if stop else self._ended(row, now)
             if reason:
                 finished[index] = reason
         done = [

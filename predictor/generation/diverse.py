@@ -32,7 +32,7 @@ differs). Scores are float32 tensors turned into Python floats exactly where 4.x
 ties and rounding come out the same (scorer.py holds 4.x's scorer).
 
 Beam sampling (``do_sample`` with one group) is 4.x's ``_beam_search`` with sampling too: the same
-processors followed by the warpers (temperature, top-k, top-p keeping at least 2 tokens), then
+processors followed by the warpers (temperature, top-k, top-p, min-p keeping at least 2 tokens), then
 ``2 * num_beams`` candidates drawn without replacement from the softmax of the running sums and sorted,
 instead of the top ones; transformers 5 draws the same way, so a seed gives the same draws, and only
 its different stopping rule can change a text.
@@ -55,6 +55,7 @@ from transformers import (
     InfNanRemoveLogitsProcessor,
     LogitsProcessorList,
     MinLengthLogitsProcessor,
+    MinPLogitsWarper,
     PreTrainedModel,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
@@ -190,6 +191,8 @@ def _processors(config: GenerationConfig, input_ids: torch.Tensor) -> LogitsProc
             processors.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=2))
         if config.top_p is not None and config.top_p < 1.0:
             processors.append(TopPLogitsWarper(top_p=config.top_p, min_tokens_to_keep=2))
+        if config.min_p is not None:  # after top_p, as 4.x's _get_logits_processor (4.39 on)
+            processors.append(MinPLogitsWarper(min_p=config.min_p, min_tokens_to_keep=2))
     return processors
 
 

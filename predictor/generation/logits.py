@@ -3,7 +3,7 @@
 Each row has its own settings, history and length, so it cannot go through ``generate``'s single
 logits-processor list. This computes what transformers' processors compute, in the order ``generate``
 applies them (repetition penalty, prompt n-gram ban, minimum length, NaN/inf removal, then for
-sampling temperature, top-k, top-p), batched across all rows from settings kept on the device
+sampling temperature, top-k, top-p, min-p), batched across all rows from settings kept on the device
 (rowstate.py); only the prompt n-gram ban runs row by row, for the rows that ask for it. A greedy row
 therefore gets exactly what ``generate`` would give it alone, and a sampled row draws from exactly the
 distribution ``generate`` draws from, but not its draws (docs/api.md): an unseeded row with one uniform

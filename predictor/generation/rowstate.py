@@ -40,7 +40,7 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 
 # Per-row columns of the one upload (float64 holds every value exactly: seeds are split in 32-bit halves).
 _COLUMNS = ("repetition", "presence", "frequency", "generated", "min_new", "invalid")
-_SAMPLED = ("temperature", "top_k", "one_minus_p", "seed_lo", "seed_hi", "seeded")
+_SAMPLED = ("temperature", "top_k", "one_minus_p", "seed_lo", "seed_hi", "seeded", "min_p")
 
 
 @dataclass
@@ -50,12 +50,14 @@ class _Flags:
     repetition: bool = False
     penalties: bool = False  # presence or frequency
     min_length: bool = False
+    stop_ban: bool = False  # a row below its minimum has stop token ids: banned with EOS
     invalid: bool = False
     sampled: bool = False
     all_sampled: bool = False
     temperature: bool = False
     top_k: int = 0  # the largest k any sampled row asks for (0: none)
     top_p: bool = False
+    min_p: bool = False
     seeded: bool = False
     unseeded: bool = False
     logprobs: int = -1  # the most alternatives any row asks for (-1: no row reports logprobs)
@@ -77,7 +79,8 @@ class BatchState:
         history = [token for i in fresh for token in rows[i].tokens]
         owners = [i for i in fresh for _ in rows[i].tokens]
         generated = [int(j >= rows[i].prompt_length) for i in fresh for j in range(len(rows[i].tokens))]
-        sections = [sampled, wanted, history, owners, generated]
+        stops = _stop_pairs(rows) if flags.stop_ban else ([], [])  # (row, id): banned below min length
+        sections = [sampled, wanted, history, owners, generated, *stops]
         sections += [positions for pair in carried.values() for positions in pair]
         tables = [[_row_values(row) for row in rows], [_sampled_values(rows[i]) for i in sampled]]
         (values, params), parts = _upload(tables, (len(_COLUMNS), len(_SAMPLED)), sections, device)
@@ -94,11 +97,13 @@ class BatchState:
         self.top_p_off = self.one_minus_p <= 0
         self.key_hash = _mix(_mix(params[:, 3].long() ^ _GOLDEN) ^ params[:, 4].long())
         self.is_seeded = params[:, 5].bool()
+        self.min_p = params[:, 6:7].float()
+        self.stop_rows, self.stop_ids = parts[5:7]
         self.seen = self.counts = None
         self.arange = torch.arange(n, device=device)
         if flags.repetition or flags.penalties:
             self._count(parts[2], parts[3], parts[4])
-            for old, new, before in zip(carried, parts[5::2], parts[6::2], strict=True):
+            for old, new, before in zip(carried, parts[7::2], parts[8::2], strict=True):
                 self.seen[new] = old.seen[before]
                 self.counts[new] = old.counts[before]
 
@@ -131,6 +136,10 @@ class BatchState:
         if f.min_length:  # MinNewTokensLengthLogitsProcessor: EOS banned until the row's minimum
             banned = self.generated < self.min_new
             scores[:, eos] = scores[:, eos].masked_fill(banned, -float("inf"))
+        if f.stop_ban:  # vLLM's min_tokens bans the row's stop token ids too
+            rows, ids = self.stop_rows, self.stop_ids
+            banned = (self.generated < self.min_new)[rows]
+            scores[rows, ids] = scores[rows, ids].masked_fill(banned, -float("inf"))
         if f.invalid:  # InfNanRemoveLogitsProcessor, on the rows that ask for it
             finfo = torch.finfo(scores.dtype)
             cleaned = torch.nan_to_num(scores, nan=0.0, posinf=finfo.max, neginf=finfo.min)
@@ -138,8 +147,9 @@ class BatchState:
         return scores
 
     def warp(self, scores: torch.Tensor) -> torch.Tensor:
-        """Temperature, top-k, top-p for the sampled rows (``scores``: theirs only), as transformers'
-        warpers compute them one row at a time (logits_process.py, TopKLogitsWarper/TopPLogitsWarper)."""
+        """Temperature, top-k, top-p, min-p for the sampled rows (``scores``: theirs only), as transformers'
+        warpers compute them one row at a time, in generate's order (logits_process.py,
+        TopKLogitsWarper/TopPLogitsWarper/MinPLogitsWarper)."""
         f = self.flags
         if f.temperature:
             scores = scores / self.temperature
@@ -153,6 +163,11 @@ class BatchState:
             remove[:, -1] = False
             remove &= ~self.top_p_off
             scores = scores.masked_fill(remove.scatter(1, indices, remove), -float("inf"))
+        if f.min_p:  # a row without min_p has 0: no probability is below 0, so nothing is removed
+            probs = scores.softmax(dim=-1)
+            remove = probs < self.min_p * probs.amax(dim=-1, keepdim=True)
+            remove.scatter_(1, probs.argmax(dim=-1, keepdim=True), False)  # the likeliest always stays
+            scores = scores.masked_fill(remove, -float("inf"))
         return scores
 
     def draw(self, warped: torch.Tensor) -> torch.Tensor:
@@ -245,7 +260,14 @@ def _sampled_values(row) -> list[float]:
     temperature, top_k, top_p = row.warp_key
     seed = row.seed or 0
     one_minus_p = 1 - top_p if top_p < 1.0 else 0.0
-    return [temperature, top_k, one_minus_p, seed & _MASK, (seed >> 32) & _MASK, float(row.seed is not None)]
+    min_p = row.sampling.min_p or 0.0
+    return [temperature, top_k, one_minus_p, seed & _MASK, (seed >> 32) & _MASK, float(row.seed is not None), min_p]
+
+
+def _stop_pairs(rows: Sequence) -> tuple[list[int], list[int]]:
+    """Every row's stop token ids and the rows they belong to: what the min-length ban masks besides EOS."""
+    owners = [i for i, row in enumerate(rows) for _ in row.sampling.stop_token_ids]
+    return owners, [token for row in rows for token in row.sampling.stop_token_ids]
 
 
 def _flags(rows: Sequence) -> _Flags:
@@ -255,6 +277,7 @@ def _flags(rows: Sequence) -> _Flags:
         f.repetition |= s.repetition_penalty not in (None, 1.0)
         f.penalties |= bool(s.presence_penalty) or bool(s.frequency_penalty)
         f.min_length |= row.min_new > row.generated
+        f.stop_ban |= row.min_new > row.generated and bool(s.stop_token_ids)
         f.invalid |= bool(s.remove_invalid_values)
         if row.scored is not None:
             f.logprobs = max(f.logprobs, s.logprobs)
@@ -264,6 +287,7 @@ def _flags(rows: Sequence) -> _Flags:
             f.temperature |= temperature != 1.0
             f.top_k = max(f.top_k, top_k)
             f.top_p |= top_p < 1.0
+            f.min_p |= bool(s.min_p)  # 0 removes nothing
             f.seeded |= row.seed is not None
             f.unseeded |= row.seed is None
     f.all_sampled = all(row.warp_key is not None for row in rows)

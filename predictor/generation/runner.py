@@ -135,9 +135,11 @@ class Runner:
             deltas.append(Delta(index, tuple(tokens), kept, None, True, "eos" if eos in sequence else "length"))
         return deltas
 
-    def decode(self, tokens: Sequence[int]) -> str:
-        """New tokens as text, without special tokens."""
-        return self.loaded.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    def decode(self, tokens: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """New tokens as text, without special tokens unless asked (vLLM's skip_special_tokens)."""
+        return self.loaded.tokenizer.decode(
+            tokens, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False
+        )
 
     def token_texts(self, ids: Sequence[int]) -> list[str]:
         """Each token's own text, special tokens included (an alternative may be EOS)."""
@@ -163,6 +165,7 @@ def generation_config(s: Sampling, eos_token_id: int) -> GenerationConfig:
             "temperature",
             "top_k",
             "top_p",
+            "min_p",
             "repetition_penalty",
             "early_stopping",
             "length_penalty",

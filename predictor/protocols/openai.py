@@ -9,7 +9,8 @@ prompt's tokens too, and ``max_tokens`` 0 then scores the prompt without generat
 lm-evaluation-harness sends to score a text).
 ``prompt`` may be text or token ids, one prompt or a list. Semantics follow https://platform.openai.com/docs/api-reference/completions:
 ``max_tokens`` 16 by default, ``temperature`` 1 by default and 0 for greedy, no top-k, and
-``prompt`` tokens plus ``max_tokens`` must fit the context.
+``prompt`` tokens plus ``max_tokens`` must fit the context. vLLM's sampling extensions (``top_k``,
+``min_p``, ...) have vLLM's meaning (vllm_sampling.py); any other field is a 400.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from predictor.core import Completion, GenerationRequest, Sampling
 from predictor.errors import BadRequest, Failure
-from predictor.protocols import logprobs, openai_context, seed
+from predictor.protocols import logprobs, openai_context, seed, vllm_sampling
 from predictor.protocols.logprobs import MAX_LOGPROBS
 from predictor.settings import Limits
 
@@ -38,8 +39,8 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool = False  # vLLM's: with include_usage, usage on every chunk (openai_stream.py)
 
 
-class CompletionRequest(BaseModel):
-    """The body of ``POST /openai/v1/completions``."""
+class CompletionRequest(vllm_sampling.VllmSampling):
+    """The body of ``POST /openai/v1/completions``: OpenAI's fields, and vLLM's extensions (vllm_sampling.py)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -98,7 +99,7 @@ def _ids(items: list) -> bool:
     return all(isinstance(item, int) and not isinstance(item, bool) for item in items)
 
 
-FIELDS = tuple(CompletionRequest.model_fields)
+FIELDS = tuple(sorted(CompletionRequest.model_fields, key=vllm_sampling.FIELDS.__contains__))  # OpenAI's first
 
 
 def parse(body: Any, limits: Limits) -> CompletionRequest:
@@ -121,6 +122,7 @@ def parse(body: Any, limits: Limits) -> CompletionRequest:
         raise BadRequest(f"n: must be <= {limits.max_return_sequences} (got {req.n})")
     if req.max_tokens == 0 and not req.echo:
         raise BadRequest("max_tokens: must be >= 1 (got 0); 0 is for scoring a prompt, with echo: true")
+    vllm_sampling.check(req, max_tokens(req))
     for name, prompt in zip(_names(prompts), prompts, strict=True):
         try:
             if isinstance(prompt, str):
@@ -143,6 +145,7 @@ def prompts_of(req: CompletionRequest) -> list[str | list[int]]:
 
 def check_vocabulary(req: CompletionRequest, vocabulary: int) -> None:
     """A 400 naming the first token id outside ``0 .. vocabulary - 1`` (``prompt[1][1]``)."""
+    vllm_sampling.check_vocabulary(req, vocabulary)
     prompts = prompts_of(req)
     for name, prompt in zip(_names(prompts), prompts, strict=True):
         for index, token in enumerate(prompt if isinstance(prompt, list) else ()):
@@ -183,8 +186,8 @@ def requests(
 
 def sampling(req: CompletionRequest, max_length: int) -> Sampling:
     """OpenAI's semantics as generation settings: temperature 0 is greedy (one answer, copied ``n``
-    times); otherwise it samples from the full distribution (no top-k: transformers' default is 50),
-    at temperature 1 unless given. The penalties apply to the tokens generated so far. ``echo`` with
+    times); otherwise it samples from the full distribution (no top-k but vLLM's ``top_k``: transformers'
+    default is 50), at temperature 1 unless given. The penalties apply to the tokens generated so far. ``echo`` with
     ``logprobs`` also scores the prompt (``max_tokens`` 0: the prompt only, nothing generated)."""
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     common = {
@@ -194,6 +197,7 @@ def sampling(req: CompletionRequest, max_length: int) -> Sampling:
         "frequency_penalty": req.frequency_penalty,
         "logprobs": req.logprobs,
         "score_prompt": bool(req.echo) and req.logprobs is not None,
+        **vllm_sampling.common(req, max_length - max_tokens(req)),
     }
     if greedy(req):
         return Sampling(**common)
@@ -201,8 +205,8 @@ def sampling(req: CompletionRequest, max_length: int) -> Sampling:
         **common,
         do_sample=True,
         num_return_sequences=req.n or 1,
-        top_k=0,
         top_p=req.top_p,
+        **vllm_sampling.sampled(req),
         temperature=req.temperature if req.temperature is not None else 1.0,
         seed=req.seed,
     )

@@ -12,10 +12,10 @@ from typing import Sequence
 
 from predictor.core import GenerationRequest, Sampling
 from predictor.errors import BadRequest
-from predictor.protocols.seed import PromptRequest
+from predictor.protocols.seed import PromptRequest, check_token_ids
 from predictor.settings import Limits
 
-_SAMPLING_ONLY = ("temperature", "top_k", "top_p")
+_SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p")
 _BEAM_ONLY = ("early_stopping", "length_penalty")
 
 
@@ -57,13 +57,17 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
     if min_length > max_length:
         raise BadRequest(f"min_length: must be <= max_length ({max_length}) (got {min_length})")
     given = req.model_dump(
-        exclude_none=True, exclude={"prompt", "max_length", "min_length", "max_new_tokens", "stop", "details"}
+        exclude_none=True,
+        exclude={"prompt", "max_length", "min_length", "max_new_tokens", "stop", "details", "stop_token_ids"},
     )
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    s = Sampling(max_length=max_length, min_length=min_length, stop=stop, **given)
+    stop_ids = tuple(dict.fromkeys(req.stop_token_ids or ()))  # as vLLM: duplicates dropped, order kept
+    s = Sampling(max_length=max_length, min_length=min_length, stop=stop, stop_token_ids=stop_ids, **given)
     s = _greedy_or_sampling(s, notes)
     _check_counts(s, limits)
     s = _beam_options(s, notes)
+    if s.stop_token_ids and s.num_beams > 1:  # a beam search ends its hypotheses at EOS only (scorer.py)
+        raise BadRequest("stop_token_ids: not available with beam search (num_beams > 1)")
     if s.logprobs is not None and s.num_beam_groups > 1:
         # diverse.py runs one search per group and keeps no per-step scores to report
         raise BadRequest("logprobs: not available with diverse beam search (num_beam_groups > 1)")
@@ -76,6 +80,15 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
         )
         s = replace(s, encoder_no_repeat_ngram_size=None)
     return s, tuple(notes)
+
+
+def check_vocabulary(parsed: Sequence[PromptRequest], vocabulary: int) -> None:
+    """A 400 naming the first stop token id outside the vocabulary (``[1].stop_token_ids[0]``)."""
+    for index, req in enumerate(parsed):
+        try:
+            check_token_ids("stop_token_ids", req.stop_token_ids, vocabulary)
+        except BadRequest as exc:
+            raise BadRequest((f"[{index}]." if len(parsed) > 1 else "") + exc.message) from None
 
 
 def _new_tokens_as_max_length(
@@ -143,7 +156,7 @@ def _greedy_or_sampling(s: Sampling, notes: list[str]) -> Sampling:
             ignored.append("seed")
         if ignored:
             notes.append(f"{_names(ignored)} with do_sample: true; ignored")
-        s = replace(s, temperature=None, top_k=None, top_p=None, seed=None)
+        s = replace(s, temperature=None, top_k=None, top_p=None, min_p=None, seed=None)
     return s
 
 

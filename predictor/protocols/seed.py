@@ -18,6 +18,7 @@ from predictor.errors import BadRequest
 #: Below this a temperature overflows float32 logits (NaN probabilities); vLLM uses the same floor.
 MIN_TEMPERATURE = 1e-5
 MAX_STOP_STRINGS, MAX_STOP_LENGTH = 4, 100  # as OpenAI's API: a handful of short strings
+MAX_STOP_TOKEN_IDS = 64  # each is one (row, id) entry of the minimum-length ban (rowstate.py)
 
 
 class PromptRequest(BaseModel):
@@ -52,6 +53,13 @@ class PromptRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)  # reproducible sampling: same seed, same text
     details: bool | None = None  # data holds objects with finish reason and token counts
     logprobs: int | None = Field(None, ge=0, le=5)  # details objects gain per-token logprobs (logprobs.py)
+    min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)  # transformers' min_p (sampling)
+    stop_token_ids: list[int] | None = None  # end at the first of these ids (left out of the text)
+
+    @field_validator("stop_token_ids")
+    @classmethod
+    def _stop_token_ids(cls, ids: list[int] | None) -> list[int] | None:
+        return check_stop_token_ids(ids)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -90,6 +98,23 @@ def check_stop(stop: str | list[str] | None) -> str | list[str] | None:
     if any(not 0 < len(string) <= MAX_STOP_LENGTH for string in strings):
         raise ValueError(f"strings must be 1 to {MAX_STOP_LENGTH} characters long")
     return stop
+
+
+def check_stop_token_ids(ids: list[int] | None) -> list[int] | None:
+    if ids is not None and len(ids) > MAX_STOP_TOKEN_IDS:
+        raise ValueError(f"must hold at most {MAX_STOP_TOKEN_IDS} token ids (got {len(ids)})")
+    negative = [index for index, token in enumerate(ids or ()) if token < 0]
+    if negative:
+        raise ValueError(f"token ids must be >= 0 (got {ids[negative[0]]} at index {negative[0]})")
+    return ids
+
+
+def check_token_ids(field: str, ids: Sequence[int] | None, vocabulary: int) -> None:
+    """A 400 naming the first id outside ``0 .. vocabulary - 1`` (``stop_token_ids[2]``): it could never
+    be generated, so asking to stop at it is a mistake."""
+    for index, token in enumerate(ids or ()):
+        if not 0 <= token < vocabulary:
+            raise BadRequest(f"{field}[{index}]: token id {token} is outside the vocabulary (0 to {vocabulary - 1})")
 
 
 def check_text(prompt: str) -> str:

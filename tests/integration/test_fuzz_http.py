@@ -51,6 +51,8 @@ PLAUSIBLE = st.fixed_dictionaries(
         "stop": st.text(min_size=1, max_size=3) | st.lists(st.text(max_size=3), max_size=5),
         "seed": st.integers(-1, 2**63),
         "details": st.booleans(),
+        "min_p": st.sampled_from([0.0, 0.3, 1.0, 1.5]),
+        "stop_token_ids": st.lists(st.integers(-1, 700), max_size=3),
     },
 )
 BODIES = st.one_of(
@@ -116,6 +118,15 @@ OPENAI = st.fixed_dictionaries(
         "best_of": st.sampled_from([None, 1, 2]),
         "user": VALUES,
         "stream_options": VALUES,
+        # vLLM's extensions (protocols/vllm_sampling.py)
+        "top_k": st.integers(-2, 60),
+        "min_p": st.sampled_from([0, 0.2, 1, 1.5]),
+        "repetition_penalty": st.sampled_from([0, 0.01, 1.3, 100, 101]),
+        "min_tokens": st.integers(-1, 40),
+        "ignore_eos": st.booleans(),
+        "stop_token_ids": st.lists(st.integers(-1, 700), max_size=3),
+        "include_stop_str_in_output": st.booleans(),
+        "skip_special_tokens": st.booleans(),
     },
 )
 

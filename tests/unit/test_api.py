@@ -187,10 +187,12 @@ def test_parse_accepts_every_parameter():
         "seed": 42,
         "details": True,
         "logprobs": 2,
+        "min_p": 0.05,
+        "stop_token_ids": [3, 7],
     }
     (parsed,) = seed.parse(every, MAX_PROMPTS)
     assert parsed.model_dump() == every
-    assert set(every) == set(seed.FIELDS)  # the contract's 16 parameters, the prompt, and 5 extensions
+    assert set(every) == set(seed.FIELDS)  # the contract's 16 parameters, the prompt, and 7 extensions
 
 
 def test_integer_accepted_where_a_float_is_expected():
