@@ -98,8 +98,8 @@ def choose(rows: Sequence[RowChoice], logits: torch.Tensor, eos: int) -> torch.T
             ids = torch.tensor([row.tokens], device=scores.device)
             scores[index : index + 1] = row.history(ids, scores[index : index + 1])
     scores = state.ban(scores, eos)
-    chosen = scores.argmax(dim=-1)
     flags = state.flags
+    chosen = None if flags.all_sampled else scores.argmax(dim=-1)  # greedy rows' tokens
     drawn = scores  # the distribution each row drew from, for the rows that report logprobs
     if flags.sampled:
         subset = scores if flags.all_sampled else scores[state.sampled]

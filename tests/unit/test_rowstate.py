@@ -71,7 +71,7 @@ def reference(row, scores: torch.Tensor) -> torch.Tensor:
     out = processors(ids, scores.clone())
     if s.presence_penalty or s.frequency_penalty:  # OpenAI's definition, on generated tokens only
         counts = torch.zeros(VOCAB).scatter_add_(0, ids[0, row.prompt_length :], torch.ones(row.generated))
-        out = out - counts * s.frequency_penalty - (counts > 0).float() * s.presence_penalty
+        out = out - counts * (s.frequency_penalty or 0.0) - (counts > 0).float() * (s.presence_penalty or 0.0)
     return out
 
 
@@ -159,8 +159,8 @@ def test_a_whole_stubbed_step_syncs_at_most_twice():
 
 
 def test_counts_carry_over_when_rows_join_and_leave():
-    # A row that stays keeps its counts on the device; a new one is counted from its tokens: either
-    # way they equal counts rebuilt from the tokens alone.
+    # A row that stays keeps its tokens and counts on the device; a new one is counted from its tokens:
+    # either way its penalized scores equal those of a state rebuilt from the tokens alone.
     penalized = [{"repetition_penalty": 1.2, "frequency_penalty": 0.3}, {"presence_penalty": 0.6}, {}]
     rows = rows_of(penalized)
     logits = torch.randn(4, VOCAB, generator=torch.Generator().manual_seed(5))
@@ -178,8 +178,11 @@ def test_counts_carry_over_when_rows_join_and_leave():
     step(batch)
     rebuilt = BatchState([replace(row, tokens=list(row.tokens), state=None) for row in batch], VOCAB, cpu)
     state = batch[0].state
-    assert torch.equal(state.counts, rebuilt.counts)
-    assert torch.equal(state.seen[2], rebuilt.seen[2])  # seen matters (and is kept) for repetition rows only
+    assert torch.equal(state.penalties.counts, rebuilt.penalties.counts)
+    scores = torch.randn(3, VOCAB, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(state.penalize(scores), rebuilt.penalize(scores))
+    for index, row in enumerate(batch):
+        assert torch.equal(state.penalize(scores)[index], reference(row, scores[index : index + 1])[0])
 
 
 @pytest.mark.parametrize("seeded", [False, True])
