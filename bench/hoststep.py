@@ -127,18 +127,25 @@ def measure(rows: int, mix: str, steps: int) -> dict:
     batch = batch_of(rows, mix, 2 * steps + 4)
     for _ in range(3):
         batch.advance()
-    stretches = []  # the least disturbed stretch of CHUNK steps: neighbours' load only ever adds time
+    stretches, cpu = [], []  # the least disturbed stretch of CHUNK steps: neighbours' load only adds time
     for _ in range(max(1, steps // CHUNK)):
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         for _ in range(CHUNK):
             batch.advance()
         stretches.append((time.perf_counter() - started) / CHUNK * 1e6)
-    host_us = min(stretches)
+        cpu.append((time.process_time() - used) / CHUNK * 1e6)
+    host_us, cpu_us = min(stretches), min(cpu)
     syncs, ops, sync_mode, op_mode = counting_modes()
     with torch.inference_mode(), sync_mode, op_mode:
         batch.advance()
     assert len(batch.rows) == rows, "a row left during the measurement"
-    return {"host_us": round(host_us, 1), "ops": sum(ops.values()), "syncs": sum(syncs.values()), "by": dict(syncs)}
+    return {
+        "host_us": round(host_us, 1),
+        "cpu_us": round(cpu_us, 1),
+        "ops": sum(ops.values()),
+        "syncs": sum(syncs.values()),
+        "by": dict(syncs),
+    }
 
 
 def run_here(sizes: list[int], steps: int, threads: int = 1) -> dict:
@@ -166,14 +173,17 @@ def run_tree(tree: Path, sizes: list[int], steps: int, threads: int) -> dict:
 
 
 def table(after: dict, before: dict | None, threads: int) -> str:
-    head = "| mix/rows | threads | host µs/step | ops/step | syncs/step |"
-    lines = [head if before is None else head + " before µs | before ops | before syncs | time after/before |"]
+    """host: wall time; cpu: this process's CPU time (all its threads), which a loaded machine inflates less."""
+    head = "| mix/rows | threads | host µs/step | cpu µs/step | ops/step | syncs/step |"
+    more = " before host µs | before cpu µs | before ops | before syncs | host after/before | cpu after/before |"
+    lines = [head if before is None else head + more]
     lines.append("|" + "---|" * (lines[0].count("|") - 1))
     for key, a in after.items():
-        line = f"| {key} | {threads} | {a['host_us']:.0f} | {a['ops']} | {a['syncs']} |"
+        line = f"| {key} | {threads} | {a['host_us']:.0f} | {a['cpu_us']:.0f} | {a['ops']} | {a['syncs']} |"
         if before is not None:
             b = before[key]
-            line += f" {b['host_us']:.0f} | {b['ops']} | {b['syncs']} | {a['host_us'] / b['host_us']:.2f} |"
+            line += f" {b['host_us']:.0f} | {b['cpu_us']:.0f} | {b['ops']} | {b['syncs']} |"
+            line += f" {a['host_us'] / b['host_us']:.2f} | {a['cpu_us'] / b['cpu_us']:.2f} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -206,8 +216,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def least(runs: list[dict]) -> dict:
-    """Per case, the round with the least host time (ops and syncs are the same in every round)."""
-    return {key: min((run[key] for run in runs), key=lambda case: case["host_us"]) for key in runs[0]}
+    """Per case, each time's least over the rounds (ops and syncs are the same in every round)."""
+    return {
+        key: {**runs[0][key], **{t: min(run[key][t] for run in runs) for t in ("host_us", "cpu_us")}} for key in runs[0]
+    }
 
 
 def default_threads() -> int:

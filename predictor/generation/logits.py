@@ -135,11 +135,11 @@ def scores_of(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> list[Scor
     # (vllm/entrypoints/openai/serving_completion.py, _create_completion_logprobs).
     logprobs = torch.log_softmax(logits.float(), dim=-1).clamp(min=FLOOR)
     tokens = tokens[:, None].to(logprobs.device)
-    columns = [tokens.double(), logprobs.gather(1, tokens).double()]
+    columns = [tokens, logprobs.gather(1, tokens)]
     if top:
         alternatives = logprobs.topk(top, dim=-1)
-        columns += [alternatives.indices.double(), alternatives.values.double()]
-    # One copy to the host for everything (float64 holds the ids and the float32 logprobs exactly).
+        columns += [alternatives.indices, alternatives.values]
+    # One copy to the host for everything: cat promotes the ids to float32, exact below 2**24.
     table = torch.cat(columns, dim=1).tolist()
     return [(int(r[0]), r[1], tuple(zip(map(int, r[2 : 2 + top]), r[2 + top :], strict=True))) for r in table]
 

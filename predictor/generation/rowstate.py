@@ -135,13 +135,13 @@ class BatchState:
             k = min(f.top_k, scores.shape[-1])
             kth = torch.topk(scores, k).values.gather(1, (self.top_k.clamp(1, k) - 1)[:, None])
             kth.masked_fill_(self.top_k_off, -float("inf"))  # nothing is below -inf: the row keeps all
-            scores = scores.masked_fill(scores < kth, -float("inf"))
+            scores = torch.where(scores < kth, -float("inf"), scores)  # masked_fill: 1.6x the time on CPU
         if f.top_p:
             ordered, indices = torch.sort(scores, descending=False)
             remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= self.one_minus_p
             remove[:, -1] = False
             remove &= ~self.top_p_off
-            scores = scores.masked_fill(remove.scatter(1, indices, remove), -float("inf"))
+            scores = torch.where(remove.scatter(1, indices, remove), -float("inf"), scores)
         return scores
 
     def draw(self, warped: torch.Tensor) -> torch.Tensor:
@@ -159,7 +159,7 @@ class BatchState:
                 uniform = torch.where(self.is_seeded, uniform, torch.rand_like(uniform))
         else:
             uniform = torch.rand(len(warped), dtype=torch.float64, device=warped.device)
-        cdf = probs.double().cumsum(dim=-1)
+        cdf = probs.cumsum(dim=-1, dtype=torch.float64)
         target = (uniform * cdf[:, -1])[:, None]  # below the row's total: never past the last token
         return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
 

@@ -195,3 +195,26 @@ def test_draws_follow_the_warped_distribution(seeded):
     expected = torch.softmax(logits[0, :3].double(), dim=0)
     assert frequencies[3:].sum() == 0
     torch.testing.assert_close(frequencies[:3], expected, atol=0.03, rtol=0)
+
+
+
+def test_penalties_hold_past_the_history_capacity_and_into_a_narrower_state():
+    # penalties.py keeps each row's tokens in [rows, capacity] columns, doubled as a row grows (64 to
+    # 128 here), and a row carried from a wide state into a narrow one keeps the columns it uses.
+    long, short = rows_of([{"repetition_penalty": 1.3, "frequency_penalty": 0.2}, {"presence_penalty": 0.4}])
+    logits = torch.randn(2, VOCAB, generator=torch.Generator().manual_seed(7))
+
+    def step(batch):
+        for row, token in zip(batch, choose(batch, logits[: len(batch)], EOS).tolist(), strict=True):
+            row.tokens.append(token)
+        return batch[0].state
+
+    for _ in range(66):
+        wide = step([long])
+    assert wide.penalties.history.shape[1] == 128 and len(long.tokens) == 71
+    scores = torch.randn(2, VOCAB, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(wide.penalize(scores[:1])[0], reference(long, scores[:1])[0])
+    assert step([long, short]).penalties.history.shape[1] == 128
+    narrow = step([short])  # carried: its 7 tokens from the 128-column state
+    assert narrow.penalties.history.shape[1] == 64 and short.state is narrow
+    assert torch.equal(narrow.penalize(scores[1:])[0], reference(short, scores[1:])[0])
