@@ -108,7 +108,7 @@ def choose(rows: Sequence[RowChoice], logits: torch.Tensor, eos: int) -> torch.T
             chosen, drawn = state.draw(warped), warped
         else:
             chosen[state.sampled] = state.draw(warped)
-            if flags.logprobs >= 0:
+            if state.scores_sampled:  # a sampled row reports logprobs: of its warped scores
                 drawn = scores.index_copy(0, state.sampled, warped)
     if flags.logprobs >= 0:
         _score(rows, state, drawn, chosen)

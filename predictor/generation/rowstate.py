@@ -74,6 +74,7 @@ class BatchState:
         self.flags = flags = _flags(rows)
         sampled = [i for i, row in enumerate(rows) if row.warp_key is not None]
         wanted = [i for i, row in enumerate(rows) if row.scored is not None]
+        self.scores_sampled = bool(set(sampled) & set(wanted))  # a row both samples and reports logprobs
         self.index = {id(row): i for i, row in enumerate(rows)}
         fresh, carried = _carried(rows)  # tokens to upload from the host, tokens to copy over
         history = [token for i in fresh for token in rows[i].tokens]

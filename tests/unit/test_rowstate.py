@@ -197,7 +197,6 @@ def test_draws_follow_the_warped_distribution(seeded):
     torch.testing.assert_close(frequencies[:3], expected, atol=0.03, rtol=0)
 
 
-
 def test_penalties_hold_past_the_history_capacity_and_into_a_narrower_state():
     # penalties.py keeps each row's tokens in [rows, capacity] columns, doubled as a row grows (64 to
     # 128 here), and a row carried from a wide state into a narrow one keeps the columns it uses.
@@ -218,3 +217,24 @@ def test_penalties_hold_past_the_history_capacity_and_into_a_narrower_state():
     narrow = step([short])  # carried: its 7 tokens from the 128-column state
     assert narrow.penalties.history.shape[1] == 64 and short.state is narrow
     assert torch.equal(narrow.penalize(scores[1:])[0], reference(short, scores[1:])[0])
+
+
+@pytest.mark.parametrize("company", [[{}], [{"do_sample": True, "top_k": 4, "logprobs": 3}]])
+def test_logprobs_in_a_mixed_batch_are_each_rows_own_distribution(company):
+    # A greedy row reports its processed scores' log-softmax, a sampled row its warped scores': with or
+    # without a sampled row that reports logprobs in the batch (logits.choose copies the warped rows
+    # back only then).
+    fields = [{"logprobs": 3, "repetition_penalty": 1.2}, {"do_sample": True, "top_k": 3}, *company]
+    rows = rows_of(fields, generated=())
+    logits = torch.randn(len(rows), VOCAB, generator=torch.Generator().manual_seed(10))
+    chosen = choose(rows, logits, EOS)
+    for index, row in enumerate(rows):
+        if row.scored is None:
+            continue
+        (token, logprob, top), expected = (
+            row.scored[0],
+            torch.log_softmax(reference(row, logits[index : index + 1])[0], -1),
+        )
+        assert token == chosen[index].item()
+        assert logprob == expected[token].item()
+        assert [value for _, value in top] == expected.topk(3).values.clamp(min=-9999.0).tolist()
