@@ -63,4 +63,4 @@ class Penalties:
         self.history[self.arange, self.length] = chosen
         self.length += self.tracks
         self.longest += 1
-        self.counts[self.arange, chosen] += self.counted
+        self.counts.index_put_((self.arange, chosen), self.counted, accumulate=True)  # one op, not three

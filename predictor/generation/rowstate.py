@@ -29,6 +29,7 @@ _MASK = 0xFFFFFFFF
 # not defined behaviour); the constants are the two of "lowbias32" and murmur2's.
 _M1, _M2 = 0x7FEB352D, 0x5BD1E995
 _GOLDEN = 0x9E3779B9
+_BLOCK = 64  # positions hashed at once for the seeded rows (BatchState._seeded_uniform)
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
@@ -92,9 +93,12 @@ class BatchState:
         self.top_k = params[:, 1].long()
         self.one_minus_p = params[:, 2:3].float()
         self.top_k_off = (self.top_k == 0)[:, None]
+        self.top_k_somewhere = any(rows[i].warp_key[1] == 0 for i in sampled)  # a sampled row without top-k
+        self.kth_at = None  # each sampled row's k - 1, capped at the step's largest k (warp)
         self.top_p_off = self.one_minus_p <= 0
         self.key_hash = _mix(_mix(params[:, 3].long() ^ _GOLDEN) ^ params[:, 4].long())
         self.is_seeded = params[:, 5].bool()
+        self.steps, self.uniforms = 0, None  # steps since built; seeded rows' next _BLOCK uniforms, from when
         self.penalties = None
         if flags.repetition or flags.penalties:
             longest = max(len(row.tokens) for row in rows if _counts_tokens(row))
@@ -134,8 +138,11 @@ class BatchState:
             scores = scores / self.temperature
         if f.top_k:
             k = min(f.top_k, scores.shape[-1])
-            kth = torch.topk(scores, k).values.gather(1, (self.top_k.clamp(1, k) - 1)[:, None])
-            kth.masked_fill_(self.top_k_off, -float("inf"))  # nothing is below -inf: the row keeps all
+            if self.kth_at is None:
+                self.kth_at = (self.top_k.clamp(1, k) - 1)[:, None]
+            kth = torch.topk(scores, k).values.gather(1, self.kth_at)
+            if self.top_k_somewhere:  # nothing is below -inf: a row without top-k keeps every score
+                kth.masked_fill_(self.top_k_off, -float("inf"))
             scores = torch.where(scores < kth, -float("inf"), scores)  # masked_fill: 1.6x the time on CPU
         if f.top_p:
             ordered, indices = torch.sort(scores, descending=False)
@@ -154,8 +161,7 @@ class BatchState:
         f = self.flags
         probs = torch.softmax(warped, dim=-1)
         if f.seeded:
-            positions = self.generated[self.sampled]
-            uniform = (_mix(self.key_hash ^ ((positions * _GOLDEN) & _MASK)).double() + 0.5) / 2.0**32
+            uniform = self._seeded_uniform()
             if f.unseeded:
                 uniform = torch.where(self.is_seeded, uniform, torch.rand_like(uniform))
         else:
@@ -164,9 +170,21 @@ class BatchState:
         target = (uniform * cdf[:, -1])[:, None]  # below the row's total: never past the last token
         return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
 
+    def _seeded_uniform(self) -> torch.Tensor:
+        """Each sampled row's uniform for this step, hashed from (seed, position). The hash runs for
+        _BLOCK positions at once (a [rows, _BLOCK] block every _BLOCK steps, the same numbers): a step
+        then costs one op, not the hash's sixteen."""
+        if self.uniforms is None or self.steps - self.uniforms[1] >= _BLOCK:
+            positions = self.generated[self.sampled][:, None] + torch.arange(_BLOCK, device=self.device)
+            hashed = _mix(self.key_hash[:, None] ^ ((positions * _GOLDEN) & _MASK))
+            self.uniforms = ((hashed.double() + 0.5) / 2.0**32, self.steps)
+        block, start = self.uniforms
+        return block[:, self.steps - start]
+
     def advance(self, chosen: torch.Tensor) -> None:
         """The step's tokens, counted on the device: the next step starts from here."""
         self.generated += 1
+        self.steps += 1
         self.expected = [n + 1 for n in self.expected]
         if self.penalties is not None:
             self.penalties.advance(chosen)

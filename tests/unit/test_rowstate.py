@@ -238,3 +238,24 @@ def test_logprobs_in_a_mixed_batch_are_each_rows_own_distribution(company):
         assert token == chosen[index].item()
         assert logprob == expected[token].item()
         assert [value for _, value in top] == expected.topk(3).values.clamp(min=-9999.0).tolist()
+
+
+def test_a_seeded_rows_draws_do_not_depend_on_when_its_state_was_built():
+    # rowstate hashes the seeded rows' uniforms 64 positions at a time: a state kept for 70 steps and
+    # one rebuilt at every step draw the same tokens.
+    logits = torch.randn(2, VOCAB, generator=torch.Generator().manual_seed(11))
+    draws = []
+    for rebuild in (False, True):
+        rows = rows_of([{"do_sample": True, "seed": 5, "top_k": 0}, {"do_sample": True, "seed": 6}], generated=())
+        tokens = []
+        for _ in range(70):
+            if rebuild:
+                for row in rows:
+                    row.state = None
+            chosen = choose(rows, logits, EOS).tolist()
+            for row, token in zip(rows, chosen, strict=True):
+                row.tokens.append(token)
+            tokens.append(chosen)
+        draws.append(tokens)
+    assert draws[0] == draws[1]
+    assert len({tuple(step) for step in draws[0]}) > 10
