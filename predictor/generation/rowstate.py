@@ -244,7 +244,7 @@ def _row_values(row) -> list[float]:
         row.generated,
         row.min_new,
         float(bool(s.remove_invalid_values)),
-        row.tokens[0] if _counts_tokens(row) else 0,  # penalties.py: a penalized row's padding token
+        row.tokens[0] if _counts_tokens(row) else 0,  # penalties.py: padding (plan.py: no empty prompt)
         len(row.tokens) if _counts_tokens(row) else 0,
     ]
 
