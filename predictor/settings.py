@@ -13,6 +13,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from predictor.values import boolean as _bool
+from predictor.values import choice as _choice
+from predictor.values import number as _number
+from predictor.values import or_auto as _or_auto
+
 #: Where KServe's storage initializer puts a model given by ``storageUri``.
 KSERVE_MOUNT = Path("/mnt/models")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -37,6 +42,8 @@ class BatchPolicy:
     """How the engine forms batches (deployment settings; the defaults suit one GPU)."""
 
     max_batch_size: int = 32  # requests (prompts) per generate call
+    # --max_batch_size auto: the static path's cache sets the bound (generation/capacity.py); 32 elsewhere
+    auto_batch_size: bool = False
     max_batch_tokens: int = 16384  # rows x (longest prompt + most new tokens): bounds KV-cache memory
     # An idle engine starts once no request has arrived for batch_wait_s, or max_batch_wait_s after
     # the first: a burst that arrives within milliseconds shares one prefill. Later arrivals join the
@@ -58,7 +65,7 @@ class Speed:
 
     decode_path: str = "auto"  # auto: static (preallocated cache, generation/static.py) on one GPU, else dynamic
     cuda_graphs: bool = True  # replay the static path's decode step as CUDA graphs
-    kv_cache_memory_fraction: float = 0.9  # share of the GPU memory free after loading for the cache
+    kv_cache_memory_fraction: float = 0.92  # share of the GPU memory free after loading: cache + prefill room
     attn_implementation: str = "auto"  # transformers' attention for prefill and beam search (auto: its pick)
     cpu_kernels: str = "auto"  # on CPU: linears as oneDNN-packed matmuls (loading/kernels.py); plain: off
 
@@ -97,58 +104,12 @@ class Settings:
     server: argparse.Namespace  # KServe's ModelServer flags, passed through untouched
 
 
-def _number(
-    kind: Callable[[str], float], low: float, high: float | None = None, *, unit: str = "", above: bool = False
-) -> Callable[[str], Any]:
-    """A parser for a number of ``kind`` in [low, high] (``above``: low itself excluded); one message shape."""
-
-    def parse(value: str) -> Any:
-        number = kind(value)
-        if (number > low if above else number >= low) and (high is None or number <= high):
-            return number
-        if high is None:
-            bound = f"{'>' if above else '>='} {low}"
-        elif above:
-            bound = f"> {low} and <= {high}"
-        else:
-            bound = f"between {low} and {high}{unit}"
-        raise ValueError(f"must be {bound} (got {number if kind is int else value})")
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
 _positive = _number(int, 1)
 _non_negative = _number(int, 0)
 _milliseconds = _number(float, 0, 10_000, unit=" ms")
 _seconds = _number(float, 0, 86_400, unit=" seconds")
+_stall_seconds = _number(float, 1, 86_400, unit=" seconds")
 _fraction = _number(float, 0, 1, above=True)
-
-
-def _stall_seconds(value: str) -> float:
-    number = float(value)
-    if not 1 <= number <= 86_400:
-        raise ValueError(f"must be between 1 and 86400 seconds (got {value})")
-    return number
-
-
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"must be true or false (got {value!r})")
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)} (got {value!r})")
-        return value
-
-    parse.__name__ = "choice"
-    return parse
 
 
 def _default_cache_dir(environ: Mapping[str, str]) -> str:
@@ -182,8 +143,8 @@ _OPTIONS: tuple[_Option, ...] = (
     ("max_prompts", "GPTJ_MAX_PROMPTS", _positive, Limits.max_prompts, "request objects per body"),
     ("max_body_bytes", "GPTJ_MAX_BODY_BYTES", _positive, Limits.max_body_bytes,
      "largest request body in bytes (413 above)"),
-    ("max_batch_size", "GPTJ_MAX_BATCH_SIZE", _positive, BatchPolicy.max_batch_size,
-     "most requests generated together"),
+    ("max_batch_size", "GPTJ_MAX_BATCH_SIZE", _or_auto(_positive), "auto",
+     "most sequences generated together; auto: as many as the KV cache holds on the static path, else 32"),
     ("max_batch_tokens", "GPTJ_MAX_BATCH_TOKENS", _positive, BatchPolicy.max_batch_tokens,
      "most tokens in a batch: rows x (longest prompt + most new tokens)"),
     ("batch_wait_ms", "GPTJ_BATCH_WAIT_MS", _milliseconds, BatchPolicy.batch_wait_s * 1000,
@@ -213,7 +174,7 @@ _OPTIONS: tuple[_Option, ...] = (
     ("cuda_graphs", "GPTJ_CUDA_GRAPHS", _bool, Speed.cuda_graphs,
      "replay the static path's decode step as CUDA graphs"),
     ("kv_cache_memory_fraction", "GPTJ_KV_CACHE_MEMORY_FRACTION", _fraction, Speed.kv_cache_memory_fraction,
-     "share of the GPU memory free after loading that the static KV cache may take"),
+     "share of the GPU memory free after loading that the static KV cache and its prefill room may take"),
     ("attn_implementation", "GPTJ_ATTN_IMPLEMENTATION", _choice("auto", "sdpa", "eager"), Speed.attn_implementation,
      "transformers' attention for prefill and beam search (auto: sdpa where the installed transformers has it)"),
     ("cpu_kernels", "GPTJ_CPU_KERNELS", _choice("auto", "packed", "plain"), Speed.cpu_kernels,
@@ -282,7 +243,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     # A min_length cap above the max_length cap could never be met; lowering one limit alone is fine.
     limits = replace(limits, min_length=min(limits.min_length, limits.max_length))
     batch = BatchPolicy(
-        max_batch_size=args.max_batch_size,
+        max_batch_size=args.max_batch_size or BatchPolicy.max_batch_size,
+        auto_batch_size=args.max_batch_size is None,
         max_batch_tokens=args.max_batch_tokens,
         batch_wait_s=args.batch_wait_ms / 1000,
         max_batch_wait_s=args.max_batch_wait_ms / 1000,

@@ -11,8 +11,9 @@ target gets a new inode: ``os.stat`` follows the link and sees it. (A ``subPath`
 updates; the chart mounts the whole volume.) Keys are never logged; the request log says which
 slot (0 = the file's first key) matched.
 
-Open without a key: liveness, readiness (kubelet and Knative's queue-proxy probe without one) and
-``/metrics`` (scraped from inside the cluster; the chart's NetworkPolicy limits who reaches it).
+Open without a key: liveness, readiness (kubelet and Knative's queue-proxy probe without one; also
+``/openai/health``, vLLM's readiness route, which vLLM leaves open too) and ``/metrics`` (scraped
+from inside the cluster; the chart's NetworkPolicy limits who reaches it).
 ``GET /v1/models/<name>`` stays open too: it is KServe's v1 model-health route ("returns 200 if
 model is ready to serve", kserve/protocol/rest/v1_endpoints.py), answers only the name and a
 boolean like ``/v2/models/<name>/ready``, and is what v1-style readiness probes use.
@@ -35,7 +36,7 @@ log = logging.getLogger("predictor")
 
 _OPEN = re.compile(
     r"/|/metrics|/v2/health/(?:live|ready)|/v2/models/[^/]+(?:/versions/[^/]+)?/ready"
-    r"|/v1/models/[^/:]+"
+    r"|/v1/models/[^/:]+|/openai/health"
 )
 
 

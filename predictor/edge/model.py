@@ -103,6 +103,10 @@ class GPTJModel(Model):
         """Each prompt's text and token ids, given either (OpenAI's token-id prompts)."""
         return await asyncio.to_thread(self._running().encode, prompts)
 
+    async def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        """Each id's token as the vocabulary spells it (the tokenize route's ``token_strs``)."""
+        return await asyncio.to_thread(self._running().token_strs, token_ids)
+
     def vocabulary(self) -> int:
         """How many token ids the tokenizer knows."""
         return self._running().vocabulary

@@ -2,6 +2,7 @@
 
 - ``POST /v1/models/{name}:stream``: the seed API as server-sent events (seed_routes.py)
 - ``GET /openai/v1/models``, ``GET /openai/v1/models/{id}``, ``POST /openai/v1/completions`` (openai_routes.py)
+- ``GET /openai/health``, ``POST /openai/tokenize``, ``POST /openai/detokenize``: vLLM's (vllm_routes.py)
 - ``GET /v2/health/live``, ``GET /`` (liveness) and ``GET /v2/health/ready``: KServe's answer 200
   whatever the engine's state (DataPlane.live, kserve/protocol/dataplane.py); ours answer 503 once
   the engine failed, so Kubernetes restarts the pod. Per-model readiness needs no route of ours:
@@ -21,7 +22,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 
-from predictor.edge import openai_routes, seed_routes
+from predictor.edge import openai_routes, seed_routes, vllm_routes
 from predictor.edge.serving import Serving
 from predictor.errors import EngineUnhealthy
 
@@ -47,6 +48,15 @@ def register(app: FastAPI, model: Serving) -> None:
     async def openai_completions(request: Request):
         return await openai_routes.completions(model, request)
 
+    async def openai_health():
+        return await vllm_routes.health(model)
+
+    async def openai_tokenize(request: Request):
+        return await vllm_routes.tokenize(model, request)
+
+    async def openai_detokenize(request: Request):
+        return await vllm_routes.detokenize(model, request)
+
     async def live():  # the bodies KServe's routes answer (ServerLiveResponse, DataPlane.live)
         _alive(model)
         return {"live": True}
@@ -67,6 +77,9 @@ def register(app: FastAPI, model: Serving) -> None:
     app.add_api_route("/openai/v1/models", openai_models, methods=["GET"], tags=["OpenAI"])
     app.add_api_route("/openai/v1/models/{model_id}", openai_model, methods=["GET"], tags=["OpenAI"])
     app.add_api_route("/openai/v1/completions", openai_completions, methods=["POST"], tags=["OpenAI"])
+    app.add_api_route("/openai/health", openai_health, methods=["GET"], tags=["OpenAI"])
+    app.add_api_route("/openai/tokenize", openai_tokenize, methods=["POST"], tags=["OpenAI"])
+    app.add_api_route("/openai/detokenize", openai_detokenize, methods=["POST"], tags=["OpenAI"])
 
 
 #: Inference routes (ours and KServe's) and the methods they take.

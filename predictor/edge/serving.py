@@ -31,6 +31,9 @@ class Serving(Protocol):
     async def encode(self, prompts: Sequence[str | list[int]]) -> tuple[list[str], list[list[int]]]:
         """Each prompt's text and token ids, given either (off the event loop)."""
 
+    async def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        """Each id's token as the tokenizer's vocabulary spells it (vLLM's ``token_strs``)."""
+
     def vocabulary(self) -> int:
         """How many token ids the tokenizer knows."""
 

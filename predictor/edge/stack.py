@@ -35,6 +35,10 @@ class Stack:
         backend = self.loaded.tokenizer.backend_tokenizer
         return [backend.encode(prompt).ids for prompt in prompts]
 
+    def token_strs(self, token_ids: Sequence[int]) -> list[str]:
+        """Each id's token as the vocabulary spells it (byte-level BPE: ``Ġ`` for a leading space)."""
+        return self.loaded.tokenizer.convert_ids_to_tokens(list(token_ids))
+
     @property
     def vocabulary(self) -> int:
         """How many token ids the tokenizer knows (ids run from 0 to this minus 1)."""

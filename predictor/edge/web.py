@@ -152,10 +152,18 @@ class Auth:
         await self.app(scope, receive, send)
 
 
+#: POST routes under the inference prefixes that never generate (vLLM's tokenizer routes).
+NOT_INFERENCE = ("/openai/tokenize", "/openai/detokenize")
+
+
 def is_inference(scope: Scope) -> bool:
     """Requests that generate (or try to): what the request metrics and logs count."""
     path = scope.get("path", "")
-    return scope.get("method") == "POST" and path.startswith(("/v1/models/", "/v2/models/", "/openai/"))
+    return (
+        scope.get("method") == "POST"
+        and path.startswith(("/v1/models/", "/v2/models/", "/openai/"))
+        and path not in NOT_INFERENCE
+    )
 
 
 class Tracker:

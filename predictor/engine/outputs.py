@@ -91,7 +91,9 @@ class Outputs:
             piece, stopped = sequence.stream.piece(sequence.tokens, final=delta.finished), sequence.stream.stopped
         if not (delta.finished or stopped):
             if piece and self.streaming:
-                fed.pieces.append(Piece(delta.index, piece, self._streamed_logprobs(sequence)))
+                fed.pieces.append(
+                    Piece(delta.index, piece, self._streamed_logprobs(sequence), generated=len(sequence.tokens))
+                )
             return
         sequence.done = True
         if not delta.finished:
@@ -123,4 +125,4 @@ class Outputs:
             # them in its final chunk.
             kept = None if completion.logprobs is None else completion.logprobs[sequence.streamed :]
             sequence.streamed += len(kept or ())
-            fed.pieces.append(Piece(index, last, kept))
+            fed.pieces.append(Piece(index, last, kept, generated=completion.generated_tokens))

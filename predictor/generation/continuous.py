@@ -16,7 +16,7 @@ from typing import Callable, Hashable, Mapping, Protocol, Sequence
 import torch
 
 from predictor.core import GenerationRequest, new_tokens
-from predictor.generation import dynamic, prefill
+from predictor.generation import dynamic, prefill, steps
 from predictor.generation.logits import RowChoice, Scored, choose, row_choice
 from predictor.generation.retry import Fatal, each_alone, together_or_alone
 
@@ -33,7 +33,7 @@ class Decoder(Protocol):
 
     def add(self, state: dynamic.DecodeState) -> None: ...
 
-    def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor: ...
+    def step(self, tokens: torch.Tensor | Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor: ...
 
     def undo_step(self) -> None: ...
 
@@ -87,6 +87,7 @@ class ContinuousBatch:
         self._prefilled: list[Hashable] = []  # requests whose first token came since take_prefilled()
         self._failed: dict[Hashable, Exception] = {}  # requests whose prefill failed in advance()
         self._prefill_ran = False  # join() ran this step's prefill already
+        self.io = steps.StepIO()  # the rows' latest tokens on the device; each step's one copy back
 
     @property
     def longest(self) -> int:
@@ -148,9 +149,9 @@ class ContinuousBatch:
 
     def _step(self) -> list[Done]:
         with torch.inference_mode():
-            logits = self.decoder.step([row.choice.tokens[-1] for row in self.rows])
+            logits = self.decoder.step(self.io.inputs(self.rows))
             try:
-                tokens = choose([row.choice for row in self.rows], logits, self.eos).tolist()
+                tokens = self.io.choose(self.rows, logits, self.eos)
             except BaseException:
                 self.decoder.undo_step()  # no row kept a token: a retry (advance_each) feeds them again
                 raise
@@ -189,7 +190,7 @@ class ContinuousBatch:
                 self.decoder.add(dynamic.repeat(entry.state, len(rows)))
                 logits = last[None].repeat(len(rows), 1)  # choose() writes into its rows' scores
             try:
-                tokens = choose([row.choice for row in rows], logits, self.eos).tolist()
+                tokens = self.io.choose(rows, logits, self.eos, joined=True)
             except BaseException:
                 self.decoder.keep(list(range(len(self.rows))))  # the cache must hold exactly the batch's rows
                 raise
@@ -221,6 +222,7 @@ class ContinuousBatch:
                 failed[owner] = outcome
             else:
                 tokens.update(zip(groups[owner], outcome, strict=True))
+        self.io.reset([tokens.get(i, row.choice.tokens[-1]) for i, row in enumerate(self.rows)])
         return self._record(tokens, drop={i for i, row in enumerate(self.rows) if row.owner in failed}), failed
 
     def leave(self, owners: set[Hashable]) -> dict[Hashable, int]:
@@ -251,7 +253,7 @@ class ContinuousBatch:
         prefilling took no part in the step, and stay."""
         owners = list(dict.fromkeys(row.owner for row in self.rows))
         self.decoder.clear()
-        self.rows = []
+        self.rows, self.io.latest = [], None
         return owners
 
     def _record(self, tokens: dict[int, int], drop: set[int] = frozenset()) -> list[Done]:
@@ -301,4 +303,4 @@ class ContinuousBatch:
     def _drop(self, indices: set[int]) -> None:
         if indices:
             survivors = [i for i in range(len(self.rows)) if i not in indices]
-            self.rows = [self.rows[i] for i in self.decoder.keep(survivors)]
+            self.rows = [self.rows[i] for i in self.io.keep(self.decoder.keep(survivors))]

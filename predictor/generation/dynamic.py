@@ -1,7 +1,8 @@
 """The tensors of a continuous batch: rows join (prefill, then merge) and leave between decode steps.
 
 Rows are left-padded to a shared cache length T. ``mask`` marks real tokens, ``positions`` counts
-each row's real tokens (its next rotary position). Joining
+each row's real tokens (its next rotary position), both on the device; ``pads`` counts each row's
+padding on the host, so a step reads nothing back (steps.py: one sync a step). Joining
 left-pads the shorter side's cache; leaving drops rows and then the columns that are padding for
 every remaining row, so T never exceeds the longest live row. Per row the arithmetic is what
 ``generate`` does alone (tests compare token for token).
@@ -29,6 +30,9 @@ class DecodeState:
     kv: KV  # per layer: keys and values, [rows, heads, T, head_dim]
     mask: torch.Tensor  # [rows, T], 1 for real tokens
     positions: torch.Tensor  # [rows]
+    # Each row's leading padding columns, on the host, so that a step (attention()) and keep() need not
+    # read the mask back; None: not known (after a step of only some rows: step_rows).
+    pads: list[int] | None = None
 
     @property
     def rows(self) -> int:
@@ -75,7 +79,7 @@ def prefill(
     )
     for row, callback in (score or {}).items():
         callback(out.logits[row, width - len(prompts[row]) :])
-    return DecodeState(_kv(cache), mask, mask.sum(1)), out.logits[:, -1]
+    return DecodeState(_kv(cache), mask, mask.sum(1), [width - len(p) for p in prompts]), out.logits[:, -1]
 
 
 def extend(
@@ -97,7 +101,7 @@ def extend(
         logits_to_keep=0 if every else 1,
         **{_cache_argument(type(model)): cache},
     )
-    return DecodeState(_kv(cache), mask, mask.sum(1)), out.logits[0]
+    return DecodeState(_kv(cache), mask, mask.sum(1), [0]), out.logits[0]
 
 
 def repeat(state: DecodeState, rows: int) -> DecodeState:
@@ -105,21 +109,39 @@ def repeat(state: DecodeState, rows: int) -> DecodeState:
     if rows == 1:
         return state
     kv = [(k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous()) for k, v in state.kv]
-    return DecodeState(kv, state.mask.expand(rows, -1).contiguous(), state.positions.expand(rows).contiguous())
+    pads = None if state.pads is None else state.pads * rows
+    return DecodeState(kv, state.mask.expand(rows, -1).contiguous(), state.positions.expand(rows).contiguous(), pads)
 
 
-def step(model, state: DecodeState, tokens: Sequence[int]) -> tuple[DecodeState, torch.Tensor]:
-    """One decode step: feed each row its latest token, get next-token logits."""
+def device_ids(tokens: torch.Tensor | Sequence[int], device: torch.device) -> torch.Tensor:
+    """A step's input ids on ``device``: the previous step's tokens stay there (continuous.py); a list
+    (a retry's, the benches') is uploaded."""
+    return tokens.to(device) if isinstance(tokens, torch.Tensor) else torch.tensor(list(tokens), device=device)
+
+
+def step(model, state: DecodeState, tokens: torch.Tensor | Sequence[int]) -> tuple[DecodeState, torch.Tensor]:
+    """One decode step: feed each row its latest token (on the device: nothing is uploaded), get
+    next-token logits. Positions and mask stay on the device too."""
     mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1])], dim=1)
     cache = DynamicCache(ddp_cache_data=state.kv)
     out = model(
-        input_ids=torch.tensor(tokens, device=mask.device)[:, None],
-        attention_mask=mask,
+        input_ids=device_ids(tokens, mask.device)[:, None],
+        attention_mask=attention(model, mask, state.pads),
         position_ids=state.positions[:, None],
         use_cache=True,
         **{_cache_argument(type(model)): cache},
     )
-    return DecodeState(_kv(cache), mask, state.positions + 1), out.logits[:, -1]
+    return DecodeState(_kv(cache), mask, state.positions + 1, state.pads), out.logits[:, -1]
+
+
+def attention(model, mask: torch.Tensor, pads: list[int] | None):
+    """A decode step's attention mask, as transformers would make it from ``mask`` but without looking
+    at the device: for SDPA it checks whether the mask pads any row (a host sync, every step), then
+    passes no mask if none is padded and else the padding as [rows, 1, 1, T] booleans. ``pads`` (the
+    host's) answers the question; other attentions (or pads unknown) get the 2-d mask as before."""
+    if pads is None or model.config._attn_implementation != "sdpa":
+        return mask
+    return mask.bool()[:, None, None, :] if any(pads) else None
 
 
 def _pad_left(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
@@ -141,9 +163,9 @@ def merge(a: DecodeState, b: DecodeState) -> DecodeState:
         )
         for (ka, va), (kb, vb) in zip(a.kv, b.kv, strict=True)
     ]
-    return DecodeState(
-        kv, torch.cat([_pad_left(a.mask, pa, 1), _pad_left(b.mask, pb, 1)]), torch.cat([a.positions, b.positions])
-    )
+    pads = None if a.pads is None or b.pads is None else [p + pa for p in a.pads] + [p + pb for p in b.pads]
+    mask = torch.cat([_pad_left(a.mask, pa, 1), _pad_left(b.mask, pb, 1)])
+    return DecodeState(kv, mask, torch.cat([a.positions, b.positions]), pads)
 
 
 def keep(state: DecodeState, rows: Sequence[int]) -> DecodeState | None:
@@ -151,14 +173,18 @@ def keep(state: DecodeState, rows: Sequence[int]) -> DecodeState | None:
     if not rows:
         return None
     index = torch.tensor(rows, device=state.mask.device)
-    mask = state.mask[index]
-    start = int(torch.nonzero(mask.sum(0))[0])
+    mask, pads = state.mask[index], None
+    if state.pads is None:
+        start = int(torch.nonzero(mask.sum(0))[0])
+    else:  # rows are left-padded: the first column any of them uses is the least padding's
+        start = min(state.pads[row] for row in rows)
+        pads = [state.pads[row] - start for row in rows]
     kv = [(k[index.to(k.device), :, start:], v[index.to(v.device), :, start:]) for k, v in state.kv]
-    return DecodeState(kv, mask[:, start:], state.positions[index])
+    return DecodeState(kv, mask[:, start:], state.positions[index], pads)
 
 
 def step_rows(
-    model, state: DecodeState, rows: Sequence[int], tokens: Sequence[int]
+    model, state: DecodeState, rows: Sequence[int], tokens: torch.Tensor | Sequence[int]
 ) -> tuple[DecodeState, torch.Tensor]:
     """A decode step for ``rows`` only; the others get a padding column, so no row moves."""
     sub = keep(state, rows)
@@ -202,7 +228,7 @@ class DynamicDecoder:
         """Add rows whose prefill ran elsewhere (chunked: continuous.py), after the others."""
         self.state = state if self.state is None else merge(self.state, state)
 
-    def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor | Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
         """Feed each row (or only ``rows``) its latest token; their next-token logits."""
         if rows is None:
             self.state, logits = step(self.model, self.state, tokens)
@@ -214,7 +240,7 @@ class DynamicDecoder:
         """Forget the last step for every row (its tokens were not kept): drop the newest column."""
         state = self.state
         self.state = DecodeState(
-            [(k[:, :, :-1], v[:, :, :-1]) for k, v in state.kv], state.mask[:, :-1], state.positions - 1
+            [(k[:, :, :-1], v[:, :, :-1]) for k, v in state.kv], state.mask[:, :-1], state.positions - 1, state.pads
         )
 
     def keep(self, survivors: Sequence[int]) -> list[int]:

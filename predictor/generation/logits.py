@@ -78,8 +78,13 @@ def _or(value, default):
     return default if value is None else value
 
 
-def choose(rows: Sequence[RowChoice], logits: torch.Tensor, eos: int) -> torch.Tensor:
+def choose(
+    rows: Sequence[RowChoice], logits: torch.Tensor, eos: int, tables: list[torch.Tensor] | None = None
+) -> torch.Tensor:
     """The next token of every row (``logits``: [rows, vocabulary], any float dtype), on the device.
+
+    ``tables``: the logprob rows' scores are appended to it as a device table (``score_table``) for the
+    caller's one copy of the step to the host (steps.py), instead of copied here (None).
 
     The rows' settings live on the device (rowstate.BatchState), built when the rows change and reused
     while they stay: a step is a fixed number of batched ops and syncs nothing (one copy to the host
@@ -111,36 +116,59 @@ def choose(rows: Sequence[RowChoice], logits: torch.Tensor, eos: int) -> torch.T
             if state.scores_sampled:  # a sampled row reports logprobs: of its warped scores
                 drawn = scores.index_copy(0, state.sampled, warped)
     if flags.logprobs >= 0:
-        _score(rows, state, drawn, chosen)
+        _score(rows, state, drawn, chosen, tables)
     state.advance(chosen)
     return chosen
 
 
-def _score(rows: Sequence[RowChoice], state: BatchState, drawn: torch.Tensor, chosen: torch.Tensor) -> None:
+def _score(
+    rows: Sequence[RowChoice], state: BatchState, drawn: torch.Tensor, chosen: torch.Tensor, tables: list | None
+) -> None:
     """Append each reporting row's token, logprob and alternatives: one log-softmax and one top-k for
-    all of them, and one copy to the host. After the warpers, as vLLM's default "processed_logprobs"
+    all of them, and one copy to the host (here, or the caller's: ``tables``). After the warpers, as
+    vLLM's default "processed_logprobs"
     (https://docs.vllm.ai/en/latest/usage/v1_guide.html#semantic-changes-to-logprobs)."""
     wanted = [row for row in rows if row.scored is not None]
     every = len(wanted) == len(rows)
     picked = drawn if every else drawn[state.wanted]
     tokens = chosen if every else chosen[state.wanted]
-    for row, scored in zip(wanted, scores_of(picked, tokens, state.flags.logprobs), strict=True):
+    table = score_table(picked, tokens, state.flags.logprobs)
+    if tables is None:
+        append_scores(rows, table.tolist())
+    else:
+        tables.append(table)
+
+
+def append_scores(rows: Sequence[RowChoice], table: list[list[float]]) -> None:
+    """The host copy of a step's ``score_table`` (its reporting rows, in order) into their ``scored``."""
+    wanted = [row for row in rows if row.scored is not None]
+    for row, scored in zip(wanted, unpack_scores(table), strict=True):
         row.scored.append(_top(scored, row.sampling.logprobs))
 
 
 def scores_of(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> list[Scored]:
     """For each row of ``logits`` [rows, vocabulary]: its token, the token's logprob, and the ``top``
     likeliest tokens with theirs."""
+    return unpack_scores(score_table(logits, tokens, top).tolist())
+
+
+def score_table(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> torch.Tensor:
+    """scores_of's numbers on the device, float64 [rows, 2 + 2 * top]: token, logprob, the ``top``
+    alternatives' ids, their logprobs (float64 holds the ids and the float32 logprobs exactly)."""
     # Tokens a warper removed have -inf, which JSON cannot carry: vLLM reports -9999.0 for them too
     # (vllm/entrypoints/openai/serving_completion.py, _create_completion_logprobs).
     logprobs = torch.log_softmax(logits.float(), dim=-1).clamp(min=FLOOR)
     tokens = tokens[:, None].to(logprobs.device)
-    columns = [tokens, logprobs.gather(1, tokens)]
+    columns = [tokens.double(), logprobs.gather(1, tokens).double()]
     if top:
         alternatives = logprobs.topk(top, dim=-1)
-        columns += [alternatives.indices, alternatives.values]
-    # One copy to the host for everything: cat promotes the ids to float32, exact below 2**24.
-    table = torch.cat(columns, dim=1).tolist()
+        columns += [alternatives.indices.double(), alternatives.values.double()]
+    return torch.cat(columns, dim=1)
+
+
+def unpack_scores(table: list[list[float]]) -> list[Scored]:
+    """score_table's rows, copied to the host, as Scored."""
+    top = (len(table[0]) - 2) // 2 if table else 0
     return [(int(r[0]), r[1], tuple(zip(map(int, r[2 : 2 + top]), r[2 + top :], strict=True))) for r in table]
 
 

@@ -1,10 +1,9 @@
 """Which decode path the continuous batch takes, and how many rows its cache holds.
 
-On one CUDA device the default is the static path (static.py): a KV cache allocated once, for as many
-rows as ``--max_batch_size`` asks (at least ``--max_return_sequences``, so a lone request always fits)
-and ``--kv_cache_memory_fraction`` of the free memory allows after room for prefill, each
-row up to ``--max_length_limit`` tokens, with every decode shape captured as a CUDA graph before the
-model reports ready. Elsewhere (CPU, a model spread over several GPUs, or ``--decode_path dynamic``)
+On one CUDA device the default is the static path (static.py): a KV cache allocated once, its rows and
+tokens per row sized from the memory the weights leave free (capacity.py: ``--kv_cache_memory_fraction``,
+``--max_batch_size auto`` or a number, ``--max_length_limit`` tokens a row), with every decode shape
+captured as a CUDA graph before the model reports ready. Elsewhere (CPU, a model spread over several GPUs, or ``--decode_path dynamic``)
 the dynamic path (dynamic.py) grows its cache as rows need it, bounded by ``--max_batch_tokens``.
 
 ``choose`` also says what was chosen (``DecodeInfo``: /metrics' gptj_decode_info and the benchmark
@@ -18,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+from predictor.generation import capacity
 from predictor.generation.static import (
     PREFILL_TOKENS,
     StaticDecoder,
@@ -40,6 +40,8 @@ class DecodeInfo:
     kv_rows: int  # rows the cache holds (static) or the batch admits (dynamic)
     kv_tokens_per_row: int
     kv_reserved_bytes: int  # allocated up front (static); the dynamic cache grows per step instead
+    # the static step's attention (attention.py): how each row reads its cache; "-" on the dynamic path
+    decode_attention: str = "-"
 
 
 @dataclass(frozen=True)
@@ -85,55 +87,57 @@ def choose(loaded: Loaded, settings: Settings) -> Choice:
 
 def _static(loaded: Loaded, settings: Settings, per_token: int, info: functools.partial) -> Choice:
     """The static decoder, its graphs captured now (before ready), and the policy that fits its rows."""
-    model, policy, max_len = loaded.model, settings.batch, settings.limits.max_length
-    # A lone request joins whatever its sequences (scheduling.admit): give it room even if the batch
-    # bound is lower.
-    capacity = max(policy.max_batch_size, settings.limits.max_return_sequences)
-    if model.device.type == "cuda":
-        capacity = _rows_that_fit(model, settings, capacity, per_token)
+    model, policy = loaded.model, settings.batch
+    room = _capacity(model, settings, per_token)
     started = time.monotonic()
-    decoder = StaticDecoder(model, loaded.eos_token_id, capacity, max_len, graphs=settings.speed.cuda_graphs)
+    decoder = StaticDecoder(
+        model, loaded.eos_token_id, room.rows, room.tokens_per_row, graphs=settings.speed.cuda_graphs
+    )
     try:
         graphs = decoder.warm_up()
     except Exception as exc:  # noqa: BLE001 - a failed capture costs speed, not service
         log.warning("CUDA graph capture failed, so the static path runs without graphs: %s", exc)
         graphs = decoder.drop_graphs()
     log.info(
-        "decode path: static, %d rows x %d tokens (%.1f GiB), %d CUDA graphs captured in %.1f s",
-        capacity,
-        max_len,
-        capacity * max_len * per_token / 2**30,
+        "decode path: static, KV cache %s, attention %s, %d CUDA graphs captured in %.1f s",
+        room.describe(),
+        decoder.attention.name,
         graphs,
         time.monotonic() - started,
     )
+    rows = room.rows if policy.auto_batch_size else min(policy.max_batch_size, room.rows)
     return Choice(
         decoder,
-        replace(policy, max_batch_size=min(policy.max_batch_size, capacity), preallocated=True),
+        replace(policy, max_batch_size=rows, preallocated=True),
         info(
             path="graphs" if graphs else "static",
             cuda_graphs=graphs,
-            kv_rows=capacity,
-            kv_reserved_bytes=capacity * max_len * per_token,
+            kv_rows=room.rows,
+            kv_reserved_bytes=room.reserved_bytes,
+            decode_attention=decoder.attention.name,
         ),
     )
 
 
-def _rows_that_fit(model, settings: Settings, wanted: int, per_token: int) -> int:
-    """Rows of the static cache that fit the GPU's free memory, after what prefill and graphs need."""
+def _capacity(model, settings: Settings, per_token: int) -> capacity.Capacity:
+    """The static cache's shape: from the GPU's free memory on CUDA, else the batch bound (capacity.py)."""
+    policy, limits = settings.batch, settings.limits
+    if model.device.type != "cuda":
+        # A lone request joins whatever its sequences (scheduling.admit): room for it even if the batch
+        # bound is lower.
+        return capacity.Capacity(max(policy.max_batch_size, limits.max_return_sequences), limits.max_length, per_token)
     import torch
 
-    max_len, needed = settings.limits.max_length, settings.limits.max_return_sequences
+    torch.cuda.empty_cache()  # what the loader's warm-up left cached counts as free: the cache may take it
     free, _ = torch.cuda.mem_get_info(model.device)
-    # prefill: its temporary cache, the copy of it made while filling the slots, and activations;
-    # graphs: one float32 logits buffer of [rows, vocabulary]
-    reserve = 3 * PREFILL_TOKENS * per_token + wanted * model.lm_head.out_features * 4
-    fits = max(0, int(free * settings.speed.kv_cache_memory_fraction) - reserve) // (max_len * per_token)
-    if fits < needed:
-        raise ValueError(
-            f"the GPU's free memory ({free / 2**30:.1f} GiB) holds a KV cache of only {fits} rows of "
-            f"{max_len} tokens, fewer than --max_return_sequences {needed}: lower --max_length_limit "
-            f"or --max_return_sequences, or use --decode_path dynamic"
-        )
-    if fits < wanted:
-        log.warning("the KV cache fits %d rows of %d tokens, not --max_batch_size %d", fits, max_len, wanted)
-    return min(wanted, fits)
+    return capacity.from_gpu(
+        free,
+        settings.speed.kv_cache_memory_fraction,
+        per_token,
+        limits.max_length,
+        model.lm_head.out_features,
+        PREFILL_TOKENS,
+        wanted=None if policy.auto_batch_size else policy.max_batch_size,
+        needed=limits.max_return_sequences,
+        beam_tokens=policy.max_batch_tokens,
+    )

@@ -4,9 +4,10 @@ Why (docs/performance.md has the figures): the dynamic path (dynamic.py) copies 
 into a new tensor at each step and launches some 20 kernels per layer from Python; at batch 1 on an
 H100 that costs more than reading GPT-J-6B's 12 GB of weights, the step's real floor. Here row i of
 the batch owns slot i of one cache tensor per layer ([slots, heads, max_len, head_dim]): a step writes
-each row's new key and value at the row's own length and attends over the first ``L`` columns, ``L``
-rounded up to a bucket. The step's shapes then depend only on (rows bucket, length bucket), so on
-CUDA each shape is captured once as a CUDA graph and replayed: one launch per step.
+each row's new key and value at the row's own length and attends over its own length (attention.py:
+FlashAttention reading the lengths on the device, or spans rounded up to a bucket). The step's shapes
+then depend only on the rows bucket (and the length bucket where the kernel needs one), so on CUDA each
+shape is captured once as a CUDA graph and replayed: one launch per step.
 
 The step is GPT-J's block written out over the model's own modules (layer norms, projections, MLP),
 with the attention core, rotary embedding and cache writes here; tests check it against the dynamic
@@ -27,6 +28,7 @@ from transformers.models.gptj.modeling_gptj import (
     rotate_every_two,
 )
 
+from predictor.generation import attention as attention_kernels
 from predictor.generation import dynamic
 
 log = logging.getLogger("predictor")
@@ -58,7 +60,14 @@ class StaticDecoder:
     """``capacity`` rows of at most ``max_len`` tokens; the Decoder protocol of continuous.py."""
 
     def __init__(
-        self, model, pad: int, capacity: int, max_len: int, graphs: bool = True, prefill_tokens: int = PREFILL_TOKENS
+        self,
+        model,
+        pad: int,
+        capacity: int,
+        max_len: int,
+        graphs: bool = True,
+        prefill_tokens: int = PREFILL_TOKENS,
+        attention: str = "auto",
     ) -> None:
         config, device, dtype = model.config, model.device, model.dtype
         self.model, self.pad, self.capacity, self.max_len = model, pad, capacity, max_len
@@ -79,6 +88,10 @@ class StaticDecoder:
             else model.transformer.h[0].mlp.act
         )
         self.graphs = graphs and device.type == "cuda"
+        # how each row reads its cache (attention.py): its own length where the kernel allows
+        self.attention = attention_kernels.choose(
+            attention, self.heads, self.head_dim, capacity, max_len, LENGTH_BUCKET, dtype, device, self.graphs
+        )
         self._captured: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
         # every graph writes its logits here: one buffer, not one kept alive per captured shape
@@ -128,20 +141,21 @@ class StaticDecoder:
             self.k[:, slot, :, :length] = keys[:, offset, :, start:]
             self.v[:, slot, :, :length] = values[:, offset, :, start:]
 
-    def step(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
-        """Feed each row (or only ``rows``, eagerly: the failure path) its latest token."""
+    def step(self, tokens: torch.Tensor | Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Feed each row (or only ``rows``, eagerly: the failure path) its latest token (a device tensor,
+        or a list: uploaded); lengths are checked on the host's ``sizes``, so a step syncs nothing."""
         selected = list(range(self.rows)) if rows is None else list(rows)
         if max(self.sizes[i] for i in selected) >= self.max_len:
             raise ValueError(f"a row would exceed the cache's {self.max_len} tokens")
         span = self._span(max(self.sizes[i] for i in selected) + 1)
         if rows is None:
             count = len(selected)
-            self.tokens[:count] = torch.tensor(tokens, device=self.tokens.device)
+            self.tokens[:count].copy_(dynamic.device_ids(tokens, self.tokens.device))
             logits = self._run(_bucket(count, rows_buckets(self.capacity)), span)[:count]
             self.lengths[:count] += 1
         else:
             slots = torch.tensor(selected, device=self.tokens.device)
-            logits = self._forward(torch.tensor(tokens, device=slots.device), self.lengths[slots], slots, span)
+            logits = self._forward(dynamic.device_ids(tokens, slots.device), self.lengths[slots], slots, span)
             self.lengths[slots] += 1
         for i in selected:
             self.sizes[i] += 1
@@ -178,8 +192,9 @@ class StaticDecoder:
         if not self.graphs:
             return 0
         with torch.inference_mode():
+            spans = range(LENGTH_BUCKET, self.max_len + LENGTH_BUCKET, LENGTH_BUCKET)
             for rows in rows_buckets(self.capacity):
-                for span in range(LENGTH_BUCKET, self.max_len + LENGTH_BUCKET, LENGTH_BUCKET):
+                for span in [self.max_len] if self.attention.any_span else spans:
                     self._run(rows, min(span, self.max_len))
         self.clear()
         return len(self._captured)
@@ -194,12 +209,15 @@ class StaticDecoder:
         return 0
 
     def _span(self, needed: int) -> int:
+        if self.attention.any_span:  # the kernel reads each row's length itself: one shape for all
+            return self.max_len
         return min(-(-needed // LENGTH_BUCKET) * LENGTH_BUCKET, self.max_len)
 
     def _run(self, rows: int, span: int) -> torch.Tensor:
         """The step for the first ``rows`` slots: a graph replay on CUDA, else the eager forward."""
         if not self.graphs:
-            return self._forward(self.tokens[:rows], self.lengths[:rows], None, span)
+            sizes = self.sizes[:rows] + [0] * (rows - len(self.sizes))  # padding rows: free slots at 0
+            return self._forward(self.tokens[:rows], self.lengths[:rows], None, span, sizes)
         key = (rows, span)
         with torch.cuda.device(self.k.device):  # the model's GPU, whichever is current in this thread
             if key not in self._captured:
@@ -223,13 +241,20 @@ class StaticDecoder:
         return graph
 
     def _forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor | None, span: int
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        slots: torch.Tensor | None,
+        span: int,
+        sizes: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """GPT-J for one new token per row: rows are slots[i] (or the first rows), at positions[i]."""
+        """GPT-J for one new token per row: rows are slots[i] (or the first rows), at positions[i].
+
+        ``sizes``: the same positions on the host, where the attention may plan by them (eager)."""
         transformer, count = self.model.transformer, tokens.shape[0]
         index = torch.arange(count, device=tokens.device) if slots is None else slots
         sin, cos = _rotary_tables(self.sincos, positions, self.k.dtype)
-        mask = (torch.arange(span, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
+        plan = self.attention.prepare(positions, sizes, span)
         hidden = transformer.wte(tokens)[:, None, :]
         for layer, block in enumerate(transformer.h):
             x = block.ln_1(hidden)
@@ -237,15 +262,9 @@ class StaticDecoder:
             rotated = _rotate(qkv[:, :2], sin, cos, self.rotary_dim)  # query and key in one go
             self.k[layer][index, :, positions] = rotated[:, 1]
             self.v[layer][index, :, positions] = qkv[:, 2]
-            keys = self.k[layer][:count] if slots is None else self.k[layer][slots]
-            values = self.v[layer][:count] if slots is None else self.v[layer][slots]
-            out = F.scaled_dot_product_attention(
-                rotated[:, 0, :, None],
-                keys[:, :, :span],
-                values[:, :, :span],
-                attn_mask=mask,
-                scale=self.head_dim**-0.5,
-            )
+            keys = self.k[layer] if slots is None else self.k[layer][slots]
+            values = self.v[layer] if slots is None else self.v[layer][slots]
+            out = self.attention(rotated[:, 0, :, None], keys, values, plan)
             mlp = block.mlp.fc_out(self.act(block.mlp.fc_in(x)))  # GPT-J: attention and MLP side by side
             hidden = block.attn.out_proj(out.reshape(count, 1, -1)) + mlp + hidden
         return self.model.lm_head(transformer.ln_f(hidden))[:, -1].float()

@@ -4,8 +4,9 @@ Pure functions; the route is in edge/openai_routes.py. A request is validated on
 message names OpenAI's own fields (``max_tokens``, ``n``, ``prompt[1]``). What OpenAI's API has and
 GPT-J cannot give (``best_of`` > 1, ``suffix``, ``logit_bias``) is refused with a 400 naming the
 field rather than silently ignored. ``logprobs`` N (0-5) reports each generated token's logprob and N
-alternatives (logprobs.py has the shape); with ``echo`` the prompt's tokens too, and ``max_tokens`` 0
-then scores the prompt without generating (what lm-evaluation-harness sends to score a text).
+alternatives, the token itself always among them (logprobs.py has the shape); with ``echo`` the
+prompt's tokens too, and ``max_tokens`` 0 then scores the prompt without generating (what
+lm-evaluation-harness sends to score a text).
 ``prompt`` may be text or token ids, one prompt or a list. Semantics follow https://platform.openai.com/docs/api-reference/completions:
 ``max_tokens`` 16 by default, ``temperature`` 1 by default and 0 for greedy, no top-k, and
 ``prompt`` tokens plus ``max_tokens`` must fit the context.
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from predictor.core import Completion, GenerationRequest, Sampling
 from predictor.errors import BadRequest, Failure
-from predictor.protocols import logprobs, seed
+from predictor.protocols import logprobs, openai_context, seed
 from predictor.protocols.logprobs import MAX_LOGPROBS
 from predictor.settings import Limits
 
@@ -34,6 +35,7 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's: with include_usage, usage on every chunk (openai_stream.py)
 
 
 class CompletionRequest(BaseModel):
@@ -166,21 +168,11 @@ def requests(
 ) -> list[GenerationRequest]:
     """The engine's requests for a parsed request and its prompts' texts and token ids: every prompt,
     with ``max_tokens``, must fit the context window (``limits.max_length``), or a 400 names it."""
-    context, wanted, names = limits.max_length, max_tokens(req), _names(token_ids)
+    wanted, names = max_tokens(req), _names(token_ids)
     for name, ids in zip(names, token_ids, strict=True):
         if not ids:
             raise BadRequest(f"{name}: must not be empty")
-        if len(ids) >= context:
-            raise BadRequest(
-                f"{name}: {len(ids)} tokens is too long: the length limit (prompt + new tokens) is "
-                f"limited to {context}, so a prompt may have at most {context - 1} tokens"
-            )
-    for name, ids in zip(names, token_ids, strict=True):
-        if len(ids) + wanted > context:
-            raise BadRequest(
-                f"max_tokens: {name} has {len(ids)} tokens; with max_tokens {wanted} that exceeds "
-                f"this server's limit of {context} tokens (prompt plus max_tokens)"
-            )
+    openai_context.check(names, token_ids, wanted, limits.max_length)
     return [
         GenerationRequest(
             prompt, tuple(ids), sampling(req, len(ids) + wanted), wants_list=not greedy(req) and (req.n or 1) > 1
@@ -256,7 +248,7 @@ def response(
                     len(choices),
                     text,
                     finish_reason(completion),
-                    logprobs.of_completion(completion, generation.prompt, bool(req.echo)),
+                    logprobs.of_completion(completion, generation.prompt, bool(req.echo), sampled=True),
                 )
             )
             generated += completion.generated_tokens
@@ -270,8 +262,8 @@ def error(failure: Failure) -> dict[str, Any]:
         "error": {
             "message": failure.message,
             "type": _error_type(failure.status),
-            "param": _field(failure.message),
-            "code": _error_code(failure.status),
+            "param": failure.param or _field(failure.message),
+            "code": failure.code or _error_code(failure.status),
         }
     }
 
@@ -289,8 +281,9 @@ def _error_code(status: int) -> int | str:
 
 
 def _field(message: str) -> str | None:
-    """The field a validation message names first (``max_tokens: must be >= 1`` -> ``max_tokens``)."""
-    match = re.match(r"(?:\[\d+\]\.)?([a-z_]+)(?:\.\w+)*: ", message)
+    """The field a validation message names first (``max_tokens: must be >= 1`` -> ``max_tokens``,
+    ``prompt[1][3]: ...`` -> ``prompt``)."""
+    match = re.match(r"(?:\[\d+\]\.)?([a-z_]+)(?:\.\w+|\[\d+\])*: ", message)
     return match.group(1) if match else None
 
 

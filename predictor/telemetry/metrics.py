@@ -74,13 +74,19 @@ class Metrics:
         self.decode_info = Gauge(
             "gptj_decode_info",
             "1 for the decode path the engine runs (graphs, static or dynamic), with its CUDA graphs "
-            "captured, attention implementation, dtype, KV cache rows and tokens per row as labels.",
-            ["path", "cuda_graphs", "attention", "dtype", "kv_rows", "kv_tokens_per_row"],
+            "captured, attention implementation, dtype, KV cache rows and tokens per row and the static "
+            "step's attention kernel as labels.",
+            ["path", "cuda_graphs", "attention", "dtype", "kv_rows", "kv_tokens_per_row", "decode_attention"],
             registry=registry,
         )
         self.kv_cache_reserved = Gauge(
             "gptj_kv_cache_reserved_bytes",
             "KV cache memory allocated up front (the static path); 0 where it grows per step (dynamic).",
+            registry=registry,
+        )
+        self.kv_cache_tokens = Gauge(
+            "gptj_kv_cache_tokens",
+            "Tokens the KV cache holds: rows x tokens per row (static: allocated; dynamic: what the batch admits).",
             registry=registry,
         )
 
@@ -89,6 +95,7 @@ class Metrics:
         self.decode_info.clear()
         self.decode_info.labels(**{name: str(value) for name, value in labels.items()}).set(1)
         self.kv_cache_reserved.set(kv_reserved_bytes)
+        self.kv_cache_tokens.set(int(labels["kv_rows"]) * int(labels["kv_tokens_per_row"]))
 
     def watch_gpu_memory(self) -> None:
         """Export gptj_gpu_memory_bytes{kind} (allocated, reserved, peak), read at each scrape (CUDA only)."""

@@ -60,6 +60,8 @@ PROTECTED = [
     ("POST", "/openai/v1/completions", {"model": "gptj", "prompt": "Hi", "max_tokens": 2}, "openai", 200),
     ("GET", "/openai/v1/models", None, "openai", 200),
     ("GET", "/openai/v1/models/gptj", None, "openai", 200),
+    ("POST", "/openai/tokenize", {"prompt": "Hi"}, "openai", 200),
+    ("POST", "/openai/detokenize", {"tokens": [1, 2]}, "openai", 200),
     ("POST", "/v2/models/gptj/infer", V2_BODY, "v2", 200),
     ("GET", "/v2/models/gptj", None, "v2", 200),
     ("GET", "/v2/models", None, "v2", 200),
@@ -92,7 +94,16 @@ def test_a_protected_route_needs_the_right_key(secured, method, path, body, shap
 
 
 @pytest.mark.parametrize(
-    "path", ["/v2/health/live", "/", "/v2/health/ready", "/v2/models/gptj/ready", "/v1/models/gptj", "/metrics"]
+    "path",
+    [
+        "/v2/health/live",
+        "/",
+        "/v2/health/ready",
+        "/v2/models/gptj/ready",
+        "/v1/models/gptj",
+        "/metrics",
+        "/openai/health",
+    ],
 )
 def test_probes_and_metrics_stay_open(secured, path):
     assert secured.client.get(path).status_code == 200

@@ -93,4 +93,4 @@ def test_the_static_decode_path_answers_the_same(server, start_server, tiny_dir,
     bodies.append({"prompt": "Sampled", "max_length": 30, "do_sample": True, "seed": 5, "num_return_sequences": 3})
     expected = [server.predict(body).json()["data"] for body in bodies]
     assert [r.json()["data"] for r in concurrently(fast.url, bodies)] == expected
-    assert "decode path: static, 8 rows x 512 tokens" in fast.log()
+    assert "decode path: static, KV cache 8 rows x 512 tokens" in fast.log()

@@ -30,6 +30,7 @@ def test_the_dynamic_path_is_reported_on_metrics_and_in_the_log(server):
         "dtype": "float32",
         "kv_rows": "32",  # --max_batch_size's default: rows the dynamic batch admits
         "kv_tokens_per_row": "512",  # --max_length_limit's default
+        "decode_attention": "-",  # the static step's kernel; the dynamic path runs transformers' attention
     }
     assert metrics(server)["gptj_kv_cache_reserved_bytes"] == 0  # the dynamic cache grows per step
     assert "the engine runs: path dynamic, cuda_graphs 0, attention sdpa, dtype float32" in server.log()
@@ -49,6 +50,9 @@ def test_the_static_path_without_graphs_says_static_and_what_it_reserved(start_s
         "dtype": "float32",
         "kv_rows": "2",
         "kv_tokens_per_row": "128",
+        "decode_attention": "row_spans",  # eager: each run of rows over its own span
     }
     # key and value, 2 layers x 64 wide in float32, for 2 rows x 128 tokens
     assert metrics(s)["gptj_kv_cache_reserved_bytes"] == 2 * 128 * (2 * 2 * 64 * 4)
+    assert metrics(s)["gptj_kv_cache_tokens"] == 2 * 128
+    assert "decode path: static, KV cache 2 rows x 128 tokens (0.0 GiB), attention row_spans" in s.log()

@@ -49,9 +49,9 @@ def test_the_device_script_runs_to_the_end_on_a_cpu_and_leaves_every_file_in_out
         [str(ROOT / "scripts" / "device-check.sh")], env=env, capture_output=True, text=True, timeout=880
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary_name = next(p.name for p in out.glob("*.json") if p.name != "bench-cpu.json")
+    summary_name = next(p.name for p in out.glob("*.json") if p.name not in ("bench-cpu.json", "attention.json"))
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["bench-cpu.json", "bench.txt", "server.log", "tests-gpu.txt", summary_name]
+        ["attention.json", "attention.txt", "bench-cpu.json", "bench.txt", "server.log", "tests-gpu.txt", summary_name]
     )
     results = json.loads((out / "bench-cpu.json").read_text())
     assert list(results["phases"]) == PHASES
@@ -67,3 +67,5 @@ def test_the_device_script_runs_to_the_end_on_a_cpu_and_leaves_every_file_in_out
     tests_gpu = (out / "tests-gpu.txt").read_text()
     assert "skipped" in tests_gpu and "failed" not in tests_gpu  # no CUDA here: skipped, with the reason
     assert "server ttft 1024" in (out / "bench.txt").read_text()
+    attention = json.loads((out / "attention.json").read_text())  # the kernels side by side, on a CPU eager
+    assert set(attention["mixes"]["15 short + 1 long (1900)"]) >= {"attention full_span/row_spans"}

@@ -68,6 +68,8 @@ def test_in_flight_and_queued_requests_get_503_at_once_and_liveness_turns_503(fa
     assert s.client.get("/").status_code == 503
     assert s.client.get("/v2/models/gptj/ready").status_code == 503
     assert s.client.get("/v2/health/ready").status_code == 503
+    health = s.client.get("/openai/health")  # vLLM's readiness route
+    assert health.status_code == 503 and health.json()["error"]["message"] == message
     stream = s.client.post("/v1/models/gptj:stream", json={"prompt": "s", "max_length": 10})
     assert stream.status_code == 503
     completion = s.client.post("/openai/v1/completions", json={"model": "gptj", "prompt": "o", "max_tokens": 2})

@@ -36,10 +36,13 @@ def test_readiness_follows_loading(start_server, tiny_dir, cache_dir, tmp_path):
         assert response.status_code == 503 and response.json()["status"] == "failed"
     response = s.client.post("/openai/v1/completions", json={"model": "gptj", "prompt": "hi"})
     assert response.status_code == 503 and response.json()["error"]["type"] == "server_error"
+    response = s.client.get("/openai/health")  # vLLM's readiness route: 503 while loading, never a 404
+    assert response.status_code == 503 and response.json()["error"]["message"] == "model 'gptj' is not loaded yet"
 
     gate.touch()
     s.wait_until_ready(timeout=60)
     assert s.client.get("/v1/models/gptj").json() == {"name": "gptj", "ready": True}
+    assert s.client.get("/openai/health").status_code == 200
     assert s.predict(SEED).json()["status"] == "success"
     log = s.log()
     assert "loading weights from" in log and "model 'gptj' is ready" in log

@@ -360,6 +360,8 @@ def test_core_kind_typos_unknown_kinds_and_removed_apis_fail():
         ({"networkPolicy": {"enabled": True, "allowNamespaces": "istio-system"}}, "/networkPolicy/allowNamespaces"),
         ({"serving": {"decodePath": "paged"}}, "/serving/decodePath"),
         ({"serving": {"kvCacheMemoryFraction": 1.5}}, "/serving/kvCacheMemoryFraction"),
+        ({"serving": {"maxBatchSize": "lots"}}, "/serving/maxBatchSize"),
+        ({"serving": {"maxBatchSize": 0}}, "/serving/maxBatchSize"),
         ({"serving": {"cudaGraphs": "on"}}, "/serving/cudaGraphs"),
         ({"autoscaling": {"keda": {"serverAddress": "prometheus:9090"}}}, "/autoscaling/keda/serverAddress"),
         ({"autoscaling": {"keda": {"target": 0}}}, "/autoscaling/keda/target"),

@@ -79,7 +79,9 @@ def test_serving_settings_reach_the_predictor(prod):
     (isvc,) = by_kind(prod, "InferenceService")
     (container,) = isvc["spec"]["predictor"]["containers"]
     settings = parse_settings(container["args"], {k: v for k, v in env_of(container).items() if k.startswith("GPTJ_")})
-    assert settings.batch.max_batch_size == 32 and settings.batch.max_batch_tokens == 16384
+    # auto: on the GPU the KV cache sized from the free memory sets the bound (32 where none is sized)
+    assert settings.batch.auto_batch_size and settings.batch.max_batch_size == 32
+    assert settings.batch.max_batch_tokens == 16384
     ops = settings.operations
     assert (ops.max_queued_requests, ops.request_timeout_s, ops.drain_timeout_s, ops.log_prompts) == (
         256,
@@ -88,7 +90,7 @@ def test_serving_settings_reach_the_predictor(prod):
         False,
     )
     speed = settings.speed
-    assert (speed.decode_path, speed.cuda_graphs, speed.kv_cache_memory_fraction) == ("auto", True, 0.9)
+    assert (speed.decode_path, speed.cuda_graphs, speed.kv_cache_memory_fraction) == ("auto", True, 0.92)
 
 
 def test_the_decode_path_settings_reach_the_predictor():
@@ -101,6 +103,15 @@ def test_the_decode_path_settings_reach_the_predictor():
         container["args"], {k: v for k, v in env_of(container).items() if k.startswith("GPTJ_")}
     ).speed
     assert (speed.decode_path, speed.cuda_graphs, speed.kv_cache_memory_fraction) == ("dynamic", False, 0.5)
+
+
+def test_a_batch_bound_given_in_the_values_reaches_the_predictor_as_set():
+    (isvc,) = by_kind(objects(render({"serving": {"maxBatchSize": 64}})), "InferenceService")
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    batch = parse_settings(
+        container["args"], {k: v for k, v in env_of(container).items() if k.startswith("GPTJ_")}
+    ).batch
+    assert (batch.max_batch_size, batch.auto_batch_size) == (64, False)
 
 
 def test_dashboard_is_a_labelled_configmap_querying_real_metrics(prod):

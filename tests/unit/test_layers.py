@@ -25,6 +25,7 @@ LAYERS = {
     "errors": 1,
     "settings": 1,
     "core": 0,
+    "values": 0,
 }
 #: What the core types may not touch: the wire (pydantic, FastAPI, KServe) and the model (torch, transformers).
 CORE_FORBIDDEN = ("pydantic", "fastapi", "starlette", "kserve", "torch", "transformers")

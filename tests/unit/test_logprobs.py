@@ -99,6 +99,7 @@ def test_off_computes_nothing(loaded, monkeypatch):
         raise AssertionError("logprobs were computed for a request that did not ask")
 
     monkeypatch.setattr(logits, "scores_of", unexpected)
+    monkeypatch.setattr(logits, "score_table", unexpected)  # a decode step's (copied with its tokens)
     monkeypatch.setattr(prefill, "prompt_scores", unexpected)  # echo scoring in one piece
     monkeypatch.setattr(prefill, "scores_of", unexpected)  # in chunks
     kept = []

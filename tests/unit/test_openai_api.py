@@ -7,7 +7,7 @@ import re
 import pytest
 
 from predictor.core import Completion, GenerationRequest, Sampling
-from predictor.errors import BadRequest
+from predictor.errors import BadRequest, ContextLengthExceeded, classify
 from predictor.protocols import openai as oa
 from predictor.settings import Limits
 
@@ -146,31 +146,60 @@ def test_greedy_n_copies_one_answer():
     [
         (["a", ""], [[1], []], "prompt[1]: must not be empty"),
         ("", [[]], "prompt: must not be empty"),
-        (
-            ["a", "b"],
-            [[1], list(range(512))],
-            "prompt[1]: 512 tokens is too long: the length limit (prompt + new "
-            "tokens) is limited to 512, so a prompt may have at most 511 tokens",
-        ),
-        (
-            ["a", "b"],
-            [[1], list(range(503))],
-            "max_tokens: prompt[1] has 503 tokens; with max_tokens 10 that exceeds "
-            "this server's limit of 512 tokens (prompt plus max_tokens)",
-        ),
-        (
-            "a",
-            [list(range(503))],
-            "max_tokens: prompt has 503 tokens; with max_tokens 10 that exceeds this server's "
-            "limit of 512 tokens (prompt plus max_tokens)",
-        ),
     ],
 )
-def test_prompts_that_do_not_fit_are_400s_naming_the_prompt(prompts, token_ids, message):
+def test_empty_prompts_are_400s_naming_the_prompt(prompts, token_ids, message):
     req = oa.parse({**BASE, "prompt": prompts, "max_tokens": 10}, Limits())
     with pytest.raises(BadRequest) as caught:
         oa.requests(req, oa.prompts_of(req), token_ids, Limits())
     assert caught.value.message == message
+
+
+@pytest.mark.parametrize(
+    "prompts, token_ids, message, param",
+    [
+        (
+            ["a", "b"],
+            [[1], list(range(512))],
+            "This model's maximum context length is 512 tokens. However, you requested 512 tokens in "
+            "prompt[1], which leaves no room for the completion (a prompt may have at most 511 tokens). "
+            "Please reduce the length of the prompt.",
+            "prompt",
+        ),
+        (
+            ["a", "b"],
+            [[1], list(range(503))],
+            "This model's maximum context length is 512 tokens. However, you requested 513 tokens (503 in "
+            "prompt[1], 10 in the completion). Please reduce the length of the prompt or completion (max_tokens).",
+            "max_tokens",
+        ),
+        (
+            "a",
+            [list(range(503))],
+            "This model's maximum context length is 512 tokens. However, you requested 513 tokens (503 in "
+            "the prompt, 10 in the completion). Please reduce the length of the prompt or completion (max_tokens).",
+            "max_tokens",
+        ),
+    ],
+)
+def test_prompts_that_do_not_fit_are_context_length_errors_in_openais_words(prompts, token_ids, message, param):
+    """LangChain and litellm tell an overflow by the code and the message's opening (OpenAI's, vLLM's)."""
+    req = oa.parse({**BASE, "prompt": prompts, "max_tokens": 10}, Limits())
+    with pytest.raises(ContextLengthExceeded) as caught:
+        oa.requests(req, oa.prompts_of(req), token_ids, Limits())
+    assert caught.value.message == message
+    body = oa.error(classify(caught.value))["error"]
+    assert body == {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": param,
+        "code": "context_length_exceeded",
+    }
+
+
+def test_indexed_fields_name_their_param():
+    failure = classify(BadRequest("prompt[1][3]: token id 99999 is outside the vocabulary (0 to 50256)"))
+    assert oa.error(failure)["error"]["param"] == "prompt" and oa.error(failure)["error"]["code"] == 400
 
 
 def test_a_prompt_that_just_fits_the_context():

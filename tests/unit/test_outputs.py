@@ -198,11 +198,17 @@ def test_outputs_end_a_sequence_at_its_stop_and_drop_what_follows():
     req = GenerationRequest("P", (0,), Sampling(max_length=20, num_return_sequences=2, stop=("cd",)))
     outputs = Outputs(req, Tokenizer(Letters.decode, Letters.texts), streaming=True)
     fed = outputs.feed([Delta(0, (2,)), Delta(1, (1,))])
-    assert (fed.pieces, fed.tokens, fed.stopped) == ([Piece(1, "b")], 2, [])  # "c" may begin "cd": held back
+    assert (fed.pieces, fed.tokens, fed.stopped) == (
+        [Piece(1, "b", generated=1)],
+        2,
+        [],
+    )  # "c" may begin "cd": held back
     fed = outputs.feed([Delta(0, (3,)), Delta(1, (2,))])
     assert (fed.pieces, fed.tokens, fed.stopped) == ([], 2, [0])  # "cd": sequence 0 is over, nothing to send
     fed = outputs.feed([Delta(0, (4,)), Delta(1, (4,), finished=True, finish_reason="length")])
-    assert fed.tokens == 1 and fed.pieces == [Piece(1, "ce")]  # sequence 0's late token: dropped, not counted
+    assert fed.tokens == 1 and fed.pieces == [
+        Piece(1, "ce", generated=3)
+    ]  # sequence 0's late token: dropped, not counted
     first, second = fed.completions
     assert (first.continuation, first.finish_reason, first.generated_tokens) == ("", "stop", 2)
     assert (second.text, second.finish_reason, second.generated_tokens) == ("Pbce", "length", 3)

@@ -119,6 +119,8 @@ def test_kserve_flags_pass_through():
         (["--max_prefill_tokens", "0"], {}, "argument --max_prefill_tokens: must be >= 1 (got 0)"),
         (["--max_prefill_tokens", "half"], {}, "argument --max_prefill_tokens: invalid"),
         ([], {"GPTJ_MAX_PREFILL_TOKENS": "-1"}, "environment variable GPTJ_MAX_PREFILL_TOKENS: must be >= 1 (got -1)"),
+        (["--max_batch_size", "0"], {}, "argument --max_batch_size: must be auto or >= 1 (got 0)"),
+        ([], {"GPTJ_MAX_BATCH_SIZE": "lots"}, "GPTJ_MAX_BATCH_SIZE: must be auto or a number (got 'lots')"),
     ],
 )
 def test_invalid_settings_exit_with_a_message(argv, env, message, capsys):

@@ -124,34 +124,6 @@ def test_the_path_follows_the_settings(tiny_dir, loaded):
     assert decoder.capacity == 8 and policy.max_batch_size == 2  # room for a lone request's 8 sequences
 
 
-class _OnAGpu:
-    """What the cache sizing reads of a model: its device and vocabulary."""
-
-    device = torch.device("cuda", 0)
-    lm_head = torch.nn.Linear(1, 50400, bias=False, device="meta")
-
-
-@pytest.mark.parametrize("free_gib, rows", [(80, 64), (12, 25), (4.5, None)])
-def test_the_cache_is_sized_from_free_gpu_memory(monkeypatch, caplog, free_gib, rows):
-    """GPT-J-6B's 448 KiB a token, 512-token rows (224 MiB each), 90% of what is free, less 5.25 GiB
-    for prefill and the graphs' logits buffer: 12 GiB free -> (10.8 - 5.26) GiB / 224 MiB = 25 rows."""
-    from predictor.generation import paths
-
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(free_gib * 2**30), 80 * 2**30))
-    settings = parse_settings(["--max_batch_size", "64"], {})
-    per_token = 448 * 2**10
-    if rows is None:
-        with pytest.raises(
-            ValueError,
-            match=r"holds a KV cache of only 0 rows of 512 tokens, fewer than "
-            r"--max_return_sequences 8",
-        ):
-            paths._rows_that_fit(_OnAGpu(), settings, 64, per_token)
-        return
-    assert paths._rows_that_fit(_OnAGpu(), settings, 64, per_token) == rows
-    assert (f"fits {rows} rows of 512 tokens, not --max_batch_size 64" in caplog.text) == (rows < 64)
-
-
 def test_a_failed_graph_capture_leaves_the_static_path_serving(tiny_dir, loaded, monkeypatch, caplog):
     def broken_capture(self):
         raise RuntimeError("operation not permitted when stream is capturing")
@@ -168,6 +140,7 @@ def test_a_failed_graph_capture_leaves_the_static_path_serving(tiny_dir, loaded,
 def test_a_failed_token_choice_leaves_the_cache_matching_the_rows(loaded, monkeypatch, path):
     """choose() failing after the model ran (a join, then a shared step) must not shift any row's cache."""
     import predictor.generation.continuous as continuous
+    import predictor.generation.steps as steps
 
     real, failures = continuous.choose, []
 
@@ -176,7 +149,8 @@ def test_a_failed_token_choice_leaves_the_cache_matching_the_rows(loaded, monkey
             raise failures.pop()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(continuous, "choose", flaky)
+    monkeypatch.setattr(continuous, "choose", flaky)  # advance_each's
+    monkeypatch.setattr(steps, "choose", flaky)  # a join's and a step's
     batch = ContinuousBatch(loaded.model, loaded.eos_token_id, decoder=static(loaded) if path == "static" else None)
     one, two = request(loaded, PROMPTS[1], max_length=30), request(loaded, PROMPTS[3], max_length=40)
     failures.append(RuntimeError("choice failed"))

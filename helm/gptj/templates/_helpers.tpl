@@ -167,7 +167,7 @@ serving.kserve.io/inferenceservice: {{ include "gptj.fullname" . }}
 - name: GPTJ_MAX_BODY_BYTES
   value: {{ int .Values.model.limits.maxBodyBytes | quote }}
 - name: GPTJ_MAX_BATCH_SIZE
-  value: {{ int .Values.serving.maxBatchSize | quote }}
+  value: {{ .Values.serving.maxBatchSize | toString | quote }}
 - name: GPTJ_MAX_BATCH_TOKENS
   value: {{ int .Values.serving.maxBatchTokens | quote }}
 - name: GPTJ_MAX_QUEUED_REQUESTS
