@@ -103,8 +103,8 @@ def choose(
             ids = torch.tensor([row.tokens], device=scores.device)
             scores[index : index + 1] = row.history(ids, scores[index : index + 1])
     scores = state.ban(scores, eos)
-    chosen = scores.argmax(dim=-1)
     flags = state.flags
+    chosen = None if flags.all_sampled else scores.argmax(dim=-1)  # greedy rows' tokens
     drawn = scores  # the distribution each row drew from, for the rows that report logprobs
     if flags.sampled:
         subset = scores if flags.all_sampled else scores[state.sampled]
@@ -113,7 +113,7 @@ def choose(
             chosen, drawn = state.draw(warped), warped
         else:
             chosen[state.sampled] = state.draw(warped)
-            if flags.logprobs >= 0:
+            if state.scores_sampled:  # a sampled row reports logprobs: of its warped scores
                 drawn = scores.index_copy(0, state.sampled, warped)
     if flags.logprobs >= 0:
         _score(rows, state, drawn, chosen, tables)

@@ -22,11 +22,14 @@ from typing import Sequence
 
 import torch
 
+from predictor.generation.penalties import Penalties
+
 _MASK = 0xFFFFFFFF
 # Multipliers below 2**31 keep every product of a 32-bit value inside int64 (torch's integer overflow is
 # not defined behaviour); the constants are the two of "lowbias32" and murmur2's.
 _M1, _M2 = 0x7FEB352D, 0x5BD1E995
 _GOLDEN = 0x9E3779B9
+_BLOCK = 64  # positions hashed at once for the seeded rows (BatchState._seeded_uniform)
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +42,7 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 
 
 # Per-row columns of the one upload (float64 holds every value exactly: seeds are split in 32-bit halves).
-_COLUMNS = ("repetition", "presence", "frequency", "generated", "min_new", "invalid")
+_COLUMNS = ("repetition", "presence", "frequency", "generated", "min_new", "invalid", "first", "length")
 _SAMPLED = ("temperature", "top_k", "one_minus_p", "seed_lo", "seed_hi", "seeded", "min_p")
 
 
@@ -74,61 +77,51 @@ class BatchState:
         self.flags = flags = _flags(rows)
         sampled = [i for i, row in enumerate(rows) if row.warp_key is not None]
         wanted = [i for i, row in enumerate(rows) if row.scored is not None]
+        self.scores_sampled = bool(set(sampled) & set(wanted))  # a row both samples and reports logprobs
         self.index = {id(row): i for i, row in enumerate(rows)}
-        fresh, carried = _carried(rows)  # counts to rebuild from the host, counts to copy over
+        fresh, carried = _carried(rows)  # tokens to upload from the host, tokens to copy over
         history = [token for i in fresh for token in rows[i].tokens]
         owners = [i for i in fresh for _ in rows[i].tokens]
+        columns = [j for i in fresh for j in range(len(rows[i].tokens))]
         generated = [int(j >= rows[i].prompt_length) for i in fresh for j in range(len(rows[i].tokens))]
         stops = _stop_pairs(rows) if flags.stop_ban else ([], [])  # (row, id): banned below min length
-        sections = [sampled, wanted, history, owners, generated, *stops]
+        sections = [sampled, wanted, history, owners, columns, generated, *stops]
         sections += [positions for pair in carried.values() for positions in pair]
         tables = [[_row_values(row) for row in rows], [_sampled_values(rows[i]) for i in sampled]]
         (values, params), parts = _upload(tables, (len(_COLUMNS), len(_SAMPLED)), sections, device)
-        n = len(rows)
         self.sampled, self.wanted = parts[:2]
-        self.repetition = values[:, 0:1].float()
-        self.presence, self.frequency = values[:, 1:2].float(), values[:, 2:3].float()
         self.generated, self.min_new = values[:, 3].long(), values[:, 4].long()
         self.invalid = values[:, 5:6].bool()
         self.temperature = params[:, 0:1].float()
         self.top_k = params[:, 1].long()
         self.one_minus_p = params[:, 2:3].float()
         self.top_k_off = (self.top_k == 0)[:, None]
+        self.top_k_somewhere = any(rows[i].warp_key[1] == 0 for i in sampled)  # a sampled row without top-k
+        self.kth_at = None  # each sampled row's k - 1, capped at the step's largest k (warp)
         self.top_p_off = self.one_minus_p <= 0
         self.key_hash = _mix(_mix(params[:, 3].long() ^ _GOLDEN) ^ params[:, 4].long())
         self.is_seeded = params[:, 5].bool()
         self.min_p = params[:, 6:7].float()
-        self.stop_rows, self.stop_ids = parts[5:7]
-        self.seen = self.counts = None
-        self.arange = torch.arange(n, device=device)
+        self.stop_rows, self.stop_ids = parts[6:8]
+        self.steps, self.uniforms = 0, None  # steps since built; seeded rows' next _BLOCK uniforms, from when
+        self.penalties = None
         if flags.repetition or flags.penalties:
-            self._count(parts[2], parts[3], parts[4])
-            for old, new, before in zip(carried, parts[7::2], parts[8::2], strict=True):
-                self.seen[new] = old.seen[before]
-                self.counts[new] = old.counts[before]
-
-    def _count(self, history: torch.Tensor, owners: torch.Tensor, generated: torch.Tensor) -> None:
-        """Count the tokens of the rows new to the device (only rows with a penalty have any; ``seen`` is
-        kept up to date for the rows with a repetition penalty, the only ones that read it)."""
-        shape = (len(self.rows), self.vocabulary)
-        self.seen = torch.zeros(shape, dtype=torch.bool, device=self.device)
-        self.seen[owners, history] = True  # repetition penalty: prompt and generated tokens
-        self.counts = torch.zeros(shape, device=self.device)  # presence/frequency: generated only
-        self.counts.index_put_((owners, history), generated.float(), accumulate=True)
+            longest = max(len(row.tokens) for row in rows if _counts_tokens(row))
+            weights = values[:, 0:1].float(), values[:, 1:2].float(), values[:, 2:3].float()
+            self.penalties = Penalties(*weights, values[:, 6].long(), values[:, 7].long(), longest, vocabulary)
+            self.penalties.fill(*parts[3:5], parts[2], parts[5])
+            for old, now, before in zip(carried, parts[8::2], parts[9::2], strict=True):
+                self.penalties.carry(old.penalties, now, before)
 
     def matches(self, rows: Sequence) -> bool:
         """Whether this state is for exactly these rows, each with as many tokens as it expects."""
         return tuple(map(id, rows)) == self.key and [row.generated for row in rows] == self.expected
 
     def penalize(self, scores: torch.Tensor) -> torch.Tensor:
-        """The repetition, presence and frequency penalties, in ``generate``'s order."""
-        f = self.flags
-        if f.repetition:  # transformers' RepetitionPenaltyLogitsProcessor, every row's own penalty
-            penalized = torch.where(scores < 0, scores * self.repetition, scores / self.repetition)
-            scores = torch.where(self.seen, penalized, scores)
-        if f.penalties:  # OpenAI's presence and frequency penalties (logits.PresenceFrequencyPenalty)
-            scores = scores - self.counts * self.frequency - (self.counts > 0).to(scores.dtype) * self.presence
-        return scores
+        """The repetition, presence and frequency penalties, in ``generate``'s order (penalties.py)."""
+        if self.penalties is None:
+            return scores
+        return self.penalties.apply(scores, self.flags.repetition, self.flags.penalties)
 
     def ban(self, scores: torch.Tensor, eos: int) -> torch.Tensor:
         """The minimum-length EOS ban, then NaN/inf removal (last, as in ``generate``)."""
@@ -155,19 +148,23 @@ class BatchState:
             scores = scores / self.temperature
         if f.top_k:
             k = min(f.top_k, scores.shape[-1])
-            kth = torch.topk(scores, k).values.gather(1, (self.top_k.clamp(1, k) - 1)[:, None])
-            scores = scores.masked_fill((scores < kth) & ~self.top_k_off, -float("inf"))
+            if self.kth_at is None:
+                self.kth_at = (self.top_k.clamp(1, k) - 1)[:, None]
+            kth = torch.topk(scores, k).values.gather(1, self.kth_at)
+            if self.top_k_somewhere:  # nothing is below -inf: a row without top-k keeps every score
+                kth.masked_fill_(self.top_k_off, -float("inf"))
+            scores = torch.where(scores < kth, -float("inf"), scores)  # masked_fill: 1.6x the time on CPU
         if f.top_p:
             ordered, indices = torch.sort(scores, descending=False)
             remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= self.one_minus_p
             remove[:, -1] = False
             remove &= ~self.top_p_off
-            scores = scores.masked_fill(remove.scatter(1, indices, remove), -float("inf"))
+            scores = torch.where(remove.scatter(1, indices, remove), -float("inf"), scores)
         if f.min_p:  # a row without min_p has 0: no probability is below 0, so nothing is removed
             probs = scores.softmax(dim=-1)
             remove = probs < self.min_p * probs.amax(dim=-1, keepdim=True)
             remove.scatter_(1, probs.argmax(dim=-1, keepdim=True), False)  # the likeliest always stays
-            scores = scores.masked_fill(remove, -float("inf"))
+            scores = torch.where(remove, -float("inf"), scores)
         return scores
 
     def draw(self, warped: torch.Tensor) -> torch.Tensor:
@@ -179,24 +176,33 @@ class BatchState:
         f = self.flags
         probs = torch.softmax(warped, dim=-1)
         if f.seeded:
-            positions = self.generated[self.sampled]
-            uniform = (_mix(self.key_hash ^ ((positions * _GOLDEN) & _MASK)).double() + 0.5) / 2.0**32
+            uniform = self._seeded_uniform()
             if f.unseeded:
                 uniform = torch.where(self.is_seeded, uniform, torch.rand_like(uniform))
         else:
             uniform = torch.rand(len(warped), dtype=torch.float64, device=warped.device)
-        cdf = probs.double().cumsum(dim=-1)
+        cdf = probs.cumsum(dim=-1, dtype=torch.float64)
         target = (uniform * cdf[:, -1])[:, None]  # below the row's total: never past the last token
         return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+
+    def _seeded_uniform(self) -> torch.Tensor:
+        """Each sampled row's uniform for this step, hashed from (seed, position). The hash runs for
+        _BLOCK positions at once (a [rows, _BLOCK] block every _BLOCK steps, the same numbers): a step
+        then costs one op, not the hash's sixteen."""
+        if self.uniforms is None or self.steps - self.uniforms[1] >= _BLOCK:
+            positions = self.generated[self.sampled][:, None] + torch.arange(_BLOCK, device=self.device)
+            hashed = _mix(self.key_hash[:, None] ^ ((positions * _GOLDEN) & _MASK))
+            self.uniforms = ((hashed.double() + 0.5) / 2.0**32, self.steps)
+        block, start = self.uniforms
+        return block[:, self.steps - start]
 
     def advance(self, chosen: torch.Tensor) -> None:
         """The step's tokens, counted on the device: the next step starts from here."""
         self.generated += 1
+        self.steps += 1
         self.expected = [n + 1 for n in self.expected]
-        if self.seen is not None:
-            rows = self.arange
-            self.seen[rows, chosen] |= self.repetition[:, 0] != 1.0
-            self.counts[rows, chosen] += ((self.presence != 0) | (self.frequency != 0))[:, 0].float()
+        if self.penalties is not None:
+            self.penalties.advance(chosen)
 
 
 def _upload(tables: list, widths: tuple[int, ...], sections: list[list[int]], device: torch.device):
@@ -228,7 +234,7 @@ def _carried(rows: Sequence) -> tuple[list[int], dict]:
         if not _counts_tokens(row):
             continue
         old = row.state
-        j = None if old is None or old.seen is None else old.index.get(id(row))
+        j = None if old is None or old.penalties is None else old.index.get(id(row))
         if j is not None and old.expected[j] == row.generated:
             now, before = carried.setdefault(old, ([], []))
             now.append(i)
@@ -253,6 +259,8 @@ def _row_values(row) -> list[float]:
         row.generated,
         row.min_new,
         float(bool(s.remove_invalid_values)),
+        row.tokens[0] if _counts_tokens(row) else 0,  # penalties.py: padding (plan.py: no empty prompt)
+        len(row.tokens) if _counts_tokens(row) else 0,
     ]
 
 

@@ -71,7 +71,7 @@ def reference(row, scores: torch.Tensor) -> torch.Tensor:
     out = processors(ids, scores.clone())
     if s.presence_penalty or s.frequency_penalty:  # OpenAI's definition, on generated tokens only
         counts = torch.zeros(VOCAB).scatter_add_(0, ids[0, row.prompt_length :], torch.ones(row.generated))
-        out = out - counts * s.frequency_penalty - (counts > 0).float() * s.presence_penalty
+        out = out - counts * (s.frequency_penalty or 0.0) - (counts > 0).float() * (s.presence_penalty or 0.0)
     return out
 
 
@@ -159,8 +159,8 @@ def test_a_whole_stubbed_step_syncs_at_most_twice():
 
 
 def test_counts_carry_over_when_rows_join_and_leave():
-    # A row that stays keeps its counts on the device; a new one is counted from its tokens: either
-    # way they equal counts rebuilt from the tokens alone.
+    # A row that stays keeps its tokens and counts on the device; a new one is counted from its tokens:
+    # either way its penalized scores equal those of a state rebuilt from the tokens alone.
     penalized = [{"repetition_penalty": 1.2, "frequency_penalty": 0.3}, {"presence_penalty": 0.6}, {}]
     rows = rows_of(penalized)
     logits = torch.randn(4, VOCAB, generator=torch.Generator().manual_seed(5))
@@ -178,8 +178,11 @@ def test_counts_carry_over_when_rows_join_and_leave():
     step(batch)
     rebuilt = BatchState([replace(row, tokens=list(row.tokens), state=None) for row in batch], VOCAB, cpu)
     state = batch[0].state
-    assert torch.equal(state.counts, rebuilt.counts)
-    assert torch.equal(state.seen[2], rebuilt.seen[2])  # seen matters (and is kept) for repetition rows only
+    assert torch.equal(state.penalties.counts, rebuilt.penalties.counts)
+    scores = torch.randn(3, VOCAB, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(state.penalize(scores), rebuilt.penalize(scores))
+    for index, row in enumerate(batch):
+        assert torch.equal(state.penalize(scores)[index], reference(row, scores[index : index + 1])[0])
 
 
 @pytest.mark.parametrize("seeded", [False, True])
@@ -192,3 +195,67 @@ def test_draws_follow_the_warped_distribution(seeded):
     expected = torch.softmax(logits[0, :3].double(), dim=0)
     assert frequencies[3:].sum() == 0
     torch.testing.assert_close(frequencies[:3], expected, atol=0.03, rtol=0)
+
+
+def test_penalties_hold_past_the_history_capacity_and_into_a_narrower_state():
+    # penalties.py keeps each row's tokens in [rows, capacity] columns, doubled as a row grows (64 to
+    # 128 here), and a row carried from a wide state into a narrow one keeps the columns it uses.
+    long, short = rows_of([{"repetition_penalty": 1.3, "frequency_penalty": 0.2}, {"presence_penalty": 0.4}])
+    logits = torch.randn(2, VOCAB, generator=torch.Generator().manual_seed(7))
+
+    def step(batch):
+        for row, token in zip(batch, choose(batch, logits[: len(batch)], EOS).tolist(), strict=True):
+            row.tokens.append(token)
+        return batch[0].state
+
+    for _ in range(66):
+        wide = step([long])
+    assert wide.penalties.history.shape[1] == 128 and len(long.tokens) == 71
+    scores = torch.randn(2, VOCAB, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(wide.penalize(scores[:1])[0], reference(long, scores[:1])[0])
+    assert step([long, short]).penalties.history.shape[1] == 128
+    narrow = step([short])  # carried: its 7 tokens from the 128-column state
+    assert narrow.penalties.history.shape[1] == 64 and short.state is narrow
+    assert torch.equal(narrow.penalize(scores[1:])[0], reference(short, scores[1:])[0])
+
+
+@pytest.mark.parametrize("company", [[{}], [{"do_sample": True, "top_k": 4, "logprobs": 3}]])
+def test_logprobs_in_a_mixed_batch_are_each_rows_own_distribution(company):
+    # A greedy row reports its processed scores' log-softmax, a sampled row its warped scores': with or
+    # without a sampled row that reports logprobs in the batch (logits.choose copies the warped rows
+    # back only then).
+    fields = [{"logprobs": 3, "repetition_penalty": 1.2}, {"do_sample": True, "top_k": 3}, *company]
+    rows = rows_of(fields, generated=())
+    logits = torch.randn(len(rows), VOCAB, generator=torch.Generator().manual_seed(10))
+    chosen = choose(rows, logits, EOS)
+    for index, row in enumerate(rows):
+        if row.scored is None:
+            continue
+        (token, logprob, top), expected = (
+            row.scored[0],
+            torch.log_softmax(reference(row, logits[index : index + 1])[0], -1),
+        )
+        assert token == chosen[index].item()
+        assert logprob == expected[token].item()
+        assert [value for _, value in top] == expected.topk(3).values.clamp(min=-9999.0).tolist()
+
+
+def test_a_seeded_rows_draws_do_not_depend_on_when_its_state_was_built():
+    # rowstate hashes the seeded rows' uniforms 64 positions at a time: a state kept for 70 steps and
+    # one rebuilt at every step draw the same tokens.
+    logits = torch.randn(2, VOCAB, generator=torch.Generator().manual_seed(11))
+    draws = []
+    for rebuild in (False, True):
+        rows = rows_of([{"do_sample": True, "seed": 5, "top_k": 0}, {"do_sample": True, "seed": 6}], generated=())
+        tokens = []
+        for _ in range(70):
+            if rebuild:
+                for row in rows:
+                    row.state = None
+            chosen = choose(rows, logits, EOS).tolist()
+            for row, token in zip(rows, chosen, strict=True):
+                row.tokens.append(token)
+            tokens.append(chosen)
+        draws.append(tokens)
+    assert draws[0] == draws[1]
+    assert len({tuple(step) for step in draws[0]}) > 10
