@@ -13,7 +13,7 @@ from typing import Sequence
 
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
-from predictor.generation import paths
+from predictor.generation import grammar, paths
 from predictor.generation.runner import Runner
 from predictor.loading import loader
 from predictor.settings import Settings
@@ -28,6 +28,7 @@ class Stack:
 
     loaded: loader.Loaded
     engine: Engine
+    grammars: grammar.Compiler | None = None  # structured output (edge/structured.py compiles with it)
 
     def token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """Each prompt's token ids (blocking: call it off the event loop)."""
@@ -72,4 +73,5 @@ def build(settings: Settings, metrics: Metrics | None) -> Stack:
         stall_s=operations.engine_stall_s,
     )
     engine.start()
-    return Stack(loaded, engine)
+    vocabulary = loaded.model.config.vocab_size  # the logits' width, which the masks cover
+    return Stack(loaded, engine, grammar.Compiler(loaded.tokenizer, vocabulary, loaded.eos_token_id))

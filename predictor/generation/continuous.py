@@ -16,7 +16,7 @@ from typing import Callable, Hashable, Mapping, Protocol, Sequence
 import torch
 
 from predictor.core import GenerationRequest, new_tokens
-from predictor.generation import dynamic, prefill
+from predictor.generation import dynamic, grammar, prefill
 from predictor.generation.logits import RowChoice, Scored, choose, row_choice
 from predictor.generation.retry import Fatal, each_alone, together_or_alone
 
@@ -111,6 +111,7 @@ class ContinuousBatch:
                 Row(owner, i, row_choice(s, request.input_ids, min_new, i), max_new, deadline)
                 for i in range(s.num_return_sequences)
             ]
+            grammar.attach([row.choice for row in rows], request.grammar)
             top = (s.logprobs or 0) if s.score_prompt else None
             joining.append(prefill.Pending(owner, rows, request.input_ids, top))
         if self.pending:  # behind a prompt still prefilling: advance() gets to these in turn
@@ -233,6 +234,7 @@ class ContinuousBatch:
             if row.owner in owners:
                 generated[row.owner] += row.choice.generated
         self._drop({i for i, row in enumerate(self.rows) if row.owner in owners})
+        grammar.release(row.choice for entry in self.pending if entry.owner in owners for row in entry.rows)
         self.pending = [entry for entry in self.pending if entry.owner not in owners]  # partial caches freed
         return generated
 
@@ -251,6 +253,7 @@ class ContinuousBatch:
         prefilling took no part in the step, and stay."""
         owners = list(dict.fromkeys(row.owner for row in self.rows))
         self.decoder.clear()
+        grammar.release(row.choice for row in self.rows)
         self.rows = []
         return owners
 
@@ -267,6 +270,8 @@ class ContinuousBatch:
             row.choice.tokens.append(token)
             self.tokens_generated += 1
             reason = self._ended(row, now)
+            if row.choice.grammar is not None:  # structured output: a complete grammar ends the row
+                reason = grammar.advance(row.choice.grammar, token) or reason
             if reason:
                 finished[index] = reason
         done = [
@@ -300,5 +305,6 @@ class ContinuousBatch:
 
     def _drop(self, indices: set[int]) -> None:
         if indices:
+            grammar.release(self.rows[i].choice for i in indices)
             survivors = [i for i in range(len(self.rows)) if i not in indices]
             self.rows = [self.rows[i] for i in self.decoder.keep(survivors)]

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from predictor.core import Completion, GenerationRequest, Sampling
 from predictor.errors import BadRequest, Failure
-from predictor.protocols import logprobs, openai_context, seed
+from predictor.protocols import logprobs, openai_context, seed, structured
 from predictor.protocols.logprobs import MAX_LOGPROBS
 from predictor.settings import Limits
 
@@ -62,6 +62,8 @@ class CompletionRequest(BaseModel):
     best_of: int | None = None
     suffix: str | None = None
     logit_bias: dict[str, float] | None = None
+    response_format: structured.ResponseFormat | None = None  # OpenAI's; one constraint with structured_outputs
+    structured_outputs: structured.StructuredOutputs | None = None  # vLLM's
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -114,6 +116,7 @@ def parse(body: Any, limits: Limits) -> CompletionRequest:
     unsupported += [("logit_bias", req.logit_bias)] if req.logit_bias else []
     if unsupported:
         raise BadRequest(f"{unsupported[0][0]}: not supported by this server; leave it out")
+    structured.requested(req.response_format, req.structured_outputs)  # a 400 for a bad or second constraint
     prompts = prompts_of(req)
     if len(prompts) > limits.max_prompts:
         raise BadRequest(f"prompt: at most {limits.max_prompts} prompts per request (got {len(prompts)})")
@@ -194,6 +197,7 @@ def sampling(req: CompletionRequest, max_length: int) -> Sampling:
         "frequency_penalty": req.frequency_penalty,
         "logprobs": req.logprobs,
         "score_prompt": bool(req.echo) and req.logprobs is not None,
+        "constraint": structured.requested(req.response_format, req.structured_outputs),
     }
     if greedy(req):
         return Sampling(**common)

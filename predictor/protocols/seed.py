@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from predictor.errors import BadRequest
+from predictor.protocols.structured import StructuredOutputs
 
 #: Below this a temperature overflows float32 logits (NaN probabilities); vLLM uses the same floor.
 MIN_TEMPERATURE = 1e-5
@@ -52,6 +53,7 @@ class PromptRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)  # reproducible sampling: same seed, same text
     details: bool | None = None  # data holds objects with finish reason and token counts
     logprobs: int | None = Field(None, ge=0, le=5)  # details objects gain per-token logprobs (logprobs.py)
+    structured_outputs: StructuredOutputs | None = None  # vLLM's: constrained decoding (structured.py)
 
     @field_validator("stop", mode="before")
     @classmethod
