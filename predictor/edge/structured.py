@@ -3,7 +3,9 @@
 Compiling runs in the compiler's worker threads (generation/grammar.py), never on the engine thread,
 and the wait is bounded by --structured_compile_timeout: a schema that does not compile in time, or
 at all, is a 400 naming the field it came from, and the engine never sees it. A compile that timed
-out keeps its worker until it ends (llguidance's parser limits bound it) and is not cached.
+out keeps its worker until it ends (llguidance's parser limits bound it); its grammar is cached then.
+Engine limits are llguidance's (``LLParserLimits`` defaults, and a JSON Schema nested deeper than
+serde_json's recursion limit of 128): the 400 quotes llguidance's message, which names the limit.
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ async def _compile(compiler: Compiler, constraint: Constraint, timeout_s: float)
         return await asyncio.wait_for(asyncio.wrap_future(compiler.submit(constraint)), timeout_s)
     except TimeoutError:
         raise BadRequest(
-            f"{constraint.field}: did not compile within {timeout_s:g} s (--structured_compile_timeout); "
-            "simplify it"
+            f"{constraint.field}: did not compile within {timeout_s:g} s (--structured_compile_timeout); simplify it"
         ) from None
     except GrammarError as exc:
         raise BadRequest(f"{constraint.field}: {_first_line(str(exc))}") from None

@@ -117,6 +117,8 @@ def _schema(schema: dict[str, Any] | str, field: str) -> str:
             schema = json.loads(schema)
         except ValueError as exc:
             raise BadRequest(f"{field}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise BadRequest(f"{field}: not valid JSON: nested too deeply") from None
     if not isinstance(schema, (dict, bool)):
         raise BadRequest(f"{field}: a JSON Schema must be an object")
     return _bounded(json.dumps(schema, sort_keys=True, separators=(",", ":")), field)

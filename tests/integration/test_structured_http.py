@@ -58,7 +58,9 @@ def test_structured_outputs_kinds(client):
         jsonschema.validate(json.loads(text), SCHEMA)
         anything = _complete(client, seed, extra_body={"response_format": {"type": "json_object"}})
         # Any object: the random model's keys may run past max_tokens; an ended one parses.
-        assert isinstance(json.loads(anything.text), dict) if anything.finish_reason == "stop" else anything.text[0] == "{"
+        assert (
+            isinstance(json.loads(anything.text), dict) if anything.finish_reason == "stop" else anything.text[0] == "{"
+        )
     grammar = 'root ::= "yes" | "no" | "maybe " [0-9]'
     for seed in range(6):
         text = _complete(client, seed, extra_body={"structured_outputs": {"grammar": grammar}}).text
@@ -70,7 +72,11 @@ def test_streamed_and_batched_with_free_rows(client):
 
     def constrained(seed):
         chunks = client.completions.create(
-            model="gptj", prompt="Go", max_tokens=120, seed=seed, stream=True,
+            model="gptj",
+            prompt="Go",
+            max_tokens=120,
+            seed=seed,
+            stream=True,
             extra_body={"structured_outputs": {"json": SCHEMA}},
         )
         return "".join(c.choices[0].text for c in chunks if c.choices)
@@ -105,7 +111,12 @@ def test_v2(server):
     """v2's parameters are scalars (KServe's model of them): the object comes as its JSON text."""
     body = {
         "inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": ["Pick"]}],
-        "parameters": {"max_new_tokens": 20, "do_sample": True, "seed": 3, "structured_outputs": json.dumps({"choice": CHOICES})},
+        "parameters": {
+            "max_new_tokens": 20,
+            "do_sample": True,
+            "seed": 3,
+            "structured_outputs": json.dumps({"choice": CHOICES}),
+        },
     }
     response = httpx.post(f"{server.url}/v2/models/gptj/infer", json=body, timeout=60)
     assert response.status_code == 200, response.text
@@ -140,3 +151,24 @@ def test_seed_api_400s(server):
     assert beams.status_code == 400 and "beam search" in beams.text and "structured_outputs" in beams.text
     bad = server.predict({"prompt": "x", "structured_outputs": {"json": {"type": "object", "minProperties": "x"}}})
     assert bad.status_code == 400 and "structured_outputs.json" in bad.text
+
+
+def test_engine_limit_is_a_400(server):
+    """A schema nested deeper than llguidance's JSON parser allows (serde_json's recursion limit, 128)."""
+    schema: dict = {"type": "integer"}
+    for _ in range(200):
+        schema = {"type": "array", "items": schema}
+    body = {"model": "gptj", "prompt": "x", "structured_outputs": {"json": schema}}
+    response = httpx.post(f"{server.url}/openai/v1/completions", json=body, timeout=60)
+    assert response.status_code == 400 and "recursion limit" in response.json()["error"]["message"]
+
+
+def test_a_slow_grammar_times_out_and_the_server_stays_healthy(start_server, tiny_dir, cache_dir):
+    s = start_server(["--model", str(tiny_dir), "--cache_dir", str(cache_dir), "--structured_compile_timeout", "0.05"])
+    slow = "((((a{60}){60}){60}){60})"  # ~1 s to compile on our machines: 20x the timeout
+    response = s.predict({"prompt": "x", "structured_outputs": {"regex": slow}})
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert message.startswith("structured_outputs.regex: did not compile within 0.05 s (--structured_compile_timeout)")
+    fine = s.predict({"prompt": "Pick", "max_new_tokens": 10, "structured_outputs": {"choice": CHOICES}})
+    assert fine.status_code == 200 and fine.json()["data"].removeprefix("Pick") in CHOICES
