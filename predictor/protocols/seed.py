@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from predictor.errors import BadRequest
-from predictor.protocols.structured import StructuredOutputs
+from predictor.protocols.structured import KINDS, StructuredOutputs
 
 #: Below this a temperature overflows float32 logits (NaN probabilities); vLLM uses the same floor.
 MIN_TEMPERATURE = 1e-5
@@ -210,6 +210,9 @@ def describe(error: dict[str, Any], allowed: Sequence[str] = FIELDS) -> str:
     """One pydantic error as ``field: what is wrong (got value)``."""
     field = ".".join(str(part) for part in error["loc"]) or "body"
     if error["type"] == "extra_forbidden":
+        if len(error["loc"]) > 1:  # in a nested object: its own fields, where we know them
+            nested = {"structured_outputs": KINDS}.get(str(error["loc"][0]))
+            return f"{field}: unknown field" + (f" (allowed: {', '.join(nested)})" if nested else "")
         return f"{field}: unknown field (allowed: {', '.join(allowed)})"
     bounds = {key: f"{value:g}" if isinstance(value, float) else value for key, value in error.get("ctx", {}).items()}
     phrase = _PHRASES.get(error["type"], error["msg"]).format(**bounds)

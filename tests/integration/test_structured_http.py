@@ -107,6 +107,17 @@ def test_seed_api(server):
     assert picked.json()["data"].removeprefix("Pick") in CHOICES  # greedy too
 
 
+def test_seed_api_streamed(server):
+    body = {"prompt": "Go", "max_new_tokens": 120, "do_sample": True, "seed": 9, "structured_outputs": {"json": SCHEMA}}
+    with server.client.stream("POST", "/v1/models/gptj:stream", json=body) as response:
+        assert response.status_code == 200
+        events = [json.loads(line[len("data: ") :]) for line in response.iter_lines() if line]
+    *pieces, final = events
+    continuation = "".join(event["text"] for event in pieces)
+    jsonschema.validate(json.loads(continuation), SCHEMA)
+    assert final["status"] == "success" and final["data"] == "Go" + continuation
+
+
 def test_v2(server):
     """v2's parameters are scalars (KServe's model of them): the object comes as its JSON text."""
     body = {
