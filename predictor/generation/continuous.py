@@ -121,6 +121,7 @@ class ContinuousBatch:
         try:
             done = self._prefill(prefill.next_group(self.pending, self.max_prefill_tokens))
         except BaseException:
+            grammar.release(row.choice for entry in joining for row in entry.rows)
             self.pending = []
             raise
         self._prefill_ran = True
@@ -165,6 +166,7 @@ class ContinuousBatch:
             group, self._prefill, "%d requests failed to prefill together (%s); one by one", fatal=self.fatal
         ):
             if isinstance(outcome, Exception):
+                grammar.release(row.choice for row in entries[0].rows)
                 self.pending = [entry for entry in self.pending if entry is not entries[0]]
                 self._failed[entries[0].owner] = outcome
             else:

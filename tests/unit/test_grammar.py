@@ -126,6 +126,14 @@ def test_rows_release_their_grammar_on_finish_cancel_and_deadline(loaded, compil
     batch.clear()  # after a failed step
     assert grammar.RowGrammar.live == 0
 
+    def failing(owners):
+        raise RuntimeError("injected")
+
+    batch.check_prefill = failing  # a prefill that fails: its rows never join
+    with pytest.raises(RuntimeError):
+        batch.join([("failed", request(loaded, compiler, "F", endless, seed=6, **sampled))])
+    assert grammar.RowGrammar.live == 0
+
 
 def test_a_batch_without_constraints_does_no_grammar_work(monkeypatch):
     class Row:
