@@ -73,5 +73,14 @@ def build(settings: Settings, metrics: Metrics | None) -> Stack:
         stall_s=operations.engine_stall_s,
     )
     engine.start()
-    vocabulary = loaded.model.config.vocab_size  # the logits' width, which the masks cover
-    return Stack(loaded, engine, grammar.Compiler(loaded.tokenizer, vocabulary, loaded.eos_token_id))
+    return Stack(loaded, engine, _grammars(loaded))
+
+
+def _grammars(loaded: loader.Loaded) -> grammar.Compiler | None:
+    """Structured output's compiler, or None (a 400 for constrained requests) where the tokenizer has
+    no fast (Rust) form for llguidance to read: the server still serves everything else."""
+    try:
+        return grammar.Compiler(loaded.tokenizer, loaded.model.config.vocab_size, loaded.eos_token_id)
+    except Exception as exc:  # llguidance's own errors for tokenizers it cannot read
+        log.warning("structured output is off: llguidance cannot use this tokenizer (%s)", exc)
+        return None

@@ -80,3 +80,17 @@ def test_two_constraints_and_beams():
         parsed = seed.parse([{"prompt": "x"}, {"prompt": "y", "structured_outputs": {}}], 16)
         plan.requests(parsed, [[1], [2]], Limits())
     assert structured.KINDS == ("json", "json_object", "regex", "choice", "grammar")
+
+
+def test_the_edge_without_a_compiler():
+    """A tokenizer llguidance cannot read leaves structured output off: a 400, and free requests pass."""
+    import asyncio
+
+    from predictor.core import GenerationRequest, Sampling
+    from predictor.edge import structured as edge
+
+    constrained = GenerationRequest("x", (1,), Sampling(max_length=5, constraint=Constraint("regex", "a", "f")))
+    with pytest.raises(BadRequest, match="^f: structured output is not available on this server"):
+        asyncio.run(edge.compiled([constrained], None, 1.0))
+    free = GenerationRequest("x", (1,), Sampling(max_length=5))
+    assert asyncio.run(edge.compiled([free], None, 1.0)) == [free]
