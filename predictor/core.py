@@ -8,7 +8,21 @@ off that thread they become text: ``Piece``s for a stream, then ``Completion``s 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Structured output: what the generated text must match (generation/grammar.py compiles it).
+
+    ``kind`` is "json" (``spec``: a JSON Schema as canonical JSON text), "regex", "choice" (a JSON
+    list of strings) or "grammar" (Lark or GBNF, as vLLM's guidance backend takes it). Equal kinds and
+    specs compile to the same grammar (the cache key); ``field`` only names the request field for a 400.
+    """
+
+    kind: str
+    spec: str
+    field: str = field(default="structured_outputs", compare=False)
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,7 @@ class Sampling:
     # the prefill (echo scoring); the request may then generate nothing (max_length == prompt).
     logprobs: int | None = None
     score_prompt: bool = False
+    constraint: Constraint | None = None  # structured output: every row's tokens follow its grammar
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,8 @@ class GenerationRequest:
     notes: tuple[str, ...] = ()
     wants_list: bool = False  # num_return_sequences > 1: data holds a list for this prompt
     details: bool = False  # data holds objects with finish reason and token counts
+    # Sampling.constraint compiled (generation/grammar.py Template), attached at the edge, off the engine thread.
+    grammar: object | None = field(default=None, compare=False, repr=False)
 
 
 def new_tokens(request: GenerationRequest) -> tuple[int, int]:

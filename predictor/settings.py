@@ -85,6 +85,8 @@ class Operations:
     # room for slow GPUs and the first steps' lazy initialisation. Raise it for a large model on a CPU.
     engine_stall_s: float = 120.0
     api_keys_file: Path | None = None  # accepted API keys, one per line (edge/auth.py); None: no auth
+    # Longest wait for a structured-output grammar to compile (edge/structured.py): past it a 400.
+    structured_compile_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ _milliseconds = _number(float, 0, 10_000, unit=" ms")
 _seconds = _number(float, 0, 86_400, unit=" seconds")
 _stall_seconds = _number(float, 1, 86_400, unit=" seconds")
 _fraction = _number(float, 0, 1, above=True)
+_compile_seconds = _number(float, 0, 600, above=True)
 
 
 def _default_cache_dir(environ: Mapping[str, str]) -> str:
@@ -169,6 +172,9 @@ _OPTIONS: tuple[_Option, ...] = (
     ("api_keys_file", "GPTJ_API_KEYS_FILE", str, "",
      ("file of accepted API keys, one per line (clients send Authorization: Bearer <key>); "
       "re-read when it changes; empty: no authentication")),
+    ("structured_compile_timeout", "GPTJ_STRUCTURED_COMPILE_TIMEOUT", _compile_seconds,
+     Operations.structured_compile_timeout_s,
+     "seconds a structured-output grammar (JSON schema, regex, choice, grammar) may take to compile; longer: 400"),
     ("decode_path", "GPTJ_DECODE_PATH", _choice("auto", "static", "dynamic"), Speed.decode_path,
      "auto: a preallocated KV cache (static) on one GPU, a growing one (dynamic) elsewhere"),
     ("cuda_graphs", "GPTJ_CUDA_GRAPHS", _bool, Speed.cuda_graphs,
@@ -258,6 +264,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         fault_injection=args.fault_injection,
         engine_stall_s=args.engine_stall_seconds,
         api_keys_file=Path(args.api_keys_file) if args.api_keys_file else None,
+        structured_compile_timeout_s=args.structured_compile_timeout,
     )
     speed = Speed(
         decode_path=args.decode_path,

@@ -19,7 +19,7 @@ from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from predictor.core import Completion, Finished, GenerationRequest, Piece
-from predictor.edge import grpc_status, stack
+from predictor.edge import grpc_status, stack, structured
 from predictor.errors import NotReady
 from predictor.protocols import envelope, plan, seed, v2
 from predictor.protocols.sse import merge
@@ -118,6 +118,7 @@ class GPTJModel(Model):
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         """Completions for every request, in order (the request's record gets counts and texts)."""
+        requests = await self._compiled(requests)
         engine, record = self._running().engine, self._record(requests)
         completions = await engine.run(requests, record, self._time_left(record))
         records.outputs(record, [[c.text for c in sequences] for sequences in completions], self._log_prompts)
@@ -125,6 +126,7 @@ class GPTJModel(Model):
 
     async def stream(self, requests: Sequence[GenerationRequest]) -> AsyncIterator[tuple[int, Piece | Finished]]:
         """(which request, its next Piece or its Finished) as the requests generate side by side, within the deadline."""
+        requests = await self._compiled(requests)
         engine, record = self._running().engine, self._record(requests)
         timeout, outputs = self._time_left(record), {}
         async for index, event in merge([engine.stream(request, record, timeout) for request in requests]):
@@ -156,6 +158,11 @@ class GPTJModel(Model):
 
     def get_output_types(self) -> list[dict]:
         return v2.OUTPUTS
+
+    async def _compiled(self, requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
+        """Structured output's grammars compiled off the engine thread, within the timeout (or a 400)."""
+        timeout = self.settings.operations.structured_compile_timeout_s
+        return await structured.compiled(requests, self._running().grammars, timeout)
 
     def _running(self) -> stack.Stack:
         if self._stack is None:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from predictor.engine.engine import Engine
 from predictor.engine.faults import Faults
-from predictor.generation import paths
+from predictor.generation import grammar, paths
 from predictor.generation.runner import Runner
 from predictor.loading import loader
 from predictor.settings import Settings
@@ -28,6 +28,7 @@ class Stack:
 
     loaded: loader.Loaded
     engine: Engine
+    grammars: grammar.Compiler | None = None  # structured output (edge/structured.py compiles with it)
 
     def token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """Each prompt's token ids (blocking: call it off the event loop)."""
@@ -72,4 +73,14 @@ def build(settings: Settings, metrics: Metrics | None) -> Stack:
         stall_s=operations.engine_stall_s,
     )
     engine.start()
-    return Stack(loaded, engine)
+    return Stack(loaded, engine, _grammars(loaded))
+
+
+def _grammars(loaded: loader.Loaded) -> grammar.Compiler | None:
+    """Structured output's compiler, or None (a 400 for constrained requests) where the tokenizer has
+    no fast (Rust) form for llguidance to read: the server still serves everything else."""
+    try:
+        return grammar.Compiler(loaded.tokenizer, loaded.model.config.vocab_size, loaded.eos_token_id)
+    except Exception as exc:  # llguidance's own errors for tokenizers it cannot read
+        log.warning("structured output is off: llguidance cannot use this tokenizer (%s)", exc)
+        return None

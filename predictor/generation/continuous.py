@@ -16,7 +16,7 @@ from typing import Callable, Hashable, Mapping, Protocol, Sequence
 import torch
 
 from predictor.core import GenerationRequest, new_tokens
-from predictor.generation import dynamic, prefill, steps
+from predictor.generation import dynamic, grammar, prefill, steps
 from predictor.generation.logits import RowChoice, Scored, choose, row_choice
 from predictor.generation.retry import Fatal, each_alone, together_or_alone
 
@@ -112,6 +112,7 @@ class ContinuousBatch:
                 Row(owner, i, row_choice(s, request.input_ids, min_new, i), max_new, deadline)
                 for i in range(s.num_return_sequences)
             ]
+            grammar.attach([row.choice for row in rows], request.grammar)
             top = (s.logprobs or 0) if s.score_prompt else None
             joining.append(prefill.Pending(owner, rows, request.input_ids, top))
         if self.pending:  # behind a prompt still prefilling: advance() gets to these in turn
@@ -121,6 +122,7 @@ class ContinuousBatch:
         try:
             done = self._prefill(prefill.next_group(self.pending, self.max_prefill_tokens))
         except BaseException:
+            grammar.release(row.choice for entry in joining for row in entry.rows)
             self.pending = []
             raise
         self._prefill_ran = True
@@ -165,6 +167,7 @@ class ContinuousBatch:
             group, self._prefill, "%d requests failed to prefill together (%s); one by one", fatal=self.fatal
         ):
             if isinstance(outcome, Exception):
+                grammar.release(row.choice for row in entries[0].rows)
                 self.pending = [entry for entry in self.pending if entry is not entries[0]]
                 self._failed[entries[0].owner] = outcome
             else:
@@ -235,6 +238,7 @@ class ContinuousBatch:
             if row.owner in owners:
                 generated[row.owner] += row.choice.generated
         self._drop({i for i, row in enumerate(self.rows) if row.owner in owners})
+        grammar.release(row.choice for entry in self.pending if entry.owner in owners for row in entry.rows)
         self.pending = [entry for entry in self.pending if entry.owner not in owners]  # partial caches freed
         return generated
 
@@ -253,6 +257,7 @@ class ContinuousBatch:
         prefilling took no part in the step, and stay."""
         owners = list(dict.fromkeys(row.owner for row in self.rows))
         self.decoder.clear()
+        grammar.release(row.choice for row in self.rows)
         self.rows, self.io.latest = [], None
         return owners
 
@@ -271,7 +276,9 @@ class ContinuousBatch:
                 continue
             row.choice.tokens.append(token)
             self.tokens_generated += 1
-            reason = "stop" if stop else self._ended(row, now)
+            # structured output: the grammar takes the token; a complete grammar ends the row
+            complete = grammar.advance(row.choice.grammar, token) if row.choice.grammar is not None else None
+            reason = "stop" if stop else complete or self._ended(row, now)
             if reason:
                 finished[index] = reason
         done = [
@@ -305,5 +312,6 @@ class ContinuousBatch:
 
     def _drop(self, indices: set[int]) -> None:
         if indices:
+            grammar.release(self.rows[i].choice for i in indices)
             survivors = [i for i in range(len(self.rows)) if i not in indices]
             self.rows = [self.rows[i] for i in self.io.keep(self.decoder.keep(survivors))]

@@ -20,6 +20,7 @@ import torch
 from transformers import EncoderNoRepeatNGramLogitsProcessor, LogitsProcessorList
 
 from predictor.core import Sampling
+from predictor.generation import grammar
 from predictor.generation.rowstate import BatchState
 
 # transformers' defaults for unset sampling values (GenerationConfig's documented defaults).
@@ -49,6 +50,7 @@ class RowChoice:
     prompt_scored: list[Scored] | None = None  # score_prompt: per prompt token after the first
     # The device tensors of the batch it was last chosen in (rowstate.py), reused while the rows stay.
     state: BatchState | None = field(default=None, repr=False, compare=False)
+    grammar: grammar.RowGrammar | None = field(default=None, repr=False, compare=False)  # structured output
 
     @property
     def generated(self) -> int:
@@ -103,6 +105,7 @@ def choose(
             ids = torch.tensor([row.tokens], device=scores.device)
             scores[index : index + 1] = row.history(ids, scores[index : index + 1])
     scores = state.ban(scores, eos)
+    scores = grammar.mask(rows, scores)  # structured output: the constrained rows' tokens (no-op without)
     flags = state.flags
     chosen = None if flags.all_sampled else scores.argmax(dim=-1)  # greedy rows' tokens
     drawn = scores  # the distribution each row drew from, for the rows that report logprobs

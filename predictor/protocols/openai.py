@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from predictor.core import Completion, GenerationRequest, Sampling
 from predictor.errors import BadRequest, Failure
-from predictor.protocols import logprobs, openai_context, seed, vllm_sampling
+from predictor.protocols import logprobs, openai_context, seed, structured, vllm_sampling
 from predictor.protocols.logprobs import MAX_LOGPROBS
 from predictor.settings import Limits
 
@@ -63,6 +63,8 @@ class CompletionRequest(vllm_sampling.VllmSampling):
     best_of: int | None = None
     suffix: str | None = None
     logit_bias: dict[str, float] | None = None
+    response_format: structured.ResponseFormat | None = None  # OpenAI's; one constraint with structured_outputs
+    structured_outputs: structured.StructuredOutputs | None = None  # vLLM's
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -115,6 +117,7 @@ def parse(body: Any, limits: Limits) -> CompletionRequest:
     unsupported += [("logit_bias", req.logit_bias)] if req.logit_bias else []
     if unsupported:
         raise BadRequest(f"{unsupported[0][0]}: not supported by this server; leave it out")
+    structured.requested(req.response_format, req.structured_outputs)  # a 400 for a bad or second constraint
     prompts = prompts_of(req)
     if len(prompts) > limits.max_prompts:
         raise BadRequest(f"prompt: at most {limits.max_prompts} prompts per request (got {len(prompts)})")
@@ -198,6 +201,7 @@ def sampling(req: CompletionRequest, max_length: int) -> Sampling:
         "logprobs": req.logprobs,
         "score_prompt": bool(req.echo) and req.logprobs is not None,
         **vllm_sampling.common(req, max_length - max_tokens(req)),
+        "constraint": structured.requested(req.response_format, req.structured_outputs),
     }
     if greedy(req):
         return Sampling(**common)

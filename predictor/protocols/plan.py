@@ -12,6 +12,7 @@ from typing import Sequence
 
 from predictor.core import GenerationRequest, Sampling
 from predictor.errors import BadRequest
+from predictor.protocols import structured
 from predictor.protocols.seed import PromptRequest, check_token_ids
 from predictor.settings import Limits
 
@@ -58,16 +59,23 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
         raise BadRequest(f"min_length: must be <= max_length ({max_length}) (got {min_length})")
     given = req.model_dump(
         exclude_none=True,
-        exclude={"prompt", "max_length", "min_length", "max_new_tokens", "stop", "details", "stop_token_ids"},
+        exclude={
+            "prompt", "max_length", "min_length", "max_new_tokens", "stop", "details", "stop_token_ids",
+            "structured_outputs",
+        },
     )
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     stop_ids = tuple(dict.fromkeys(req.stop_token_ids or ()))  # as vLLM: duplicates dropped, order kept
-    s = Sampling(max_length=max_length, min_length=min_length, stop=stop, stop_token_ids=stop_ids, **given)
+    constraint = structured.constraint(req.structured_outputs)
+    s = Sampling(
+        max_length=max_length, min_length=min_length, stop=stop, stop_token_ids=stop_ids, constraint=constraint, **given
+    )
     s = _greedy_or_sampling(s, notes)
     _check_counts(s, limits)
     s = _beam_options(s, notes)
     if s.stop_token_ids and s.num_beams > 1:  # a beam search ends its hypotheses at EOS only (scorer.py)
         raise BadRequest("stop_token_ids: not available with beam search (num_beams > 1)")
+    structured.check_beams(s.constraint, s.num_beams)
     if s.logprobs is not None and s.num_beam_groups > 1:
         # diverse.py runs one search per group and keeps no per-step scores to report
         raise BadRequest("logprobs: not available with diverse beam search (num_beam_groups > 1)")

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from predictor.errors import BadRequest
+from predictor.protocols.structured import KINDS, StructuredOutputs
 
 #: Below this a temperature overflows float32 logits (NaN probabilities); vLLM uses the same floor.
 MIN_TEMPERATURE = 1e-5
@@ -55,6 +56,7 @@ class PromptRequest(BaseModel):
     logprobs: int | None = Field(None, ge=0, le=5)  # details objects gain per-token logprobs (logprobs.py)
     min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)  # transformers' min_p (sampling)
     stop_token_ids: list[int] | None = None  # end at the first of these ids (left out of the text)
+    structured_outputs: StructuredOutputs | None = None  # vLLM's: constrained decoding (structured.py)
 
     @field_validator("stop_token_ids")
     @classmethod
@@ -233,6 +235,9 @@ def describe(error: dict[str, Any], allowed: Sequence[str] = FIELDS) -> str:
     """One pydantic error as ``field: what is wrong (got value)``."""
     field = ".".join(str(part) for part in error["loc"]) or "body"
     if error["type"] == "extra_forbidden":
+        if len(error["loc"]) > 1:  # in a nested object: its own fields, where we know them
+            nested = {"structured_outputs": KINDS}.get(str(error["loc"][0]))
+            return f"{field}: unknown field" + (f" (allowed: {', '.join(nested)})" if nested else "")
         return f"{field}: unknown field (allowed: {', '.join(allowed)})"
     bounds = {key: f"{value:g}" if isinstance(value, float) else value for key, value in error.get("ctx", {}).items()}
     phrase = _PHRASES.get(error["type"], error["msg"]).format(**bounds)

@@ -77,6 +77,8 @@ def plain_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
             value = None if kind is None else getattr(value, kind)
             if kind == "string_param" and name in _FRACTIONAL:
                 value = _number(name, value)
+        if name == "structured_outputs" and isinstance(value, str):
+            value = _object(name, value)  # gRPC has no object parameter: the object as JSON text
         plain[name] = value
     return plain
 
@@ -86,6 +88,13 @@ def _number(name: str, text: str) -> float:
         return float(text)
     except ValueError:
         raise BadRequest(f"parameters.{name}: must be a number (got {text!r})") from None
+
+
+def _object(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BadRequest(f"parameters.{name}: must be an object or its JSON text (got {text[:40]!r})") from None
 
 
 def _text(value: Any) -> Any:

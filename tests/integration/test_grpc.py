@@ -172,3 +172,21 @@ def test_a_deadline_is_deadline_exceeded(tiny_dir, cache_dir, tmp_path):
         error = infer(port, ["Slow"] * 2, {"max_length": 512, "num_beams": 8, "num_return_sequences": 8})
     assert isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "request timeout" in error.details()
+
+
+def test_structured_outputs_as_json_text(served):
+    """gRPC parameters are scalars: structured_outputs comes as the object's JSON text, as over HTTP v2."""
+    _, port = served
+    choices = ["red", "green", "blue sky"]
+    parameters = {
+        "max_new_tokens": 12,
+        "do_sample": True,
+        "seed": 2,
+        "structured_outputs": json.dumps({"choice": choices}),
+    }
+    answer = infer(port, PROMPTS[:1], parameters)
+    assert not isinstance(answer, grpc.aio.AioRpcError), answer
+    (text,) = outputs(answer)["text"]
+    assert (text.decode() if isinstance(text, bytes) else text).removeprefix(PROMPTS[0]) in choices
+    bad = infer(port, PROMPTS[:1], {"structured_outputs": json.dumps({"regex": "(a"})})
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and "structured_outputs.regex" in bad.details()

@@ -189,10 +189,11 @@ def test_parse_accepts_every_parameter():
         "logprobs": 2,
         "min_p": 0.05,
         "stop_token_ids": [3, 7],
+        "structured_outputs": {"regex": "a+"},
     }
     (parsed,) = seed.parse(every, MAX_PROMPTS)
-    assert parsed.model_dump() == every
-    assert set(every) == set(seed.FIELDS)  # the contract's 16 parameters, the prompt, and 7 extensions
+    assert parsed.model_dump(exclude_none=True, by_alias=True) == every
+    assert set(every) == set(seed.FIELDS)  # the contract's 16 parameters, the prompt, and 8 extensions
 
 
 def test_integer_accepted_where_a_float_is_expected():
