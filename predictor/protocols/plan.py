@@ -18,6 +18,17 @@ from predictor.settings import Limits
 
 _SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p")
 _BEAM_ONLY = ("early_stopping", "length_penalty")
+# Fields that plan() maps itself rather than passing to Sampling as they are.
+_MAPPED = {
+    "prompt",
+    "max_length",
+    "min_length",
+    "max_new_tokens",
+    "stop",
+    "details",
+    "stop_token_ids",
+    "structured_outputs",
+}
 
 
 def requests(
@@ -59,10 +70,7 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
         raise BadRequest(f"min_length: must be <= max_length ({max_length}) (got {min_length})")
     given = req.model_dump(
         exclude_none=True,
-        exclude={
-            "prompt", "max_length", "min_length", "max_new_tokens", "stop", "details", "stop_token_ids",
-            "structured_outputs",
-        },
+        exclude=_MAPPED,
     )
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     stop_ids = tuple(dict.fromkeys(req.stop_token_ids or ()))  # as vLLM: duplicates dropped, order kept
