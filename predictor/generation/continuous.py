@@ -10,61 +10,15 @@ already generating keep getting a token at every step meanwhile.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable, Hashable, Mapping, Protocol, Sequence
+from typing import Callable, Hashable, Sequence
 
 import torch
 
 from predictor.core import GenerationRequest, new_tokens
 from predictor.generation import dynamic, grammar, prefill, steps
-from predictor.generation.logits import RowChoice, Scored, choose, row_choice
+from predictor.generation.batchrows import Decoder, Done, Row
+from predictor.generation.logits import choose, row_choice
 from predictor.generation.retry import Fatal, each_alone, together_or_alone
-
-
-class Decoder(Protocol):
-    """The batch's tensors: dynamic.DynamicDecoder (CPU) or static.StaticDecoder (GPU fast path)."""
-
-    @property
-    def rows(self) -> int: ...
-
-    def join(
-        self, prompts: Sequence[Sequence[int]], score: Mapping[int, dynamic.Score] | None = None
-    ) -> torch.Tensor: ...
-
-    def add(self, state: dynamic.DecodeState) -> None: ...
-
-    def step(self, tokens: torch.Tensor | Sequence[int], rows: Sequence[int] | None = None) -> torch.Tensor: ...
-
-    def undo_step(self) -> None: ...
-
-    def keep(self, survivors: Sequence[int]) -> list[int]: ...
-
-    def clear(self) -> None: ...
-
-
-@dataclass
-class Row:
-    owner: Hashable  # the engine's handle for the request; a request owns one row per sequence
-    index: int  # which of the request's sequences
-    choice: RowChoice
-    max_new: int
-    deadline: float | None  # max_time: stop and return what was generated
-
-    @property
-    def longest(self) -> int:
-        return self.choice.prompt_length + self.max_new
-
-
-@dataclass(frozen=True)
-class Done:
-    """A finished row: its request, which sequence, the new tokens (not the EOS or stop id that ended it), and why."""
-
-    owner: Hashable
-    index: int
-    tokens: list[int]
-    reason: str  # core.FINISH_REASONS
-    scored: list[Scored] | None = None  # with Sampling.logprobs: one per token in ``tokens``
-    prompt_scored: list[Scored] | None = None  # with Sampling.score_prompt
 
 
 class ContinuousBatch:

@@ -23,13 +23,11 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from transformers.models.gptj.modeling_gptj import (
-    create_sinusoidal_positions,
-    rotate_every_two,
-)
+from transformers.models.gptj.modeling_gptj import create_sinusoidal_positions
 
 from predictor.generation import attention as attention_kernels
 from predictor.generation import dynamic
+from predictor.generation.gptj_block import fuse_qkv, rotary_tables, rotate
 
 log = logging.getLogger("predictor")
 
@@ -80,7 +78,7 @@ class StaticDecoder:
         self.tokens = torch.zeros(capacity, dtype=torch.long, device=device)  # each row's latest token
         self.sizes: list[int] = []  # the same lengths, on the host, for the live rows
         self.sincos = create_sinusoidal_positions(config.n_positions, self.rotary_dim).to(device)
-        self.qkv = [_fuse_qkv(block.attn) for block in model.transformer.h]
+        self.qkv = [fuse_qkv(block.attn) for block in model.transformer.h]
         # transformers' "gelu_new" is the tanh approximation written out in seven kernels; this is one
         self.act = (
             functools.partial(F.gelu, approximate="tanh")
@@ -253,13 +251,13 @@ class StaticDecoder:
         ``sizes``: the same positions on the host, where the attention may plan by them (eager)."""
         transformer, count = self.model.transformer, tokens.shape[0]
         index = torch.arange(count, device=tokens.device) if slots is None else slots
-        sin, cos = _rotary_tables(self.sincos, positions, self.k.dtype)
+        sin, cos = rotary_tables(self.sincos, positions, self.k.dtype)
         plan = self.attention.prepare(positions, sizes, span)
         hidden = transformer.wte(tokens)[:, None, :]
         for layer, block in enumerate(transformer.h):
             x = block.ln_1(hidden)
             qkv = F.linear(x, self.qkv[layer]).view(count, 3, self.heads, self.head_dim)
-            rotated = _rotate(qkv[:, :2], sin, cos, self.rotary_dim)  # query and key in one go
+            rotated = rotate(qkv[:, :2], sin, cos, self.rotary_dim)  # query and key in one go
             self.k[layer][index, :, positions] = rotated[:, 1]
             self.v[layer][index, :, positions] = qkv[:, 2]
             keys = self.k[layer] if slots is None else self.k[layer][slots]
@@ -268,22 +266,6 @@ class StaticDecoder:
             mlp = block.mlp.fc_out(self.act(block.mlp.fc_in(x)))  # GPT-J: attention and MLP side by side
             hidden = block.attn.out_proj(out.reshape(count, 1, -1)) + mlp + hidden
         return self.model.lm_head(transformer.ln_f(hidden))[:, -1].float()
-
-
-def _fuse_qkv(attn) -> torch.Tensor:
-    """GPT-J's query, key and value weights (no biases) as one matrix: one product instead of three.
-
-    The three modules' weights become views of it, so the fusion costs no memory and transformers'
-    own forward (prefill, beam search) reads the same numbers.
-    """
-    linears = (attn.q_proj, attn.k_proj, attn.v_proj)
-    if any(linear.bias is not None for linear in linears):
-        raise ValueError("the static decode path expects GPT-J's bias-free attention projections")
-    fused = torch.cat([linear.weight.detach() for linear in linears])
-    rows = linears[0].weight.shape[0]
-    for i, linear in enumerate(linears):
-        linear.weight.data = fused[i * rows : (i + 1) * rows]
-    return fused
 
 
 def _groups(lengths: Sequence[int], budget: int) -> list[list[int]]:
@@ -302,19 +284,3 @@ def _groups(lengths: Sequence[int], budget: int) -> list[list[int]]:
 
 def _bucket(count: int, buckets: Sequence[int]) -> int:
     return next(size for size in buckets if size >= count)
-
-
-def _rotary_tables(sincos: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
-    sin, cos = torch.split(sincos[positions].to(dtype), sincos.shape[-1] // 2, dim=-1)
-    # [rows, 1 token, 1 head, rotary_dim]: each frequency applies to a pair of dimensions
-    return (sin.repeat_interleave(2, dim=-1)[:, None, None, :], cos.repeat_interleave(2, dim=-1)[:, None, None, :])
-
-
-def _rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, dim: int) -> torch.Tensor:
-    """GPT-J's rotary embedding on the first ``dim`` dimensions of a 4-d ``x``.
-
-    transformers' apply_rotary_pos_emb expands sin and cos at every call (every layer); here
-    _rotary_tables expands them once per step and the layers share them.
-    """
-    turned, kept = x[..., :dim], x[..., dim:]
-    return torch.cat([turned * cos + rotate_every_two(turned) * sin, kept], dim=-1)
