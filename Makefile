@@ -76,7 +76,8 @@ serve: install
 	$(PY) -m predictor --http_port $(PORT) --model $(MODEL) $(ARGS)
 
 # ruff's settings are in pyproject.toml ([tool.ruff]); the pinned ruff comes with the test extra.
-LINT_PATHS := predictor bench tests
+# Every directory holding a Python file (tests/unit/test_lint_paths.py checks that none is left out).
+LINT_PATHS := predictor bench tests scripts helm
 lint: install
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)

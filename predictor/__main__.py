@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = ModelServer(grace_period=2, **{name: getattr(settings.server, name) for name in _SERVER_ARGS})
     web.install(app, settings, metrics, Lifecycle(model, settings.operations.drain_timeout_s), keys)
     if keys is not None and settings.server.enable_grpc:  # gRPC calls need the same keys
-        from predictor.edge.grpc_status import require_keys
+        from predictor.edge.kserve_shims import require_keys
 
         require_keys(keys)
     routes.register(app, model)  # before ModelServer.start() adds KServe's routes: ours match first

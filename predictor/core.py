@@ -8,7 +8,8 @@ off that thread they become text: ``Piece``s for a stream, then ``Completion``s 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,43 +26,77 @@ class Constraint:
     field: str = field(default="structured_outputs", compare=False)
 
 
+# What each Sampling field is for: the code that must treat a kind of field alike reads the tuples
+# after Sampling, derived from these roles, instead of listing names by hand. A new field needs a role
+# (tests/unit/test_sampling_fields.py fails without one): one whose uses below fit it, or a new one
+# added here and to the tuples after Sampling.
+LENGTH = "length"  # a bound counted with the prompt: GenerationConfig's; beam_key compares it as new tokens
+SEARCH = "search"  # shapes the decoding: GenerationConfig's, and equal in beam searches that share a forward
+SAMPLED = "sampled"  # a SEARCH field that means nothing without do_sample (plan.py drops it with a note)
+BEAM = "beam"  # a SEARCH field that means nothing without num_beams > 1 (plan.py drops it with a note)
+DIVERSE = "diverse"  # diverse beam search's (diverse.py takes it itself, not GenerationConfig); shapes the search
+SEED = "seed"  # means nothing without do_sample; a seeded beam search runs alone (its own generator)
+ROW = "row"  # applied to each row or its text outside the search's shape (stops, penalties, logprobs, grammar)
+ROLES = (LENGTH, SEARCH, SAMPLED, BEAM, DIVERSE, SEED, ROW)
+
+
+def _role(role: str, default: Any = MISSING) -> Any:
+    """A Sampling field with its role in its metadata (metadata only: equality and the hash stay the values')."""
+    return field(default=default, metadata={"role": role})
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Normalized generation settings for one prompt (hashable: the engine can group by it)."""
 
-    max_length: int
-    min_length: int = 0
-    do_sample: bool = False
-    num_beams: int = 1
-    num_return_sequences: int = 1
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    early_stopping: bool | None = None
-    length_penalty: float | None = None
-    encoder_no_repeat_ngram_size: int | None = None
-    max_time: float | None = None
-    num_beam_groups: int = 1
-    diversity_penalty: float | None = None
-    remove_invalid_values: bool | None = None
-    min_p: float | None = None  # transformers' MinPLogitsWarper, after top_p (sampling only)
-    stop: tuple[str, ...] = ()  # the text ends before the first of these
+    max_length: int = _role(LENGTH)
+    min_length: int = _role(LENGTH, 0)
+    do_sample: bool = _role(SEARCH, False)
+    num_beams: int = _role(SEARCH, 1)
+    num_return_sequences: int = _role(SEARCH, 1)
+    temperature: float | None = _role(SAMPLED, None)
+    top_k: int | None = _role(SAMPLED, None)
+    top_p: float | None = _role(SAMPLED, None)
+    repetition_penalty: float | None = _role(SEARCH, None)
+    early_stopping: bool | None = _role(BEAM, None)
+    length_penalty: float | None = _role(BEAM, None)
+    encoder_no_repeat_ngram_size: int | None = _role(SEARCH, None)
+    max_time: float | None = _role(SEARCH, None)
+    num_beam_groups: int = _role(DIVERSE, 1)
+    diversity_penalty: float | None = _role(DIVERSE, None)
+    remove_invalid_values: bool | None = _role(SEARCH, None)
+    min_p: float | None = _role(SAMPLED, None)  # transformers' MinPLogitsWarper, after top_p (sampling only)
+    stop: tuple[str, ...] = _role(ROW, ())  # the text ends before the first of these
     # A row ends (reason "stop") when it generates one of these ids; before min_length they are banned
     # with EOS. vLLM's meaning: the id's text is left out unless include_stop_str_in_output.
-    stop_token_ids: tuple[int, ...] = ()
-    include_stop_str_in_output: bool = False  # the stop string (or stop id's text) stays in the text
-    ignore_eos: bool = False  # EOS does not end the row: it is kept as a token (its text is special)
-    skip_special_tokens: bool = True  # the continuation's text leaves special tokens (EOS) out
-    seed: int | None = None  # sampling draws from this request's own generator
-    presence_penalty: float | None = None  # OpenAI's, on tokens generated so far (openai.py)
-    frequency_penalty: float | None = None
+    stop_token_ids: tuple[int, ...] = _role(ROW, ())
+    include_stop_str_in_output: bool = _role(ROW, False)  # the stop string (or stop id's text) stays in the text
+    ignore_eos: bool = _role(ROW, False)  # EOS does not end the row: it is kept as a token (its text is special)
+    skip_special_tokens: bool = _role(ROW, True)  # the continuation's text leaves special tokens (EOS) out
+    seed: int | None = _role(SEED, None)  # sampling draws from this request's own generator
+    presence_penalty: float | None = _role(ROW, None)  # OpenAI's, on tokens generated so far (openai.py)
+    frequency_penalty: float | None = _role(ROW, None)
     # Logprobs (generation/logits.py): None computes nothing; N (0-5) reports each generated token's
     # logprob and its N likeliest alternatives. score_prompt also reports the prompt's tokens, from
     # the prefill (echo scoring); the request may then generate nothing (max_length == prompt).
-    logprobs: int | None = None
-    score_prompt: bool = False
-    constraint: Constraint | None = None  # structured output: every row's tokens follow its grammar
+    logprobs: int | None = _role(ROW, None)
+    score_prompt: bool = _role(ROW, False)
+    constraint: Constraint | None = _role(ROW, None)  # structured output: every row's tokens follow its grammar
+
+
+def sampling_fields(*roles: str) -> tuple[str, ...]:
+    """The names of Sampling's fields that have one of these roles, in declaration order."""
+    return tuple(f.name for f in fields(Sampling) if f.metadata.get("role") in roles)
+
+
+#: Passed to transformers' GenerationConfig as they are (generation/runner.py generation_config).
+GENERATION_CONFIG = sampling_fields(LENGTH, SEARCH, SAMPLED, BEAM)
+#: Equal in beam searches that share one search (engine/scheduling.py beam_key; lengths as new tokens).
+SEARCH_SHAPE = sampling_fields(SEARCH, SAMPLED, BEAM, DIVERSE)
+#: Ignored (with a note) unless do_sample (protocols/plan.py).
+SAMPLING_ONLY = sampling_fields(SAMPLED, SEED)
+#: Ignored (with a note) unless num_beams > 1 (protocols/plan.py).
+BEAM_ONLY = sampling_fields(BEAM)
 
 
 @dataclass(frozen=True)

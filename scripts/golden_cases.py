@@ -35,19 +35,35 @@ PROMPTS = (
 
 # Diverse beam search: (num_beams, num_beam_groups, diversity_penalty, num_return_sequences, extra).
 _DIVERSE = (
-    (2, 2, 0.5, 1, {}), (2, 2, 1.5, 2, {}), (2, 2, 0.5, 2, {"length_penalty": 2.0}),
-    (4, 2, 0.5, 4, {}), (4, 2, 1.5, 2, {}), (4, 2, 1.5, 3, {"early_stopping": True}),
-    (4, 2, 0.5, 1, {"length_penalty": -1.0}), (4, 2, 2.0, 4, {"min_length": 30}),
-    (4, 4, 0.5, 4, {}), (4, 4, 1.5, 2, {}), (4, 4, 0.25, 3, {"repetition_penalty": 1.5}),
+    (2, 2, 0.5, 1, {}),
+    (2, 2, 1.5, 2, {}),
+    (2, 2, 0.5, 2, {"length_penalty": 2.0}),
+    (4, 2, 0.5, 4, {}),
+    (4, 2, 1.5, 2, {}),
+    (4, 2, 1.5, 3, {"early_stopping": True}),
+    (4, 2, 0.5, 1, {"length_penalty": -1.0}),
+    (4, 2, 2.0, 4, {"min_length": 30}),
+    (4, 4, 0.5, 4, {}),
+    (4, 4, 1.5, 2, {}),
+    (4, 4, 0.25, 3, {"repetition_penalty": 1.5}),
     (4, 4, 1.0, 4, {"early_stopping": True, "length_penalty": 0.5}),
-    (6, 2, 0.5, 6, {}), (6, 2, 1.5, 3, {"length_penalty": 0.0}), (6, 2, 1.0, 4, {"repetition_penalty": 1.3}),
-    (6, 3, 0.5, 6, {}), (6, 3, 1.5, 2, {"early_stopping": True}), (6, 3, 3.0, 5, {"min_length": 20}),
+    (6, 2, 0.5, 6, {}),
+    (6, 2, 1.5, 3, {"length_penalty": 0.0}),
+    (6, 2, 1.0, 4, {"repetition_penalty": 1.3}),
+    (6, 3, 0.5, 6, {}),
+    (6, 3, 1.5, 2, {"early_stopping": True}),
+    (6, 3, 3.0, 5, {"min_length": 20}),
     (6, 3, 0.75, 6, {"length_penalty": 2.0, "early_stopping": True}),
-    (8, 2, 0.5, 8, {}), (8, 2, 1.5, 4, {"early_stopping": True}), (8, 2, 1.0, 2, {"length_penalty": -2.0}),
-    (8, 4, 0.5, 8, {}), (8, 4, 1.5, 3, {}), (8, 4, 2.5, 8, {"repetition_penalty": 2.0}),
+    (8, 2, 0.5, 8, {}),
+    (8, 2, 1.5, 4, {"early_stopping": True}),
+    (8, 2, 1.0, 2, {"length_penalty": -2.0}),
+    (8, 4, 0.5, 8, {}),
+    (8, 4, 1.5, 3, {}),
+    (8, 4, 2.5, 8, {"repetition_penalty": 2.0}),
     (8, 4, 1.0, 6, {"min_length": 28, "length_penalty": 1.5}),
     (8, 4, 0.5, 4, {"early_stopping": True, "repetition_penalty": 0.8}),
-    (3, 3, 0.5, 3, {}), (3, 3, 1.5, 1, {"early_stopping": True}),
+    (3, 3, 0.5, 3, {}),
+    (3, 3, 1.5, 1, {"early_stopping": True}),
     (2, 2, 1.0, 2, {"remove_invalid_values": True, "min_length": 20}),
     (6, 2, 0.3, 2, {"early_stopping": True, "length_penalty": 3.0, "min_length": 22}),
     (8, 2, 5.0, 8, {"length_penalty": 0.7, "repetition_penalty": 1.2}),
@@ -57,9 +73,16 @@ _DIVERSE = (
 
 # Everything else that is deterministic: greedy, beams, penalties, min_length.
 _OTHER = (
-    {}, {"min_length": 30}, {"repetition_penalty": 1.5}, {"repetition_penalty": 0.7, "min_length": 24},
-    {"remove_invalid_values": True}, {"encoder_no_repeat_ngram_size": 1}, {"encoder_no_repeat_ngram_size": 2},
-    {"num_beams": 2}, {"num_beams": 4, "num_return_sequences": 4}, {"num_beams": 3, "length_penalty": 2.0},
+    {},
+    {"min_length": 30},
+    {"repetition_penalty": 1.5},
+    {"repetition_penalty": 0.7, "min_length": 24},
+    {"remove_invalid_values": True},
+    {"encoder_no_repeat_ngram_size": 1},
+    {"encoder_no_repeat_ngram_size": 2},
+    {"num_beams": 2},
+    {"num_beams": 4, "num_return_sequences": 4},
+    {"num_beams": 3, "length_penalty": 2.0},
     {"num_beams": 5, "num_return_sequences": 2, "early_stopping": True},
     {"num_beams": 4, "length_penalty": -1.0, "num_return_sequences": 3},
     {"num_beams": 8, "num_return_sequences": 8, "min_length": 30},
@@ -75,9 +98,20 @@ def cases(tokens: Callable[[str], int]) -> list[dict]:
     ``tokens`` counts a prompt's tokens. Every beam search also runs on a second prompt of another
     length with the same number of new tokens (a "twin"): the server batches the two, left-padded.
     """
-    table = [("diverse", i, {"num_beams": beams, "num_beam_groups": groups, "diversity_penalty": penalty,
-                             "num_return_sequences": n, **extra})
-             for i, (beams, groups, penalty, n, extra) in enumerate(_DIVERSE)]
+    table = [
+        (
+            "diverse",
+            i,
+            {
+                "num_beams": beams,
+                "num_beam_groups": groups,
+                "diversity_penalty": penalty,
+                "num_return_sequences": n,
+                **extra,
+            },
+        )
+        for i, (beams, groups, penalty, n, extra) in enumerate(_DIVERSE)
+    ]
     table += [("other", i, params) for i, params in enumerate(_OTHER)]
     out = []
     for kind, i, params in table:
@@ -88,8 +122,12 @@ def cases(tokens: Callable[[str], int]) -> list[dict]:
             twin = PROMPTS[(i + 1) % len(PROMPTS)]
             shift = tokens(twin) - tokens(prompt)  # same new tokens, and the same minimum of them
             lengths = {k: params[k] + shift for k in ("min_length",) if k in params}
-            out.append({"name": f"{kind}-{i:02d}-twin",
-                        "request": {"prompt": twin, **params, "max_length": max_length + shift, **lengths}})
+            out.append(
+                {
+                    "name": f"{kind}-{i:02d}-twin",
+                    "request": {"prompt": twin, **params, "max_length": max_length + shift, **lengths},
+                }
+            )
     return out
 
 
@@ -102,8 +140,14 @@ def prepare(work: Path) -> None:
     for case in cases(lambda prompt: len(tokenizer(prompt).input_ids)):
         request = case["request"]
         generate = {k: v for k, v in request.items() if k != "prompt"}
-        job["cases"].append({"name": case["name"], "prompt": request["prompt"], "generate": generate,
-                             "prompt_ids": tokenizer(request["prompt"]).input_ids})
+        job["cases"].append(
+            {
+                "name": case["name"],
+                "prompt": request["prompt"],
+                "generate": generate,
+                "prompt_ids": tokenizer(request["prompt"]).input_ids,
+            }
+        )
     (work / "job.json").write_text(json.dumps(job))
 
 
@@ -114,9 +158,15 @@ def write(work: Path) -> None:
         "about": "Written by scripts/golden-fixtures.sh (do not edit): transformers 4.x generate on the tiny GPT-J",
         "reference": reference["reference"],
         "model": {"spec": asdict(SPEC), "weights_sha256": weights_digest(Path(job["model_dir"]))},
-        "cases": [{"name": case["name"], "request": {"prompt": case["prompt"], **case["generate"]},
-                   "prompt_ids": case["prompt_ids"], "expected": reference["results"][case["name"]]}
-                  for case in job["cases"]],
+        "cases": [
+            {
+                "name": case["name"],
+                "request": {"prompt": case["prompt"], **case["generate"]},
+                "prompt_ids": case["prompt_ids"],
+                "expected": reference["results"][case["name"]],
+            }
+            for case in job["cases"]
+        ],
     }
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(fixture, indent=1, ensure_ascii=False)

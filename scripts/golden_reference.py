@@ -24,7 +24,8 @@ def _cut(row: list[int], eos: int) -> list[int]:
 
 
 def main(job_path: str, out_path: str) -> None:
-    job = json.loads(open(job_path).read())
+    with open(job_path) as f:
+        job = json.load(f)
     torch.use_deterministic_algorithms(True)
     model = GPTJForCausalLM.from_pretrained(job["model_dir"], torch_dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(job["model_dir"])
@@ -35,11 +36,15 @@ def main(job_path: str, out_path: str) -> None:
         config = GenerationConfig(pad_token_id=eos, eos_token_id=eos, bos_token_id=eos, **case["generate"])
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
-        rows = [_cut(row[ids.shape[1]:].tolist(), eos) for row in out]
+        rows = [_cut(row[ids.shape[1] :].tolist(), eos) for row in out]
         results[case["name"]] = [
-            {"tokens": row, "text": case["prompt"] + tokenizer.decode(row, skip_special_tokens=True,
-                                                                      clean_up_tokenization_spaces=False)}
-            for row in rows]
+            {
+                "tokens": row,
+                "text": case["prompt"]
+                + tokenizer.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=False),
+            }
+            for row in rows
+        ]
     meta = {"transformers": transformers.__version__, "torch": torch.__version__}
     with open(out_path, "w") as f:
         json.dump({"reference": meta, "results": results}, f)

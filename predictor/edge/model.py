@@ -20,6 +20,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from predictor.core import Completion, Finished, GenerationRequest, Piece
 from predictor.edge import grpc_status, stack, structured
+from predictor.edge.kserve_shims import Prepared
 from predictor.errors import NotReady
 from predictor.protocols import envelope, plan, seed, v2
 from predictor.protocols.sse import merge
@@ -183,17 +184,6 @@ class GPTJModel(Model):
             return None
         started = record.started if record is not None else time.monotonic()
         return limit - (time.monotonic() - started)
-
-
-class Prepared(list):
-    """The GenerationRequests of one request, and the v2 request they came from, if any.
-
-    A list, because KServe's Model.validate() looks into the payload with ``in``.
-    """
-
-    def __init__(self, requests: Sequence[GenerationRequest], infer: InferRequest | None = None) -> None:
-        super().__init__(requests)
-        self.infer = infer
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from predictor import errors
 from predictor.edge.auth import ApiKeys, is_open
+from predictor.edge.kserve_shims import PinnedHandlers
 from predictor.edge.lifecycle import Lifecycle
 from predictor.protocols import envelope, openai, v2
 from predictor.settings import Settings
@@ -22,24 +23,6 @@ from predictor.telemetry import records
 from predictor.telemetry.metrics import Metrics
 
 log = logging.getLogger("predictor")
-
-
-class _PinnedHandlers(dict):
-    """An exception-handler map whose entries for our keys cannot be replaced.
-
-    KServe's RESTServer registers its own handlers (``{"error": ...}`` bodies) when the server
-    starts, after ``main()`` has run, and Starlette stores them with ``exception_handlers[key] = ...``.
-    Pinning our keys keeps the contract's envelope on every error without copying KServe's start-up.
-    """
-
-    def __init__(self, base: Mapping[Any, Any], pinned: Mapping[Any, Any]) -> None:
-        super().__init__(base)
-        super().update(pinned)
-        self._pinned = frozenset(pinned)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if key not in self._pinned:
-            super().__setitem__(key, value)
 
 
 def error_response(exc: BaseException, path: str) -> JSONResponse:
@@ -255,7 +238,7 @@ def install(
 ) -> None:
     """Apply our error handling, limits, API keys and request tracking to KServe's app (before it starts)."""
     pinned = {cls: _handle for cls in (*errors.HANDLED, Exception)}
-    app.exception_handlers = _PinnedHandlers(app.exception_handlers, pinned)
+    app.exception_handlers = PinnedHandlers(app.exception_handlers, pinned)  # kserve_shims: why
     if keys is not None:  # added first: innermost, inside the Guard's last catch and the Tracker's record
         app.add_middleware(Auth, keys=keys, metrics=metrics)
     app.add_middleware(Guard, max_body_bytes=settings.limits.max_body_bytes)

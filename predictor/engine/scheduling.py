@@ -29,27 +29,8 @@ import itertools
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from predictor.core import GenerationRequest, new_tokens
+from predictor.core import SEARCH_SHAPE, GenerationRequest, new_tokens
 from predictor.settings import BatchPolicy
-
-_SEARCH = (
-    "do_sample",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repetition_penalty",
-    "num_beams",
-    "num_return_sequences",
-    "early_stopping",
-    "length_penalty",
-    "remove_invalid_values",
-    "encoder_no_repeat_ngram_size",
-    "max_time",
-    "num_beam_groups",
-    "diversity_penalty",
-)
-
 
 JOIN, BEAMS = "join", "beams"
 
@@ -132,7 +113,7 @@ def beam_key(request: GenerationRequest) -> Hashable | None:
     s = request.sampling
     if s.seed is not None:  # a seed seeds the whole search's generator
         return None
-    key: tuple = (*(getattr(s, name) for name in _SEARCH), *new_tokens(request))
+    key: tuple = (*(getattr(s, name) for name in SEARCH_SHAPE), *new_tokens(request))
     if s.repetition_penalty not in (None, 1.0) or s.encoder_no_repeat_ngram_size:
         key += (len(request.input_ids),)
     return key

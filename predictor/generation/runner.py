@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 from transformers import GenerationConfig
 
-from predictor.core import Delta, GenerationRequest, Sampling, new_tokens
+from predictor.core import GENERATION_CONFIG, Delta, GenerationRequest, Sampling, new_tokens
 from predictor.generation import diverse
 from predictor.generation.continuous import ContinuousBatch, Decoder
 from predictor.generation.logits import Scored, scores_of
@@ -154,26 +154,7 @@ def generation_config(s: Sampling, eos_token_id: int) -> GenerationConfig:
     Unset values take transformers' own defaults, as in the service this replaces; the loader
     resets the model's generation_config so a checkpoint's file cannot change them.
     """
-    options = {
-        name: getattr(s, name)
-        for name in (
-            "max_length",
-            "min_length",
-            "do_sample",
-            "num_beams",
-            "num_return_sequences",
-            "temperature",
-            "top_k",
-            "top_p",
-            "min_p",
-            "repetition_penalty",
-            "early_stopping",
-            "length_penalty",
-            "encoder_no_repeat_ngram_size",
-            "max_time",
-            "remove_invalid_values",
-        )
-    }
+    options = {name: getattr(s, name) for name in GENERATION_CONFIG}
     return GenerationConfig(
         **{k: v for k, v in options.items() if v is not None},
         pad_token_id=eos_token_id,  # GPT-J has no pad token: EOS pads (on the left)

@@ -10,14 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
-from predictor.core import GenerationRequest, Sampling
+from predictor.core import BEAM_ONLY, SAMPLING_ONLY, GenerationRequest, Sampling
 from predictor.errors import BadRequest
 from predictor.protocols import structured
 from predictor.protocols.seed import PromptRequest, check_token_ids
 from predictor.settings import Limits
 
-_SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p")
-_BEAM_ONLY = ("early_stopping", "length_penalty")
 # Fields that plan() maps itself rather than passing to Sampling as they are.
 _MAPPED = {
     "prompt",
@@ -167,12 +165,10 @@ def _greedy_or_sampling(s: Sampling, notes: list[str]) -> Sampling:
             notes.append("temperature 0 means greedy decoding; do_sample ignored")
         s = replace(s, temperature=None, do_sample=False)
     if not s.do_sample:
-        ignored = [name for name in _SAMPLING_ONLY if getattr(s, name) is not None]
-        if s.seed is not None:
-            ignored.append("seed")
+        ignored = [name for name in SAMPLING_ONLY if getattr(s, name) is not None]
         if ignored:
             notes.append(f"{_names(ignored)} with do_sample: true; ignored")
-        s = replace(s, temperature=None, top_k=None, top_p=None, min_p=None, seed=None)
+        s = replace(s, **dict.fromkeys(SAMPLING_ONLY))
     return s
 
 
@@ -208,10 +204,10 @@ def _names(ignored: list[str]) -> str:
 
 def _beam_options(s: Sampling, notes: list[str]) -> Sampling:
     if s.num_beams == 1:
-        ignored = [name for name in _BEAM_ONLY if getattr(s, name) is not None]
+        ignored = [name for name in BEAM_ONLY if getattr(s, name) is not None]
         if ignored:
             notes.append(f"{_names(ignored)} with num_beams > 1; ignored")
-            s = replace(s, early_stopping=None, length_penalty=None)
+            s = replace(s, **dict.fromkeys(BEAM_ONLY))
     if s.num_beam_groups == 1 and s.diversity_penalty is not None:
         notes.append("diversity_penalty only applies with num_beam_groups > 1; ignored")
         s = replace(s, diversity_penalty=None)

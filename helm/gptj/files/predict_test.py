@@ -45,8 +45,9 @@ def predict(base: str, model: str) -> dict:
     key = first_key(os.environ.get("GPTJ_API_KEYS_FILE", ""))
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(f"{base}/v1/models/{model}:predict", data=json.dumps(SEED).encode(),
-                                     headers=headers, method="POST")
+    request = urllib.request.Request(
+        f"{base}/v1/models/{model}:predict", data=json.dumps(SEED).encode(), headers=headers, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=300) as response:
             return json.load(response)
@@ -59,8 +60,12 @@ def main(base: str, model: str, timeout: str) -> None:
     body = predict(base.rstrip("/"), model)
     prompt = SEED[0]["prompt"]
     data = body.get("data")
-    if body.get("status") != "success" or not isinstance(data, str) or not data.startswith(prompt) \
-            or len(data) <= len(prompt):
+    if (
+        body.get("status") != "success"
+        or not isinstance(data, str)
+        or not data.startswith(prompt)
+        or len(data) <= len(prompt)
+    ):
         sys.exit(f"FAIL: unexpected response {json.dumps(body)[:500]}")
     print(f"PASS: {json.dumps(body)[:300]}")
 
