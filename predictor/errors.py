@@ -2,7 +2,7 @@
 
 Our own code raises the :class:`PredictorError` family; KServe and Starlette raise their own types
 on the same routes (model not ready, unknown route, body too large...), so the table covers those
-too. Each protocol renders a :class:`Failure` in its own body (edge/web.py picks it by path).
+too. Each protocol renders a :class:`Failure` in its own body (its adapter: protocols/registry.py).
 """
 
 from __future__ import annotations
@@ -31,9 +31,34 @@ class PredictorError(Exception):
 
 
 class BadRequest(PredictorError):
-    """The request is malformed or a value is out of bounds (the message names field and bound)."""
+    """The request is malformed or a value is out of bounds (the message names field and bound).
+
+    The raise site also says where, for protocols whose error bodies carry it (OpenAI's ``param``):
+    ``field`` is the request field the message names first (``max_tokens``; ``prompt`` for
+    ``prompt[1][3]``), ``index`` the position in that field the message names (``prompt[1]`` -> 1,
+    ``stop_token_ids[0]`` -> 0), ``item`` which request object of a list body (the seed API's ``[2].``).
+    None where the message names no field (a body that is not JSON).
+    """
 
     status = HTTPStatus.BAD_REQUEST
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        index: int | None = None,
+        item: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.field, self.index, self.item = field, index, item
+
+    def within(self, item: int | None) -> BadRequest:
+        """The same error in request object ``item`` of several (its message gains ``[item].``)."""
+        if item is None:
+            return self
+        return BadRequest(f"[{item}].{self.message}", field=self.field, index=self.index, item=item)
 
 
 class ContextLengthExceeded(BadRequest):
@@ -44,8 +69,7 @@ class ContextLengthExceeded(BadRequest):
     code = "context_length_exceeded"
 
     def __init__(self, message: str, *, param: str) -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(message, field=param)
 
 
 class Unauthorized(PredictorError):
@@ -130,7 +154,7 @@ class Failure:
     message: str
     headers: dict[str, str] = field(default_factory=dict)
     code: str | None = None  # a machine-readable kind, where a protocol has one (OpenAI's ``code``)
-    param: str | None = None  # the request field at fault, where the error knows it
+    param: str | None = None  # the request field at fault, where the error knows it (BadRequest.field)
 
 
 def _http_exception(exc: HTTPException) -> Failure:
@@ -144,7 +168,7 @@ def _request_validation(exc: RequestValidationError) -> Failure:
 
 
 def _predictor(exc: PredictorError) -> Failure:
-    return Failure(exc.status, exc.message, exc.headers, getattr(exc, "code", None), getattr(exc, "param", None))
+    return Failure(exc.status, exc.message, exc.headers, getattr(exc, "code", None), getattr(exc, "field", None))
 
 
 # The one table. Order matters only between a class and its subclasses (first match wins).

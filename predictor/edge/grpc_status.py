@@ -19,6 +19,7 @@ import grpc
 from grpc_interceptor.exceptions import GrpcException
 
 from predictor import errors
+from predictor.protocols import registry
 
 log = logging.getLogger("predictor")
 
@@ -28,4 +29,5 @@ def status_error(exc: BaseException) -> GrpcException:
     failure = errors.classify(exc)
     if failure.status >= 500 and not isinstance(exc, errors.PredictorError):
         log.error("a gRPC inference request failed", exc_info=exc)
-    return GrpcException(status_code=getattr(grpc.StatusCode, errors.grpc_code(failure)), details=failure.message)
+    code, details = registry.GRPC.error(failure)
+    return GrpcException(status_code=getattr(grpc.StatusCode, code), details=details)

@@ -33,6 +33,7 @@ from kserve.protocol.infer_type import InferRequest
 from predictor import errors
 from predictor.core import GenerationRequest
 from predictor.edge.grpc_status import status_error
+from predictor.protocols import registry
 
 
 class PinnedHandlers(dict):
@@ -84,11 +85,17 @@ def _checked(rpc, keys):
 
 
 class Prepared(list):
-    """The GenerationRequests of one request, and the v2 request they came from, if any.
+    """The GenerationRequests of one request, the v2 request they came from (if any), and the
+    protocol's adapter that parsed them (which renders the answer).
 
     A list, because KServe's Model.validate() looks into the payload with ``in`` (assumption 3).
     """
 
-    def __init__(self, requests: Sequence[GenerationRequest], infer: InferRequest | None = None) -> None:
+    def __init__(
+        self,
+        requests: Sequence[GenerationRequest],
+        infer: InferRequest | None = None,
+        adapter: registry.Adapter = registry.SEED,
+    ) -> None:
         super().__init__(requests)
-        self.infer = infer
+        self.infer, self.adapter = infer, adapter

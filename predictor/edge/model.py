@@ -1,8 +1,9 @@
 """``GPTJModel``: the kserve.Model, thin glue between KServe's lifecycle and the layers below.
 
-``load`` builds the stack (stack.py); ``preprocess`` hands the body to its protocol (seed.py, v2.py)
-and the prompts to the tokenizer, then plans (plan.py); ``predict`` runs the engine within the
-request's deadline; ``postprocess`` renders the envelope (envelope.py) or a v2 response.
+``load`` builds the stack (stack.py); ``preprocess`` hands the body to its protocol's adapter, chosen
+once (protocols/registry.py: the seed API, v2 or gRPC), and the prompts to the tokenizer, then plans
+(plan.py); ``predict`` runs the engine within the request's deadline; ``postprocess`` renders through
+the same adapter (the envelope or a v2 response).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any, AsyncIterator, Sequence
 
 from kserve import Model
 from kserve.model import InferenceVerb
-from kserve.protocol.infer_type import InferRequest, InferResponse
+from kserve.protocol.infer_type import InferResponse
 
 from predictor.core import Completion, Finished, GenerationRequest, Piece
 from predictor.edge import grpc_status, stack, structured
 from predictor.edge.kserve_shims import Prepared
 from predictor.errors import NotReady
-from predictor.protocols import envelope, plan, seed, v2
+from predictor.protocols import plan, registry, v2
 from predictor.protocols.sse import merge
 from predictor.settings import Settings
 from predictor.telemetry import records
@@ -82,20 +83,19 @@ class GPTJModel(Model):
         try:
             return await super().__call__(body, headers, verb)
         except Exception as exc:
-            if isinstance(body, InferRequest) and body.from_grpc:
+            if registry.for_payload(body) is registry.GRPC:
                 raise grpc_status.status_error(exc) from None
             raise
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Prepared:
         """Body (bytes, dict, list or a v2 InferRequest) -> validated GenerationRequests, or a 400."""
-        max_prompts = self.settings.limits.max_prompts
-        if isinstance(payload, InferRequest):
-            parsed, infer = v2.parse(payload, max_prompts), payload
-        else:
-            parsed, infer = seed.parse(seed.body_of(payload, (headers or {}).get("content-type")), max_prompts), None
+        adapter = registry.for_payload(payload)
+        content_type = (headers or {}).get("content-type")
+        parsed = adapter.parse(payload, content_type, self.settings.limits.max_prompts)
         plan.check_vocabulary(parsed, self.vocabulary())
         token_ids = await self.tokenize([req.prompt for req in parsed])
-        return Prepared(plan.requests(parsed, token_ids, self.settings.limits), infer)
+        infer = None if adapter is registry.SEED else payload  # v2 and gRPC: the response echoes its id
+        return Prepared(plan.requests(parsed, token_ids, self.settings.limits), infer, adapter)
 
     async def tokenize(self, prompts: Sequence[str]) -> list[list[int]]:
         """Each prompt's token ids (off the event loop: long prompts take milliseconds)."""
@@ -140,19 +140,8 @@ class GPTJModel(Model):
     async def postprocess(
         self, result: Generated, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferResponse:
-        """Results -> the success envelope (or a v2 response); capped or ignored parameters in ``message``."""
-        requests, completions = result.requests, result.completions
-        if requests.infer is not None:
-            notes = [note for req in requests for note in req.notes]
-            return v2.response(
-                self.name,
-                requests.infer.id,
-                completions,
-                any(r.details for r in requests),
-                notes,
-                [r.prompt for r in requests],
-            )
-        return envelope.answer(requests, completions)
+        """Results -> the success envelope (or a v2 response), by the adapter preprocess chose."""
+        return result.requests.adapter.render(self.name, result.requests, result.completions)
 
     def get_input_types(self) -> list[dict]:
         return v2.INPUTS

@@ -1,7 +1,7 @@
 """OpenAI-compatible routes under KServe's ``/openai/v1`` prefix, on the one engine.
 
 KServe's own OpenAI routes need vLLM, which this image does not ship. Errors come in OpenAI's
-error format (web.error_body picks it by path). A stream starts with the first generated piece, so
+error format (web.error_body looks the path up in protocols/registry.py). A stream starts with the first generated piece, so
 errors before it are ordinary error responses; one after it is a last ``data: {"error": ...}``
 event, and every stream ends with ``data: [DONE]``.
 """
@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from predictor.core import GenerationRequest
 from predictor.edge.serving import Serving, serving
 from predictor.protocols import openai as oa
-from predictor.protocols import openai_stream, seed
+from predictor.protocols import openai_stream, registry, seed
 from predictor.protocols.sse import HEADERS, event, failure_event, started
 
 
@@ -57,7 +57,7 @@ async def _stream(
             for chunk in render.closing():
                 yield event(chunk)
         except Exception as exc:
-            yield failure_event(exc, oa.error)
+            yield failure_event(exc, registry.OPENAI.error)
         yield event("[DONE]")
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=HEADERS)

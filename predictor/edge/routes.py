@@ -1,5 +1,8 @@
 """Our routes on KServe's FastAPI app, next to KServe's own v1/v2 routes (registered before them).
 
+Each is tagged with the protocol its path resolves to in protocols/registry.py (the lookup error
+bodies and request tracking use), and one under no protocol's prefix fails at start-up.
+
 - ``POST /v1/models/{name}:stream``: the seed API as server-sent events (seed_routes.py)
 - ``GET /openai/v1/models``, ``GET /openai/v1/models/{id}``, ``POST /openai/v1/completions`` (openai_routes.py)
 - ``GET /openai/health``, ``POST /openai/tokenize``, ``POST /openai/detokenize``: vLLM's (vllm_routes.py)
@@ -25,6 +28,7 @@ from starlette.exceptions import HTTPException
 from predictor.edge import openai_routes, seed_routes, vllm_routes
 from predictor.edge.serving import Serving
 from predictor.errors import EngineUnhealthy
+from predictor.protocols import registry
 
 
 def _alive(model: Serving) -> None:
@@ -69,17 +73,31 @@ def register(app: FastAPI, model: Serving) -> None:
         _alive(model)
         return {"ready": True}
 
-    app.add_api_route("/v2/health/live", live, methods=["GET"], tags=["V2"])
+    add = _adder(app)
+    add("/v2/health/live", live, "GET")
     app.add_api_route("/", root_live, methods=["GET"])
-    app.add_api_route("/v2/health/ready", server_ready, methods=["GET"], tags=["V2"])
+    add("/v2/health/ready", server_ready, "GET")
     _refuse_other_methods(app)
-    app.add_api_route("/v1/models/{model_name}:stream", seed_stream, methods=["POST"], tags=["V1"])
-    app.add_api_route("/openai/v1/models", openai_models, methods=["GET"], tags=["OpenAI"])
-    app.add_api_route("/openai/v1/models/{model_id}", openai_model, methods=["GET"], tags=["OpenAI"])
-    app.add_api_route("/openai/v1/completions", openai_completions, methods=["POST"], tags=["OpenAI"])
-    app.add_api_route("/openai/health", openai_health, methods=["GET"], tags=["OpenAI"])
-    app.add_api_route("/openai/tokenize", openai_tokenize, methods=["POST"], tags=["OpenAI"])
-    app.add_api_route("/openai/detokenize", openai_detokenize, methods=["POST"], tags=["OpenAI"])
+    add("/v1/models/{model_name}:stream", seed_stream, "POST")
+    add("/openai/v1/models", openai_models, "GET")
+    add("/openai/v1/models/{model_id}", openai_model, "GET")
+    add("/openai/v1/completions", openai_completions, "POST")
+    add("/openai/health", openai_health, "GET")
+    add("/openai/tokenize", openai_tokenize, "POST")
+    add("/openai/detokenize", openai_detokenize, "POST")
+
+
+def _adder(app: FastAPI):
+    """Add a route tagged with its protocol, the one the registry resolves its path to (errors and
+    request tracking use the same lookup): a route outside every prefix fails here, at start-up."""
+
+    def add(path: str, endpoint, method: str) -> None:
+        adapter = registry.for_path(path)
+        if not path.startswith(adapter.prefixes):
+            raise ValueError(f"route {path} is under no protocol's prefix (protocols/registry.py)")
+        app.add_api_route(path, endpoint, methods=[method], tags=[adapter.tag])
+
+    return add
 
 
 #: Inference routes (ours and KServe's) and the methods they take.

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from predictor.edge.serving import Serving, serving
 from predictor.errors import BadRequest
-from predictor.protocols import envelope
+from predictor.protocols import registry
 from predictor.protocols.sse import HEADERS, event, failure_event, started
 
 
@@ -25,20 +25,23 @@ async def seed_stream(model: Serving, model_name: str, request: Request) -> Stre
     model = serving(model, model_name)
     (prepared, *more) = await model.preprocess(await request.body(), dict(request.headers))
     if more:
-        raise BadRequest(f"body: a stream carries one prompt (got {len(more) + 1}); use :predict for several")
+        raise BadRequest(
+            f"body: a stream carries one prompt (got {len(more) + 1}); use :predict for several", field="body"
+        )
     if prepared.sampling.num_beams > 1:
         raise BadRequest(
-            "num_beams: a stream generates without beam search (num_beams 1); use :predict for beam search"
+            "num_beams: a stream generates without beam search (num_beams 1); use :predict for beam search",
+            field="num_beams",
         )
     events = await started(model.stream([prepared]))
 
     async def body() -> AsyncIterator[bytes]:
         try:
             async for _, item in events:
-                data = envelope.stream_event(prepared, item)
+                data = registry.SEED.stream(prepared, item)
                 if data is not None:
                     yield event(data)
         except Exception as exc:
-            yield failure_event(exc, lambda failure: envelope.failed(failure.message))
+            yield failure_event(exc, registry.SEED.error)
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=HEADERS)

@@ -17,6 +17,7 @@ from typing import Sequence
 from predictor.core import Constraint, GenerationRequest
 from predictor.errors import BadRequest
 from predictor.generation.grammar import Compiler, GrammarError, Template
+from predictor.protocols.structured import top_field
 
 
 async def compiled(
@@ -27,7 +28,10 @@ async def compiled(
     if not constraints:
         return list(requests)
     if compiler is None:
-        raise BadRequest(f"{constraints[0].field}: structured output is not available on this server")
+        raise BadRequest(
+            f"{constraints[0].field}: structured output is not available on this server",
+            field=top_field(constraints[0].field),
+        )
     templates = {c: await _compile(compiler, c, timeout_s) for c in constraints}
     return [
         replace(r, grammar=templates[r.sampling.constraint]) if r.sampling.constraint is not None else r
@@ -40,10 +44,11 @@ async def _compile(compiler: Compiler, constraint: Constraint, timeout_s: float)
         return await asyncio.wait_for(asyncio.wrap_future(compiler.submit(constraint)), timeout_s)
     except TimeoutError:
         raise BadRequest(
-            f"{constraint.field}: did not compile within {timeout_s:g} s (--structured_compile_timeout); simplify it"
+            f"{constraint.field}: did not compile within {timeout_s:g} s (--structured_compile_timeout); simplify it",
+            field=top_field(constraint.field),
         ) from None
     except GrammarError as exc:
-        raise BadRequest(f"{constraint.field}: {_first_line(str(exc))}") from None
+        raise BadRequest(f"{constraint.field}: {_first_line(str(exc))}", field=top_field(constraint.field)) from None
 
 
 def _first_line(message: str) -> str:

@@ -6,7 +6,7 @@
 - ``POST /openai/tokenize`` and ``/openai/detokenize``: vLLM's shapes (protocols/openai_tokens.py).
   They need a key when keys are on, and are not inference requests (no record, not counted).
 
-Errors come in OpenAI's format, as everywhere under ``/openai/`` (web.error_body).
+Errors come in OpenAI's format, as everywhere under ``/openai/`` (web.error_body, by the registry).
 """
 
 from __future__ import annotations

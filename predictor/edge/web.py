@@ -17,7 +17,7 @@ from predictor import errors
 from predictor.edge.auth import ApiKeys, is_open
 from predictor.edge.kserve_shims import PinnedHandlers
 from predictor.edge.lifecycle import Lifecycle
-from predictor.protocols import envelope, openai, v2
+from predictor.protocols import registry
 from predictor.settings import Settings
 from predictor.telemetry import records
 from predictor.telemetry.metrics import Metrics
@@ -32,16 +32,12 @@ def error_response(exc: BaseException, path: str) -> JSONResponse:
 
 
 def error_body(failure: errors.Failure, path: str) -> dict[str, Any]:
-    """The error body the clients of each protocol expect, chosen by the request's path.
+    """The error body the clients of the path's protocol expect (protocols/registry.py).
 
     OpenAI's clients read its error object, KServe's v2 clients ``{"error": "..."}``; everything
     else gets the contract's envelope.
     """
-    if path.startswith("/openai/"):
-        return openai.error(failure)
-    if path.startswith("/v2/"):
-        return v2.error(failure)
-    return envelope.failed(failure.message)
+    return registry.for_path(path).error(failure)
 
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
@@ -135,18 +131,9 @@ class Auth:
         await self.app(scope, receive, send)
 
 
-#: POST routes under the inference prefixes that never generate (vLLM's tokenizer routes).
-NOT_INFERENCE = ("/openai/tokenize", "/openai/detokenize")
-
-
 def is_inference(scope: Scope) -> bool:
-    """Requests that generate (or try to): what the request metrics and logs count."""
-    path = scope.get("path", "")
-    return (
-        scope.get("method") == "POST"
-        and path.startswith(("/v1/models/", "/v2/models/", "/openai/"))
-        and path not in NOT_INFERENCE
-    )
+    """Requests that generate (or try to): what the request metrics and logs count (registry.generates)."""
+    return registry.generates(scope.get("method", ""), scope.get("path", ""))
 
 
 class Tracker:

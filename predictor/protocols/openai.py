@@ -15,18 +15,17 @@ lm-evaluation-harness sends to score a text).
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
-from http import HTTPStatus
 from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from predictor.core import Completion, GenerationRequest, Sampling
-from predictor.errors import BadRequest, Failure
+from predictor.errors import BadRequest
 from predictor.protocols import logprobs, openai_context, seed, structured, vllm_sampling
 from predictor.protocols.logprobs import MAX_LOGPROBS
+from predictor.protocols.openai_errors import error as error  # its error body, where the routes find it
 from predictor.settings import Limits
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
@@ -107,37 +106,47 @@ FIELDS = tuple(sorted(CompletionRequest.model_fields, key=vllm_sampling.FIELDS._
 def parse(body: Any, limits: Limits) -> CompletionRequest:
     """Validate the body, or raise BadRequest naming the field and its bound."""
     if not isinstance(body, dict):
-        raise BadRequest(f"body: must be a JSON object (got {seed.kind(body)})")
+        raise BadRequest(f"body: must be a JSON object (got {seed.kind(body)})", field="body")
     try:
         req = CompletionRequest.model_validate(body)
     except ValidationError as exc:
-        raise BadRequest("; ".join(seed.describe(error, FIELDS) for error in exc.errors()[:5])) from None
+        raise seed.invalid(exc.errors(), FIELDS) from None
     unsupported = [("suffix", req.suffix)] if req.suffix is not None else []
     unsupported += [("best_of", req.best_of)] if req.best_of not in (None, 1) else []
     unsupported += [("logit_bias", req.logit_bias)] if req.logit_bias else []
     if unsupported:
-        raise BadRequest(f"{unsupported[0][0]}: not supported by this server; leave it out")
+        name = unsupported[0][0]
+        raise BadRequest(f"{name}: not supported by this server; leave it out", field=name)
     structured.requested(req.response_format, req.structured_outputs)  # a 400 for a bad or second constraint
     prompts = prompts_of(req)
     if len(prompts) > limits.max_prompts:
-        raise BadRequest(f"prompt: at most {limits.max_prompts} prompts per request (got {len(prompts)})")
+        raise BadRequest(
+            f"prompt: at most {limits.max_prompts} prompts per request (got {len(prompts)})", field="prompt"
+        )
     if (req.n or 1) > limits.max_return_sequences:
-        raise BadRequest(f"n: must be <= {limits.max_return_sequences} (got {req.n})")
+        raise BadRequest(f"n: must be <= {limits.max_return_sequences} (got {req.n})", field="n")
     if req.max_tokens == 0 and not req.echo:
-        raise BadRequest("max_tokens: must be >= 1 (got 0); 0 is for scoring a prompt, with echo: true")
+        raise BadRequest(
+            "max_tokens: must be >= 1 (got 0); 0 is for scoring a prompt, with echo: true", field="max_tokens"
+        )
     vllm_sampling.check(req, max_tokens(req))
-    for name, prompt in zip(_names(prompts), prompts, strict=True):
+    for at, (name, prompt) in enumerate(zip(_names(prompts), prompts, strict=True)):
         try:
             if isinstance(prompt, str):
                 seed.check_text(prompt)
         except ValueError as exc:
-            raise BadRequest(f"{name}: {exc}") from None
+            raise BadRequest(f"{name}: {exc}", field="prompt", index=_index(prompts, at)) from None
     return req
 
 
 def _names(prompts: Sequence[Any]) -> list[str]:
     """How messages name each prompt: ``prompt``, or ``prompt[i]`` when there are several."""
     return [f"prompt[{i}]" for i in range(len(prompts))] if len(prompts) > 1 else ["prompt"]
+
+
+def _index(prompts: Sequence[Any], at: int) -> int | None:
+    """The index a message names for prompt ``at`` (as _names: none for a single prompt)."""
+    return at if len(prompts) > 1 else None
 
 
 def prompts_of(req: CompletionRequest) -> list[str | list[int]]:
@@ -150,10 +159,14 @@ def check_vocabulary(req: CompletionRequest, vocabulary: int) -> None:
     """A 400 naming the first token id outside ``0 .. vocabulary - 1`` (``prompt[1][1]``)."""
     vllm_sampling.check_vocabulary(req, vocabulary)
     prompts = prompts_of(req)
-    for name, prompt in zip(_names(prompts), prompts, strict=True):
+    for at, (name, prompt) in enumerate(zip(_names(prompts), prompts, strict=True)):
         for index, token in enumerate(prompt if isinstance(prompt, list) else ()):
             if not 0 <= token < vocabulary:
-                raise BadRequest(f"{name}[{index}]: token id {token} is outside the vocabulary (0 to {vocabulary - 1})")
+                raise BadRequest(
+                    f"{name}[{index}]: token id {token} is outside the vocabulary (0 to {vocabulary - 1})",
+                    field="prompt",
+                    index=at if len(prompts) > 1 else index,
+                )
 
 
 def copies(req: CompletionRequest) -> int:
@@ -175,9 +188,9 @@ def requests(
     """The engine's requests for a parsed request and its prompts' texts and token ids: every prompt,
     with ``max_tokens``, must fit the context window (``limits.max_length``), or a 400 names it."""
     wanted, names = max_tokens(req), _names(token_ids)
-    for name, ids in zip(names, token_ids, strict=True):
+    for at, (name, ids) in enumerate(zip(names, token_ids, strict=True)):
         if not ids:
-            raise BadRequest(f"{name}: must not be empty")
+            raise BadRequest(f"{name}: must not be empty", field="prompt", index=_index(names, at))
     openai_context.check(names, token_ids, wanted, limits.max_length)
     return [
         GenerationRequest(
@@ -262,37 +275,6 @@ def response(
             generated += completion.generated_tokens
     prompt_tokens = sum(len(generation.input_ids) for generation in requests)
     return {**ids.header(), "choices": choices, "usage": usage(prompt_tokens, generated)}
-
-
-def error(failure: Failure) -> dict[str, Any]:
-    """An error in OpenAI's format: its clients read ``{"error": {"message", "type", "param", "code"}}``."""
-    return {
-        "error": {
-            "message": failure.message,
-            "type": _error_type(failure.status),
-            "param": failure.param or _field(failure.message),
-            "code": failure.code or _error_code(failure.status),
-        }
-    }
-
-
-def _error_type(status: int) -> str:
-    if status == HTTPStatus.TOO_MANY_REQUESTS:
-        return "rate_limit_error"
-    return "invalid_request_error" if status < 500 else "server_error"
-
-
-def _error_code(status: int) -> int | str:
-    # OpenAI answers a bad key with code "invalid_api_key" (its clients raise AuthenticationError on
-    # the 401 whatever the code; scripts that log the body can tell this case by it).
-    return "invalid_api_key" if status == HTTPStatus.UNAUTHORIZED else status
-
-
-def _field(message: str) -> str | None:
-    """The field a validation message names first (``max_tokens: must be >= 1`` -> ``max_tokens``,
-    ``prompt[1][3]: ...`` -> ``prompt``)."""
-    match = re.match(r"(?:\[\d+\]\.)?([a-z_]+)(?:\.\w+|\[\d+\])*: ", message)
-    return match.group(1) if match else None
 
 
 def models(name: str, created: int) -> dict[str, Any]:

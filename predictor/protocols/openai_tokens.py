@@ -58,17 +58,20 @@ def check_vocabulary(req: DetokenizeRequest, vocabulary: int) -> None:
     """A 400 naming the first token id outside ``0 .. vocabulary - 1``."""
     for index, token in enumerate(req.tokens):
         if not 0 <= token < vocabulary:
-            raise BadRequest(f"tokens[{index}]: token id {token} is outside the vocabulary (0 to {vocabulary - 1})")
+            raise BadRequest(
+                f"tokens[{index}]: token id {token} is outside the vocabulary (0 to {vocabulary - 1})",
+                field="tokens",
+                index=index,
+            )
 
 
 def _parse(model: type[BaseModel], body: Any) -> Any:
     if not isinstance(body, dict):
-        raise BadRequest(f"body: must be a JSON object (got {seed.kind(body)})")
+        raise BadRequest(f"body: must be a JSON object (got {seed.kind(body)})", field="body")
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        fields = tuple(model.model_fields)
-        raise BadRequest("; ".join(seed.describe(error, fields) for error in exc.errors()[:5])) from None
+        raise seed.invalid(exc.errors(), tuple(model.model_fields)) from None
 
 
 def tokenized(tokens: Sequence[int], max_model_len: int, token_strs: Sequence[str] | None = None) -> dict[str, Any]:

@@ -38,13 +38,13 @@ def requests(
     """
     prepared = []
     for index, (req, ids) in enumerate(zip(parsed, token_ids, strict=True)):
-        where = f"[{index}]." if len(parsed) > 1 else ""
+        where, item = (f"[{index}].", index) if len(parsed) > 1 else ("", None)
         if not ids:
-            raise BadRequest(f"{where}prompt: must not be empty")
+            raise BadRequest("prompt: must not be empty", field="prompt").within(item)
         try:
             sampling, notes = plan(req, len(ids), limits)
         except BadRequest as exc:
-            raise BadRequest(where + exc.message) from None
+            raise exc.within(item) from None
         prepared.append(
             GenerationRequest(
                 prompt=req.prompt,
@@ -65,7 +65,7 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
     min_length = _min_length(req, limits, notes)
     max_length = _max_length(req, prompt_tokens, min_length, limits, notes)
     if min_length > max_length:
-        raise BadRequest(f"min_length: must be <= max_length ({max_length}) (got {min_length})")
+        raise BadRequest(f"min_length: must be <= max_length ({max_length}) (got {min_length})", field="min_length")
     given = req.model_dump(
         exclude_none=True,
         exclude=_MAPPED,
@@ -80,11 +80,11 @@ def plan(req: PromptRequest, prompt_tokens: int, limits: Limits) -> tuple[Sampli
     _check_counts(s, limits)
     s = _beam_options(s, notes)
     if s.stop_token_ids and s.num_beams > 1:  # a beam search ends its hypotheses at EOS only (scorer.py)
-        raise BadRequest("stop_token_ids: not available with beam search (num_beams > 1)")
+        raise BadRequest("stop_token_ids: not available with beam search (num_beams > 1)", field="stop_token_ids")
     structured.check_beams(s.constraint, s.num_beams)
     if s.logprobs is not None and s.num_beam_groups > 1:
         # diverse.py runs one search per group and keeps no per-step scores to report
-        raise BadRequest("logprobs: not available with diverse beam search (num_beam_groups > 1)")
+        raise BadRequest("logprobs: not available with diverse beam search (num_beam_groups > 1)", field="logprobs")
     if s.encoder_no_repeat_ngram_size and s.encoder_no_repeat_ngram_size > prompt_tokens:
         # No n-gram of the prompt is that long, so it bans nothing; and transformers allocates one
         # list per n-gram position, so a huge value would exhaust memory (found by trying 10**11).
@@ -102,7 +102,7 @@ def check_vocabulary(parsed: Sequence[PromptRequest], vocabulary: int) -> None:
         try:
             check_token_ids("stop_token_ids", req.stop_token_ids, vocabulary)
         except BadRequest as exc:
-            raise BadRequest((f"[{index}]." if len(parsed) > 1 else "") + exc.message) from None
+            raise exc.within(index if len(parsed) > 1 else None) from None
 
 
 def _new_tokens_as_max_length(
@@ -112,7 +112,7 @@ def _new_tokens_as_max_length(
     if req.max_new_tokens is None:
         return req
     if req.max_length is not None:
-        raise BadRequest("max_new_tokens: give max_length or max_new_tokens, not both")
+        raise BadRequest("max_new_tokens: give max_length or max_new_tokens, not both", field="max_new_tokens")
     total = prompt_tokens + req.max_new_tokens
     if total > limits.max_length and prompt_tokens < limits.max_length:
         notes.append(
@@ -137,12 +137,14 @@ def _max_length(req: PromptRequest, prompt_tokens: int, min_length: int, limits:
         raise BadRequest(
             f"prompt: {prompt_tokens} tokens is too long: max_length (prompt + new tokens) is "
             f"limited to {limits.max_length}, so a prompt may have at most "
-            f"{limits.max_length - 1} tokens"
+            f"{limits.max_length - 1} tokens",
+            field="prompt",
         )
     if prompt_tokens >= max_length:
         raise BadRequest(
             f"max_length: must be greater than the prompt's {prompt_tokens} tokens "
-            f"to generate anything (got {max_length})"
+            f"to generate anything (got {max_length})",
+            field="max_length",
         )
     return max_length
 
@@ -174,27 +176,34 @@ def _greedy_or_sampling(s: Sampling, notes: list[str]) -> Sampling:
 
 def _check_counts(s: Sampling, limits: Limits) -> None:
     if s.num_beams > limits.max_num_beams:
-        raise BadRequest(f"num_beams: must be <= {limits.max_num_beams} (got {s.num_beams})")
+        raise BadRequest(f"num_beams: must be <= {limits.max_num_beams} (got {s.num_beams})", field="num_beams")
     if s.num_return_sequences > limits.max_return_sequences:
         raise BadRequest(
-            f"num_return_sequences: must be <= {limits.max_return_sequences} (got {s.num_return_sequences})"
+            f"num_return_sequences: must be <= {limits.max_return_sequences} (got {s.num_return_sequences})",
+            field="num_return_sequences",
         )
     if s.num_beams > 1 and s.num_return_sequences > s.num_beams:  # beam search returns its beams, sampled or not
         raise BadRequest(
             f"num_return_sequences: with beam search it must be <= num_beams ({s.num_beams}) "
-            f"(got {s.num_return_sequences})"
+            f"(got {s.num_return_sequences})",
+            field="num_return_sequences",
         )
     if s.num_beams == 1 and s.num_return_sequences > 1 and not s.do_sample:
         raise BadRequest(
             f"num_return_sequences: greedy search has one answer; use do_sample: true or num_beams "
-            f">= {s.num_return_sequences} (got {s.num_return_sequences})"
+            f">= {s.num_return_sequences} (got {s.num_return_sequences})",
+            field="num_return_sequences",
         )
     if s.num_beam_groups > 1:
         if s.num_beam_groups > s.num_beams or s.num_beams % s.num_beam_groups:
-            raise BadRequest(f"num_beam_groups: must divide num_beams ({s.num_beams}) (got {s.num_beam_groups})")
+            raise BadRequest(
+                f"num_beam_groups: must divide num_beams ({s.num_beams}) (got {s.num_beam_groups})",
+                field="num_beam_groups",
+            )
         if s.do_sample:
             raise BadRequest(
-                "num_beam_groups: diverse beam search (num_beam_groups > 1) cannot be combined with do_sample: true"
+                "num_beam_groups: diverse beam search (num_beam_groups > 1) cannot be combined with do_sample: true",
+                field="num_beam_groups",
             )
 
 

@@ -116,7 +116,11 @@ def check_token_ids(field: str, ids: Sequence[int] | None, vocabulary: int) -> N
     be generated, so asking to stop at it is a mistake."""
     for index, token in enumerate(ids or ()):
         if not 0 <= token < vocabulary:
-            raise BadRequest(f"{field}[{index}]: token id {token} is outside the vocabulary (0 to {vocabulary - 1})")
+            raise BadRequest(
+                f"{field}[{index}]: token id {token} is outside the vocabulary (0 to {vocabulary - 1})",
+                field=field,
+                index=index,
+            )
 
 
 def check_text(prompt: str) -> str:
@@ -182,20 +186,30 @@ def parse(body: Any, max_prompts: int) -> list[PromptRequest]:
         raise BadRequest("the request list is empty: send at least one request object")
     if len(items) > max_prompts:
         raise BadRequest(f"too many request objects: at most {max_prompts} per request (got {len(items)})")
-    requests, problems = [], []
+    requests, problems, first = [], [], None
     for index, item in enumerate(items):
-        prefix = f"[{index}]." if len(items) > 1 else ""
+        prefix, at = (f"[{index}].", index) if len(items) > 1 else ("", None)
         if not isinstance(item, dict):
             problems.append(f"{prefix.rstrip('.') or 'body'}: must be a JSON object with a 'prompt' (got {kind(item)})")
+            first = first or BadRequest("", field=None if at is not None else "body", item=at)
             continue
         try:
             requests.append(PromptRequest.model_validate(item))
         except ValidationError as exc:
             problems.extend(prefix + describe(error) for error in exc.errors())
+            first = first or invalid(exc.errors()[:1]).within(at)
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise BadRequest("; ".join(problems[:5]) + more)
+        raise BadRequest("; ".join(problems[:5]) + more, field=first.field, index=first.index, item=first.item)
     return requests
+
+
+def invalid(errors: Sequence[dict[str, Any]], allowed: Sequence[str] = FIELDS) -> BadRequest:
+    """A 400 for pydantic's errors (at most five described), at the field the first one names."""
+    loc = tuple(errors[0]["loc"]) if errors else ()
+    field = str(loc[0]) if loc else "body"
+    index = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    return BadRequest("; ".join(describe(error, allowed) for error in errors[:5]), field=field, index=index)
 
 
 def _items(body: Any) -> list[Any]:
@@ -207,7 +221,9 @@ def _items(body: Any) -> list[Any]:
         if extra:
             raise BadRequest(f"unknown top-level field(s) {', '.join(map(repr, extra))} next to 'instances'")
         if not isinstance(body["instances"], list):
-            raise BadRequest(f"instances: must be a list of request objects (got {kind(body['instances'])})")
+            raise BadRequest(
+                f"instances: must be a list of request objects (got {kind(body['instances'])})", field="instances"
+            )
         return body["instances"]
     if isinstance(body, dict):
         return [body]

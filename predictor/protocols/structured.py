@@ -53,6 +53,11 @@ class ResponseFormat(BaseModel):
     json_schema: JsonSchema | None = None
 
 
+def top_field(path: str) -> str:
+    """The request field a constraint's path starts at (``[1].structured_outputs.json`` -> ``structured_outputs``)."""
+    return path.rsplit("].", 1)[-1].split(".")[0]
+
+
 def constraint(outputs: StructuredOutputs | None, where: str = "") -> Constraint | None:
     """The one constraint ``structured_outputs`` asks for (``where`` prefixes the field: ``[1].``)."""
     if outputs is None:
@@ -61,7 +66,8 @@ def constraint(outputs: StructuredOutputs | None, where: str = "") -> Constraint
     given = [name for name in KINDS if getattr(outputs, "json_" if name == "json" else name) not in (None, False)]
     if len(given) != 1:
         raise BadRequest(
-            f"{field}: give exactly one of {', '.join(KINDS)} (got {', '.join(given) if given else 'none'})"
+            f"{field}: give exactly one of {', '.join(KINDS)} (got {', '.join(given) if given else 'none'})",
+            field=top_field(field),
         )
     kind = given[0]
     if kind == "json":
@@ -71,11 +77,14 @@ def constraint(outputs: StructuredOutputs | None, where: str = "") -> Constraint
     if kind == "choice":
         choices = outputs.choice
         if not choices or len(choices) > MAX_CHOICES or any(not c for c in choices):
-            raise BadRequest(f"{field}.choice: must hold 1 to {MAX_CHOICES} non-empty strings (got {len(choices)})")
+            raise BadRequest(
+                f"{field}.choice: must hold 1 to {MAX_CHOICES} non-empty strings (got {len(choices)})",
+                field=top_field(field),
+            )
         return Constraint("choice", _bounded(json.dumps(choices), f"{field}.choice"), f"{field}.choice")
     text = getattr(outputs, kind)
     if not text.strip():
-        raise BadRequest(f"{field}.{kind}: must not be empty")
+        raise BadRequest(f"{field}.{kind}: must not be empty", field=top_field(field))
     return Constraint(kind, _bounded(text, f"{field}.{kind}"), f"{field}.{kind}")
 
 
@@ -87,7 +96,9 @@ def from_response_format(response_format: ResponseFormat | None) -> Constraint |
         return Constraint("json", '{"type":"object"}', "response_format")
     field = "response_format.json_schema"
     if response_format.json_schema is None or response_format.json_schema.schema_ is None:
-        raise BadRequest(f"{field}: type json_schema needs json_schema.schema (a JSON Schema object)")
+        raise BadRequest(
+            f"{field}: type json_schema needs json_schema.schema (a JSON Schema object)", field=top_field(field)
+        )
     return Constraint("json", _schema(response_format.json_schema.schema_, f"{field}.schema"), f"{field}.schema")
 
 
@@ -95,7 +106,10 @@ def one_of(*constraints: Constraint | None) -> Constraint | None:
     """At most one constraint per request: two (``response_format`` and ``structured_outputs``) is a 400."""
     given = [c for c in constraints if c is not None]
     if len(given) > 1:
-        raise BadRequest(f"{given[1].field}: only one constraint per request (also given: {given[0].field})")
+        raise BadRequest(
+            f"{given[1].field}: only one constraint per request (also given: {given[0].field})",
+            field=top_field(given[1].field),
+        )
     return given[0] if given else None
 
 
@@ -107,7 +121,10 @@ def requested(response_format: ResponseFormat | None, outputs: StructuredOutputs
 def check_beams(constraint: Constraint | None, num_beams: int) -> None:
     """Beam search keeps no grammar state per beam (generation/grammar.py is the continuous batch's)."""
     if constraint is not None and num_beams > 1:
-        raise BadRequest(f"{constraint.field}: not available with beam search (num_beams > 1); use num_beams 1")
+        raise BadRequest(
+            f"{constraint.field}: not available with beam search (num_beams > 1); use num_beams 1",
+            field=top_field(constraint.field),
+        )
 
 
 def _schema(schema: dict[str, Any] | str, field: str) -> str:
@@ -116,15 +133,15 @@ def _schema(schema: dict[str, Any] | str, field: str) -> str:
         try:
             schema = json.loads(schema)
         except ValueError as exc:
-            raise BadRequest(f"{field}: not valid JSON ({exc})") from None
+            raise BadRequest(f"{field}: not valid JSON ({exc})", field=top_field(field)) from None
         except RecursionError:
-            raise BadRequest(f"{field}: not valid JSON: nested too deeply") from None
+            raise BadRequest(f"{field}: not valid JSON: nested too deeply", field=top_field(field)) from None
     if not isinstance(schema, (dict, bool)):
-        raise BadRequest(f"{field}: a JSON Schema must be an object")
+        raise BadRequest(f"{field}: a JSON Schema must be an object", field=top_field(field))
     return _bounded(json.dumps(schema, sort_keys=True, separators=(",", ":")), field)
 
 
 def _bounded(text: str, field: str) -> str:
     if len(text) > MAX_SPEC_CHARS:
-        raise BadRequest(f"{field}: at most {MAX_SPEC_CHARS} characters (got {len(text)})")
+        raise BadRequest(f"{field}: at most {MAX_SPEC_CHARS} characters (got {len(text)})", field=top_field(field))
     return text

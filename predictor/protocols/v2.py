@@ -44,19 +44,24 @@ def request_objects(request: InferRequest) -> list[dict[str, Any]]:
     prompts = [tensor for tensor in request.inputs if tensor.name == "prompt"]
     others = sorted({tensor.name for tensor in request.inputs} - {"prompt"})
     if others:
-        raise BadRequest(f"inputs: unknown input(s) {', '.join(map(repr, others))}; send one BYTES input 'prompt'")
+        raise BadRequest(
+            f"inputs: unknown input(s) {', '.join(map(repr, others))}; send one BYTES input 'prompt'", field="inputs"
+        )
     if len(prompts) != 1:
-        raise BadRequest("inputs: send exactly one BYTES input named 'prompt' (shape [N], one prompt each)")
+        raise BadRequest(
+            "inputs: send exactly one BYTES input named 'prompt' (shape [N], one prompt each)", field="inputs"
+        )
     (tensor,) = prompts
     if tensor.datatype != "BYTES":
-        raise BadRequest(f"inputs.prompt: datatype must be BYTES (got {tensor.datatype})")
+        raise BadRequest(f"inputs.prompt: datatype must be BYTES (got {tensor.datatype})", field="inputs")
     if len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.data or []):
         raise BadRequest(
-            f"inputs.prompt: shape must be [N] with N prompts (got {tensor.shape} for {len(tensor.data or [])} values)"
+            f"inputs.prompt: shape must be [N] with N prompts (got {tensor.shape} for {len(tensor.data or [])} values)",
+            field="inputs",
         )
     parameters = plain_parameters(request.parameters or {})
     if "prompt" in parameters:
-        raise BadRequest("parameters: 'prompt' belongs in the inputs")
+        raise BadRequest("parameters: 'prompt' belongs in the inputs", field="parameters")
     return [{"prompt": _text(value), **parameters} for value in tensor.data]
 
 
@@ -87,14 +92,16 @@ def _number(name: str, text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise BadRequest(f"parameters.{name}: must be a number (got {text!r})") from None
+        raise BadRequest(f"parameters.{name}: must be a number (got {text!r})", field="parameters") from None
 
 
 def _object(name: str, text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        raise BadRequest(f"parameters.{name}: must be an object or its JSON text (got {text[:40]!r})") from None
+        raise BadRequest(
+            f"parameters.{name}: must be an object or its JSON text (got {text[:40]!r})", field="parameters"
+        ) from None
 
 
 def _text(value: Any) -> Any:
@@ -102,7 +109,7 @@ def _text(value: Any) -> Any:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            raise BadRequest("inputs.prompt: every element must be UTF-8 text") from None
+            raise BadRequest("inputs.prompt: every element must be UTF-8 text", field="inputs") from None
     return value  # a string, or a wrong type that validation names
 
 

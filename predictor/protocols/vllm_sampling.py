@@ -58,7 +58,7 @@ FIELDS = tuple(VllmSampling.model_fields)
 def check(req: VllmSampling, max_tokens: int) -> None:
     """The rules between fields: a 400 naming the field."""
     if req.min_tokens and req.min_tokens > max_tokens:
-        raise BadRequest(f"min_tokens: must be <= max_tokens ({max_tokens}) (got {req.min_tokens})")
+        raise BadRequest(f"min_tokens: must be <= max_tokens ({max_tokens}) (got {req.min_tokens})", field="min_tokens")
 
 
 def check_vocabulary(req: VllmSampling, vocabulary: int) -> None:

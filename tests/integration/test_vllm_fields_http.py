@@ -149,7 +149,11 @@ def test_seed_api_min_p_one_is_greedy(server):
         ({"repetition_penalty": 0}, "repetition_penalty", "repetition_penalty: must be >= 0.01 (got 0)"),
         ({"ignore_eos": "yes"}, "ignore_eos", "ignore_eos: must be true or false"),
         ({"stop_token_ids": [-1]}, "stop_token_ids", "stop_token_ids: token ids must be >= 0"),
-        ({"stop_token_ids": [10**6]}, None, "stop_token_ids[0]: token id 1000000 is outside the vocabulary"),
+        (
+            {"stop_token_ids": [10**6]},
+            "stop_token_ids",
+            "stop_token_ids[0]: token id 1000000 is outside the vocabulary",
+        ),
         ({"top_a": 1}, "top_a", "top_a: unknown field"),
     ],
 )
@@ -157,7 +161,7 @@ def test_bad_extensions_are_400s_naming_the_field(server, fields, param, message
     response = server.client.post("/openai/v1/completions", json={"model": "gptj", "prompt": "Hi", **fields})
     error = response.json()["error"]
     assert response.status_code == 400 and message in error["message"]
-    if param is not None:  # indexed names (stop_token_ids[0]) are the param issue 23's other item fixes
+    if param is not None:
         assert error["param"] == param
 
 

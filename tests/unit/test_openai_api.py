@@ -198,8 +198,16 @@ def test_prompts_that_do_not_fit_are_context_length_errors_in_openais_words(prom
 
 
 def test_indexed_fields_name_their_param():
-    failure = classify(BadRequest("prompt[1][3]: token id 99999 is outside the vocabulary (0 to 50256)"))
+    with pytest.raises(BadRequest) as caught:
+        oa.check_vocabulary(oa.parse({**BASE, "prompt": [[1], [2, 3, 4, 99999]]}, Limits()), 50257)
+    assert caught.value.message == "prompt[1][3]: token id 99999 is outside the vocabulary (0 to 50256)"
+    failure = classify(caught.value)
     assert oa.error(failure)["error"]["param"] == "prompt" and oa.error(failure)["error"]["code"] == 400
+
+
+def test_param_is_the_field_the_error_was_raised_with_not_read_from_its_message():
+    assert oa.error(classify(BadRequest("max_tokens: must be >= 1")))["error"]["param"] is None
+    assert oa.error(classify(BadRequest("a message", field="top_p")))["error"]["param"] == "top_p"
 
 
 def test_a_prompt_that_just_fits_the_context():
