@@ -85,7 +85,8 @@ lint: install
 test: install lint $(CHECKOV_STAMP)
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)
 
-# Prints a table and writes bench/out/bench-$(DEVICE).json (see docs/performance.md).
+# Prints a table and writes bench/out/bench-$(DEVICE).json (see docs/performance.md). With GUIDELLM_VENV=
+# (below) it then runs GuideLLM's plain command against this tree's server too (bench-guidellm).
 ifeq ($(DEVICE),cuda)
 # On a lent GPU machine: its own python3 and CUDA torch, plus the wheels `make device-wheels` made here.
 bench:
@@ -93,6 +94,7 @@ bench:
 else
 bench: install
 	$(PY) -m bench --device $(DEVICE) $(BENCH_ARGS)
+	$(if $(GUIDELLM_VENV),$(PY) -m bench.guidellm --guidellm $(GUIDELLM_VENV)/bin/guidellm $(GUIDELLM_ARGS))
 endif
 
 # The host side of a decode step (model stubbed) and the CPU kernels, in process (docs/performance.md).

@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from predictor.core import GenerationRequest
 from predictor.edge.serving import Serving, serving
 from predictor.protocols import openai as oa
-from predictor.protocols import openai_stream, registry, seed
+from predictor.protocols import seed
+from predictor.protocols.registry import OPENAI  # this module's protocol: parse, render, stream, errors
 from predictor.protocols.sse import HEADERS, event, failure_event, started
 
 
@@ -31,20 +32,20 @@ async def get_model(model: Serving, model_id: str) -> JSONResponse:
 async def completions(model: Serving, request: Request) -> JSONResponse | StreamingResponse:
     """``POST /openai/v1/completions``: parse, tokenize, translate (openai.py), generate, answer."""
     body = seed.decode_body(await request.body(), request.headers.get("content-type"))
-    req = oa.parse(body, model.settings.limits)
+    req = OPENAI.parse(body, model.settings.limits)
     serving(model, req.model)
     oa.check_vocabulary(req, model.vocabulary())
     generations = oa.requests(req, *await model.encode(oa.prompts_of(req)), model.settings.limits)
     if req.stream:
         return await _stream(model, req, generations)
     results = await model.generate(generations)
-    return JSONResponse(oa.response(oa.Ids(model.name), req, generations, results))
+    return JSONResponse(OPENAI.render(oa.Ids(model.name), req, generations, results))
 
 
 async def _stream(
     model: Serving, req: oa.CompletionRequest, generations: Sequence[GenerationRequest]
 ) -> StreamingResponse:
-    render = openai_stream.Stream(oa.Ids(model.name), req, generations)  # every chunk is made there
+    render = OPENAI.stream(oa.Ids(model.name), req, generations)  # every chunk is made there
     events = await started(model.stream(generations))
 
     async def body() -> AsyncIterator[bytes]:
@@ -57,7 +58,7 @@ async def _stream(
             for chunk in render.closing():
                 yield event(chunk)
         except Exception as exc:
-            yield failure_event(exc, registry.OPENAI.error)
+            yield failure_event(exc, OPENAI.error)
         yield event("[DONE]")
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=HEADERS)

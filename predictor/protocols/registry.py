@@ -31,7 +31,7 @@ class Adapter:
     """One protocol. ``parse``/``render``/``stream`` have the protocol's own signatures: the seed API,
     v2 and gRPC share model.py's (``parse(payload, content_type, max_prompts)`` -> request objects,
     ``render(model_name, prepared, completions)``); OpenAI's are openai.parse, openai.response and
-    openai_stream.Stream, called by its routes (edge/openai_routes.py)."""
+    openai_stream.Stream, which its routes (edge/openai_routes.py) call through this adapter."""
 
     name: str
     prefixes: tuple[str, ...]  # the HTTP paths it serves start with one of these (gRPC: none)
