@@ -10,10 +10,9 @@ from predictor.core import GenerationRequest
 from predictor.generation import attention
 from predictor.generation.attention import FullSpan, RowSpans, Run, runs
 from predictor.generation.static import StaticDecoder
-from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
-from predictor.settings import Limits, parse_settings
+from predictor.settings import Limits
 
 from .schedule import run
 
@@ -23,11 +22,6 @@ LIMITS = Limits(max_length=1024)
 def request(loaded, prompt, **fields) -> GenerationRequest:
     ids = tuple(loaded.tokenizer(prompt).input_ids)
     return GenerationRequest(prompt, ids, plan(PromptRequest(prompt=prompt, **fields), len(ids), LIMITS)[0])
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(parse_settings(["--model", str(tiny_dir)], {}))
 
 
 def test_rows_are_grouped_into_runs_by_the_span_they_need():

@@ -9,10 +9,9 @@ import torch
 
 from predictor.core import GenerationRequest
 from predictor.generation.continuous import ContinuousBatch
-from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
-from predictor.settings import Limits, parse_settings
+from predictor.settings import Limits
 
 from .schedule import run
 
@@ -24,16 +23,6 @@ PROMPTS = [
     "Numbers such as 1, 2, 3",
     "She opened the book, read the first page twice, and smiled at",
 ]
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(parse_settings(["--model", str(tiny_dir)], {}))
-
-
-@pytest.fixture(scope="module")
-def eos_loaded(eos_dir):
-    return load(parse_settings(["--model", str(eos_dir)], {}))
 
 
 def request(loaded, prompt, **fields) -> GenerationRequest:

@@ -14,17 +14,11 @@ import torch
 from predictor.core import Constraint, GenerationRequest
 from predictor.generation import grammar
 from predictor.generation.continuous import ContinuousBatch
-from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
-from predictor.settings import Limits, parse_settings
+from predictor.settings import Limits
 
 REGEX = r"[a-c]{2}-[0-9]{1,3}"
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(parse_settings(["--model", str(tiny_dir)], {}))
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,9 @@ import torch
 from predictor.core import GenerationRequest, Sampling
 from predictor.generation.runner import Runner
 from predictor.generation.static import StaticDecoder
-from predictor.loading.loader import load
-from predictor.settings import parse_settings
 from tests.texts import completions, done_row, searched
 
 PROMPT = "Kubernetes runs containers on a cluster of machines and"
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(parse_settings(["--model", str(tiny_dir)], {}))
 
 
 def request(loaded, prompt=PROMPT, new=8, **sampling) -> GenerationRequest:

@@ -14,14 +14,7 @@ from predictor.core import Delta, Finished, GenerationRequest, Piece, Sampling
 from predictor.engine.engine import Engine
 from predictor.engine.outputs import Outputs, Tokenizer
 from predictor.generation.runner import Runner
-from predictor.loading.loader import load
-from predictor.settings import parse_settings
 from predictor.telemetry.metrics import Metrics
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(parse_settings(["--model", str(tiny_dir)], {}))
 
 
 @pytest.fixture(scope="module")

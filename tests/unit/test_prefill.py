@@ -18,8 +18,7 @@ from predictor.generation import dynamic, prefill
 from predictor.generation.continuous import ContinuousBatch
 from predictor.generation.runner import Runner
 from predictor.generation.static import StaticDecoder
-from predictor.loading.loader import load
-from predictor.settings import BatchPolicy, parse_settings
+from predictor.settings import BatchPolicy
 from predictor.telemetry.metrics import Metrics
 
 from .schedule import run
@@ -28,11 +27,6 @@ from .test_continuous import generate
 N = 4  # the chunk in these tests: prompts of 1, N, N + 1 and 3N + 2 tokens cross every kind of boundary
 LENGTHS = (1, N, N + 1, 3 * N + 2)
 TEXT = "Kubernetes runs containers on a cluster of machines and she opened the book, read the first page twice"
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(parse_settings(["--model", str(tiny_dir)], {}))
 
 
 def ids(loaded, length: int) -> tuple[int, ...]:

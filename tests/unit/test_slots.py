@@ -14,7 +14,6 @@ from predictor.generation.static import (
     cache_bytes_per_token,
     rows_buckets,
 )
-from predictor.loading.loader import load
 from predictor.protocols.plan import plan
 from predictor.protocols.seed import PromptRequest
 from predictor.settings import Limits, parse_settings
@@ -28,11 +27,6 @@ PROMPTS = [
     "If I was a billionaire, I would",
     "Numbers such as 1, 2, 3",
 ]
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(parse_settings(["--model", str(tiny_dir)], {}))
 
 
 def request(loaded, prompt, **fields) -> GenerationRequest:

@@ -17,16 +17,9 @@ from predictor.core import GenerationRequest, Sampling
 from predictor.generation.continuous import ContinuousBatch
 from predictor.generation.static import StaticDecoder
 from predictor.generation.steps import HostCopy
-from predictor.loading.loader import load
-from predictor.settings import parse_settings
 
 MIXES = [*hoststep.MIXES, "mix"]  # greedy, sampled, seeded, penalties, logprobs5, and all five in one batch
 ROWS = 10
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(parse_settings(["--model", str(tiny_dir)], {}))
 
 
 def batch_of(loaded, path: str, mix: str) -> ContinuousBatch:

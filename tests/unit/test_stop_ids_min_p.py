@@ -17,8 +17,6 @@ from predictor.core import GenerationRequest, Sampling
 from predictor.generation.continuous import ContinuousBatch
 from predictor.generation.logits import choose, row_choice
 from predictor.generation.rowstate import BatchState
-from predictor.loading.loader import load
-from predictor.settings import parse_settings
 
 from .test_rowstate import count_syncs
 
@@ -111,16 +109,6 @@ def test_stop_ids_and_min_p_cost_no_sync_in_a_steady_step():
     for row, token in zip(rows, chosen.tolist(), strict=True):
         row.tokens.append(token)
     assert count_syncs(lambda: choose(rows, logits, EOS))[0] == 0
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(parse_settings(["--model", str(tiny_dir)], {}))
-
-
-@pytest.fixture(scope="module")
-def eos_loaded(eos_dir):
-    return load(parse_settings(["--model", str(eos_dir)], {}))
 
 
 def finish(loaded, requests: dict) -> dict:
